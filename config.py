@@ -1,0 +1,127 @@
+"""The project's one configuration object.
+
+``get_config(name)`` returns an :class:`easydict.EasyDict` holding every setting of a run,
+with the defaults of the SRGAN paper (Ledig et al., CVPR 2017) at x4. Scripts and notebooks
+read it, override a few keys, and pass it on; no module hides a setting of its own.
+
+Presets:
+    ``'paper'`` (default) -- the paper's setup on DIV2K: full SRResNet (16 blocks x 64 channels),
+        96x96 HR patches, batch 16, Adam, 10^6 MSE iterations, then 10^5 + 10^5 adversarial
+        iterations at lr 1e-4 and 1e-5 with the VGG54 content loss.
+    ``'demo'`` -- a reduced SRResNet trained on the CPU in minutes on the scikit-image photos
+        (the embedded demo dataset, built by ``create_data_lists.py --demo``).
+    ``'smoke'`` -- tiny and fast, for the tests and ``SR_SMOKE=1`` notebook runs.
+
+Units: an *epoch* is one pass over ``patches_per_image`` random patches of every training
+image; ``iterations = epochs * ceil(n_images * patches_per_image / batch_size)``.
+"""
+import copy
+import os
+from pathlib import Path
+
+from easydict import EasyDict
+
+ROOT = Path(__file__).resolve().parent
+"""The project root (the folder holding this file)."""
+
+SHARED_DATA = Path(os.environ.get("SR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+"""Offline copy of public data beside the project (``../shared/data``); may be absent."""
+
+_PAPER = EasyDict({
+    "scale": 4,                      # upscaling factor (the paper: x4 only)
+    "seed": 0,                       # seeds python, numpy and torch; fixes the data order
+    "data": {
+        "root": str(ROOT / "data"),              # where downloads and lists live
+        "lists_dir": str(ROOT / "data" / "lists"),  # JSON data lists written by create_data_lists.py
+        "cache_dir": str(ROOT / "data" / "cache"),  # decoded-image cache (.npy) reused across runs
+        "train_list": "DIV2K_train",     # name of the training list in lists_dir
+        "val_list": "Set5",              # per-epoch validation set
+        "test_sets": ["Set5", "Set14", "B100", "Urban100", "DIV2K_valid"],
+        "benchmark_root": str(ROOT / "data" / "benchmark"),  # EDSR layout <Set>/HR, <Set>/LR_bicubic/X4
+        "patch_size": 96,                # HR patch side; the LR patch is patch_size // scale
+        "patches_per_image": 100,        # random patches drawn from each image per epoch
+        "augment": True,                 # random flips and 90-degree rotations
+        "workers": 4,                    # DataLoader worker processes (0 = main process)
+    },
+    "generator": {
+        "arch": "srresnet",              # srresnet | srcnn | vdsr
+        "n_blocks": 16,                  # residual blocks B
+        "n_channels": 64,                # feature maps
+    },
+    "discriminator": {
+        "n_channels": 64,                # channels of the first conv; doubles every 2 layers
+        "n_blocks": 8,                   # conv layers
+        "fc_size": 1024,                 # hidden dense layer
+    },
+    "vgg": {
+        "i": 5, "j": 4,                  # phi_{i,j}: j-th conv (after ReLU) before the i-th max-pool
+        "weights": None,                 # None: official torchvision URL via torch.hub; or a .pth path
+        "feature_scale": 1 / 12.75,      # the paper rescales VGG features by 1/12.75
+    },
+    "stage1": {                          # SRResNet: MSE pretraining of the generator
+        "name": "srresnet",
+        "loss": "mse",                   # mse | l1 (pixel content loss)
+        "epochs": 200,                   # = 10^6 iterations on DIV2K (800 images x 100 patches / 16)
+        "batch_size": 16,
+        "lr": 1e-4,
+        "betas": (0.9, 0.999),
+        "lr_schedule": "constant",       # constant | cosine | step (step halves... see solver)
+    },
+    "stage2": {                          # SRGAN: adversarial training initialised from stage 1
+        "name": "srgan",
+        "content_loss": "vgg",           # vgg (phi_{i,j} above) | mse
+        "adv_weight": 1e-3,              # generator loss = content + adv_weight * adversarial
+        "epochs": 40,                    # = 2 x 10^5 iterations on DIV2K
+        "batch_size": 16,
+        "lr": 1e-4,
+        "lr_decay_at": 0.5,              # lr x 0.1 after this fraction of the epochs (1e-4 -> 1e-5)
+        "lr_decay_factor": 0.1,
+        "betas": (0.9, 0.999),
+        "d_steps": 1,                    # k: discriminator steps per generator step
+    },
+    "train": {
+        "device": "auto",                # auto | cpu | cuda | cuda:N
+        "amp": None,                     # None | "bf16": autocast on CUDA
+        "channels_last": True,           # NHWC memory format (faster on CPU and on tensor cores)
+        "compile": False,                # torch.compile the generator
+        "out_dir": str(ROOT / "runs"),   # checkpoints, CSV logs
+        "checkpoint_every": 1,           # epochs between checkpoints
+        "log_every": 100,                # iterations between log lines
+        "val_every": 1,                  # epochs between validations
+    },
+})
+
+
+def _demo():
+    cfg = copy.deepcopy(_PAPER)
+    cfg.data.update({
+        "train_list": "demo_train", "val_list": "demo_test",
+        "root": str(ROOT / "data" / "demo"),
+        "patch_size": 96, "patches_per_image": 200, "workers": 0,
+    })
+    cfg.generator.update({"n_blocks": 6, "n_channels": 32})
+    cfg.stage1.update({"loss": "l1", "epochs": 10, "lr": 1e-3, "lr_schedule": "cosine"})
+    cfg.stage2.update({"epochs": 2, "content_loss": "vgg"})
+    cfg.vgg.update({"i": 2, "j": 2})
+    cfg.train.update({"device": "cpu"})
+    return cfg
+
+
+def _smoke():
+    cfg = _demo()
+    cfg.data.update({"patch_size": 48, "patches_per_image": 4})
+    cfg.generator.update({"n_blocks": 2, "n_channels": 16})
+    cfg.discriminator.update({"n_channels": 8, "fc_size": 32})
+    cfg.stage1.update({"epochs": 1, "batch_size": 4})
+    cfg.stage2.update({"epochs": 1, "batch_size": 4})
+    return cfg
+
+
+PRESETS = {"paper": lambda: copy.deepcopy(_PAPER), "demo": _demo, "smoke": _smoke}
+
+
+def get_config(name="paper"):
+    """Return a fresh EasyDict of the preset ``name`` ('paper', 'demo' or 'smoke')."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
