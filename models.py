@@ -1,0 +1,508 @@
+"""Networks: the SRResNet generator, the SRGAN discriminator, the truncated VGG19 of the
+content loss, the SRCNN and VDSR baselines, and loading a trained generator from a checkpoint.
+
+Conventions shared by every generator (the contract of ``solver.py``, ``super_resolve.py`` and
+``evaluate.py``):
+
+* input: an LR RGB batch ``(N,3,h,w)`` float in [0,1];
+* output: an SR RGB batch ``(N,3,s*h,s*w)`` float, approximately in [0,1]. It is **not clamped**
+  in ``forward`` (clamping would zero the gradient of out-of-range pixels during training);
+  ``super_resolve`` rounds and clips when it makes an image.
+* attributes ``scale`` (int) and ``y_only`` (True for SRCNN/VDSR, whose loss should be computed on
+  the Y channel through ``forward_y``).
+
+SRResNet and the discriminator follow Fig. 4 of Ledig et al., "Photo-Realistic Single Image
+Super-Resolution Using a Generative Adversarial Network", CVPR 2017. One deliberate deviation:
+the paper scales LR inputs to [0,1] but HR targets to [-1,1] (tanh-free output compared with
+[-1,1] images); here the HR/SR range is [0,1] as well, so the generator's output is directly an
+image, the MSE is 1/4 of the paper's (same minimiser), and all models share one range. The
+discriminator maps its [0,1] input to the paper's [-1,1] internally.
+
+Everything here is ``channels_last`` friendly: no ``.view`` on possibly non-contiguous tensors.
+"""
+import inspect
+import math
+import numbers
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from imresize import imresize_torch
+from utils import rgb2ycbcr_torch, ycbcr2rgb_torch
+
+CHECKPOINT_FORMAT = "srgan-course/1"
+"""Value of the ``"format"`` key of the checkpoints written by ``solver.py``."""
+
+# --------------------------------------------------------------------------------------------
+# SRResNet (generator)
+# --------------------------------------------------------------------------------------------
+LARGE_KERNEL = 9      # the 9x9 convolutions at the input and output of SRResNet (paper Fig. 4)
+SMALL_KERNEL = 3      # every other convolution of SRResNet and the discriminator is 3x3
+PIXEL_SHUFFLE_X2 = 2  # each sub-pixel block upsamples x2 (a x3 model uses one x3 block)
+
+
+def _conv(in_ch, out_ch, kernel, stride=1):
+    """``kernel x kernel`` convolution with 'same' zero padding (for stride 1), with bias."""
+    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2)
+
+
+def _check_int_scale(scale, name):
+    """Return ``scale`` as an int >= 2, or raise ValueError naming the model ``name``."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or scale != int(scale) \
+            or int(scale) < 2:
+        raise ValueError(f"{name}: scale must be an integer >= 2, got {scale!r}")
+    return int(scale)
+
+
+def _upsample_factors(scale):
+    """The sub-pixel factors of an SRResNet of ``scale``: [2]*log2(scale), or [3] for x3."""
+    scale = _check_int_scale(scale, "SRResNet")
+    if scale == 3:
+        return [3]
+    if scale & (scale - 1):
+        raise ValueError(f"SRResNet: scale must be a power of 2 (2, 4, 8, ...) or 3, got {scale}")
+    return [PIXEL_SHUFFLE_X2] * int(math.log2(scale))
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3-BN-PReLU-conv3x3-BN plus identity skip. ``(N,C,H,W) -> (N,C,H,W)``."""
+
+    def __init__(self, n_channels):
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(n_channels, n_channels, SMALL_KERNEL), nn.BatchNorm2d(n_channels), nn.PReLU(),
+            _conv(n_channels, n_channels, SMALL_KERNEL), nn.BatchNorm2d(n_channels),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class SubPixelBlock(nn.Module):
+    """conv3x3 to ``f*f*C`` channels, PixelShuffle(f), PReLU. ``(N,C,H,W) -> (N,C,fH,fW)``."""
+
+    def __init__(self, n_channels, factor=PIXEL_SHUFFLE_X2):
+        super().__init__()
+        self.conv = _conv(n_channels, n_channels * factor ** 2, SMALL_KERNEL)
+        self.shuffle = nn.PixelShuffle(factor)
+        self.act = nn.PReLU()
+
+    def forward(self, x):
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class SRResNet(nn.Module):
+    """SRResNet of Ledig et al. (Fig. 4), the SRGAN generator.
+
+    9x9 conv + PReLU; ``n_blocks`` residual blocks; conv3x3 + BN with a long skip from the output
+    of the first conv; log2(scale) sub-pixel x2 blocks (one x3 block for scale 3); 9x9 conv to RGB.
+    1,549,462 parameters at the defaults (see tests/test_models.py for the count).
+
+    Args:
+        scale: 2, 4, 8, ... (a power of 2) or 3.
+        n_blocks: residual blocks B (paper: 16).
+        n_channels: feature maps (paper: 64).
+
+    Shapes: ``(N,3,h,w)`` float in [0,1] -> ``(N,3,scale*h,scale*w)`` float, ~[0,1], unclamped
+    (no tanh: see the module docstring for the [0,1] vs [-1,1] choice).
+    """
+
+    y_only = False
+
+    def __init__(self, scale=4, n_blocks=16, n_channels=64):
+        super().__init__()
+        factors = _upsample_factors(scale)
+        if n_blocks < 1 or n_channels < 1:
+            raise ValueError(f"SRResNet: n_blocks and n_channels must be >= 1, "
+                             f"got {n_blocks}, {n_channels}")
+        self.scale = int(scale)
+        self.head = nn.Sequential(_conv(3, n_channels, LARGE_KERNEL), nn.PReLU())
+        self.body = nn.Sequential(
+            *[ResidualBlock(n_channels) for _ in range(n_blocks)],
+            _conv(n_channels, n_channels, SMALL_KERNEL), nn.BatchNorm2d(n_channels),
+        )
+        self.upsample = nn.Sequential(*[SubPixelBlock(n_channels, f) for f in factors])
+        self.tail = _conv(n_channels, 3, LARGE_KERNEL)
+
+    def forward(self, x):
+        """``(N,3,h,w)`` in [0,1] -> ``(N,3,scale*h,scale*w)`` ~[0,1] (unclamped)."""
+        head = self.head(x)
+        return self.tail(self.upsample(head + self.body(head)))
+
+
+# --------------------------------------------------------------------------------------------
+# Discriminator
+# --------------------------------------------------------------------------------------------
+LEAKY_SLOPE = 0.2   # LeakyReLU slope of the discriminator (paper: alpha = 0.2)
+DISC_POOL = 6       # spatial size before the dense layers: 96 / 2^4 = 6 in the paper
+
+
+class Discriminator(nn.Module):
+    """SRGAN discriminator (Fig. 4): conv3x3 + LeakyReLU, then ``n_blocks - 1`` conv-BN-LeakyReLU
+    layers whose channels double every second layer (64,128,128,256,256,512,512) and whose strides
+    alternate 2,1,2,1,... (the first of them has stride 2), adaptive average pooling to 6x6
+    (the identity for 96x96 inputs, so the paper's 512x6x6 features; any input size works),
+    dense ``fc_size`` + LeakyReLU, dense 1.
+
+    Shapes: ``(N,3,H,W)`` float in [0,1] -> ``(N,)`` float logits (no sigmoid: use
+    ``BCEWithLogitsLoss``). The input is mapped to [-1,1] (the paper's HR range) inside.
+    """
+
+    def __init__(self, n_channels=64, n_blocks=8, fc_size=1024):
+        super().__init__()
+        if n_blocks < 1 or n_channels < 1 or fc_size < 1:
+            raise ValueError(f"Discriminator: n_channels, n_blocks, fc_size must be >= 1, "
+                             f"got {n_channels}, {n_blocks}, {fc_size}")
+        layers = [_conv(3, n_channels, SMALL_KERNEL), nn.LeakyReLU(LEAKY_SLOPE)]
+        in_ch = n_channels
+        for k in range(1, n_blocks):
+            out_ch = n_channels * 2 ** (k // 2)     # 64,128,128,256,256,512,512 for k = 1..7
+            stride = 2 if k % 2 == 1 else 1          # 2,1,2,1,2,1,2
+            layers += [_conv(in_ch, out_ch, SMALL_KERNEL, stride), nn.BatchNorm2d(out_ch),
+                       nn.LeakyReLU(LEAKY_SLOPE)]
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(DISC_POOL)
+        self.classifier = nn.Sequential(
+            nn.Linear(in_ch * DISC_POOL * DISC_POOL, fc_size), nn.LeakyReLU(LEAKY_SLOPE),
+            nn.Linear(fc_size, 1),
+        )
+
+    def forward(self, x):
+        """``(N,3,H,W)`` float in [0,1] -> ``(N,)`` logits (positive = "real")."""
+        feats = self.pool(self.features(x * 2 - 1))          # [0,1] -> [-1,1]
+        return self.classifier(torch.flatten(feats, 1)).flatten()
+
+
+# --------------------------------------------------------------------------------------------
+# Truncated VGG19 (content loss)
+# --------------------------------------------------------------------------------------------
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+"""torchvision's ImageNet VGG19 (IMAGENET1K_V1) weights; cached in ``torch.hub.get_dir()``."""
+VGG19_BLOCK_SIZES = (2, 2, 4, 4, 4)           # 3x3 convs before each of the 5 max-pools
+VGG19_BLOCK_CHANNELS = (64, 128, 256, 512, 512)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)          # torchvision's input normalisation
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RANDOM_WEIGHTS = "random"                      # TruncatedVGG19(weights='random'): tests only
+
+
+def vgg19_feature_end(i, j):
+    """Number of layers of ``vgg19.features`` that end just after the ReLU of the ``j``-th conv
+    before the ``i``-th max-pool (phi_{i,j} of the SRGAN paper): 9 for (2,2), 36 for (5,4).
+    Invalid ``(i, j)`` -> ValueError."""
+    n_pools = len(VGG19_BLOCK_SIZES)
+    if not (isinstance(i, int) and isinstance(j, int) and 1 <= i <= n_pools
+            and 1 <= j <= VGG19_BLOCK_SIZES[i - 1]):
+        raise ValueError(f"invalid VGG19 depth phi_(i={i!r}, j={j!r}): need 1 <= i <= {n_pools} "
+                         f"and 1 <= j <= the number of convs in block i {VGG19_BLOCK_SIZES}")
+    # a block of n convs has 2n layers (conv, ReLU) plus its max-pool
+    start = sum(2 * n + 1 for n in VGG19_BLOCK_SIZES[:i - 1])
+    return start + 2 * j
+
+
+def _vgg19_features(end):
+    """``nn.Sequential`` of the first ``end`` layers of torchvision's ``vgg19().features``, with the
+    same indices (conv at 0, 2, 5, ...; max-pools at 4, 9, 18, 27, 36). ReLUs are not in-place:
+    in-place ReLUs would overwrite the activations that autograd needs for the input gradient."""
+    layers, in_ch = [], 3
+    for n_convs, ch in zip(VGG19_BLOCK_SIZES, VGG19_BLOCK_CHANNELS):
+        for _ in range(n_convs):
+            layers += [nn.Conv2d(in_ch, ch, SMALL_KERNEL, padding=SMALL_KERNEL // 2),
+                       nn.ReLU(inplace=False)]
+            in_ch = ch
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers[:end])
+
+
+def _torch_load_dict(path, what):
+    """``torch.load(path, weights_only=True)`` on the CPU; returns a dict or raises a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types
+        raise ValueError(f"{path}: not a readable torch file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a dict ({what}), found {type(obj).__name__}")
+    return obj
+
+
+def _download_vgg19():
+    """The official VGG19 state dict through the torch.hub cache; RuntimeError if unavailable.
+    Returns ``(state_dict, description of where it came from)``."""
+    cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    try:
+        state = torch.hub.load_state_dict_from_url(VGG19_URL, map_location="cpu",
+                                                   check_hash=True, weights_only=True)
+    except Exception as exc:  # URLError, HTTPError, hash mismatch, corrupt cache file ...
+        raise RuntimeError(
+            f"could not get the VGG19 weights from {VGG19_URL} (torch hub cache: {cache_dir}): "
+            f"{type(exc).__name__}: {exc}. Download that file by hand and pass its path "
+            f"(TruncatedVGG19(weights=PATH), config key vgg.weights), or put it in {cache_dir}."
+        ) from exc
+    return state, f"{VGG19_URL} (cached in {cache_dir})"
+
+
+class TruncatedVGG19(nn.Module):
+    """ImageNet VGG19 truncated at phi_{i,j} (after the ReLU of the ``j``-th conv before the
+    ``i``-th max-pool): phi_{2,2} = ``features[:9]`` (the paper's VGG22), phi_{5,4} =
+    ``features[:36]`` (VGG54). Frozen and always in eval mode, but differentiable w.r.t. its input.
+
+    Args:
+        i, j: the depth; ``i`` in 1..5, ``j`` in 1..(2,2,4,4,4)[i-1], else ValueError.
+        weights: ``None`` -> torchvision's official file (``VGG19_URL``) through the torch.hub
+            cache (RuntimeError with instructions if it cannot be downloaded); a path -> a state
+            dict of ``vgg19`` or of its ``features`` (keys ``features.0.weight`` or ``0.weight``;
+            layers beyond the truncation are ignored); a file that lacks a needed layer ->
+            ValueError. ``'random'`` keeps the random init: for tests only.
+
+    Shapes: ``(N,3,H,W)`` float in [0,1] -> ``(N,C,H/2^(i-1),W/2^(i-1))`` features, C = 64, 128,
+    256, 512, 512 for i = 1..5. ImageNet mean/std normalisation is applied inside.
+    """
+
+    def __init__(self, i=5, j=4, weights=None):
+        super().__init__()
+        self.i, self.j = i, j
+        self.features = _vgg19_features(vgg19_feature_end(i, j))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1),
+                             persistent=False)
+        if isinstance(weights, str) and weights == RANDOM_WEIGHTS:
+            pass
+        elif weights is None:
+            self._load(*_download_vgg19())
+        elif isinstance(weights, (str, os.PathLike)):
+            self._load(_torch_load_dict(weights, "VGG19 weights"), str(weights))
+        else:
+            raise TypeError(f"TruncatedVGG19: weights must be None, a path or "
+                            f"{RANDOM_WEIGHTS!r}, got {type(weights).__name__}")
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.train(False)
+
+    def _load(self, state, source):
+        """Copy the needed conv tensors of ``state`` (``features.``-prefixed or not) into
+        ``self.features``; ValueError naming ``source`` if some are missing or mis-shaped."""
+        feats = {}
+        for key, value in state.items():
+            name = key[len("features."):] if key.startswith("features.") else key
+            feats.setdefault(name, value)
+        needed = self.features.state_dict()
+        missing = [k for k in needed if k not in feats]
+        if missing:
+            raise ValueError(
+                f"{source}: the VGG19 weights lack {len(missing)} tensor(s) needed for "
+                f"phi_(i={self.i}, j={self.j}) (features[:{len(self.features)}]): {missing}. "
+                f"Use a shallower depth or the full vgg19 file ({VGG19_URL}).")
+        for k, ref in needed.items():
+            if not isinstance(feats[k], torch.Tensor) or feats[k].shape != ref.shape:
+                found = tuple(feats[k].shape) if isinstance(feats[k], torch.Tensor) \
+                    else type(feats[k]).__name__
+                raise ValueError(f"{source}: VGG19 tensor {k!r} has shape {found}, "
+                                 f"expected {tuple(ref.shape)}")
+        self.features.load_state_dict({k: feats[k] for k in needed})
+
+    def train(self, mode=True):
+        """Always stays in eval mode (a parent's ``.train()`` does not change it)."""
+        return super().train(False)
+
+    def forward(self, x):
+        """``(N,3,H,W)`` float in [0,1] -> VGG features; gradients flow to ``x``."""
+        return self.features((x - self.mean) / self.std)
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines working on Y: SRCNN, VDSR
+# --------------------------------------------------------------------------------------------
+class _YChannelSR(nn.Module):
+    """Base of the Y-channel baselines: bicubic x``scale`` upsampling (MATLAB-exact
+    ``imresize_torch``), a network on Y, RGB rebuilt from the predicted Y and the bicubic CbCr."""
+
+    y_only = True
+
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = _check_int_scale(scale, type(self).__name__)
+
+    def predict_y(self, y):
+        """``(N,1,H,W)`` bicubic Y in [0,1] -> ``(N,1,H,W)`` predicted Y."""
+        raise NotImplementedError
+
+    def forward_y(self, lr):
+        """Y-channel output, for a loss on Y (the SRCNN/VDSR papers train on Y only).
+
+        ``lr``: ``(N,3,h,w)`` RGB float in [0,1]. Returns ``(sr_y, bicubic_ycbcr)``: ``sr_y``
+        ``(N,1,s*h,s*w)`` predicted Y and ``bicubic_ycbcr`` ``(N,3,s*h,s*w)`` the bicubic image in
+        YCbCr, both scaled like ``utils.rgb2ycbcr_torch`` (Y in [16/255, 235/255]). Compare
+        ``sr_y`` with ``rgb2ycbcr_torch(hr)[:, :1]``.
+        """
+        bicubic = imresize_torch(lr, scale=self.scale)
+        ycbcr = rgb2ycbcr_torch(bicubic)
+        return self.predict_y(ycbcr[:, :1]), ycbcr
+
+    def forward(self, lr):
+        """``(N,3,h,w)`` RGB in [0,1] -> ``(N,3,s*h,s*w)`` RGB ~[0,1] (unclamped)."""
+        sr_y, ycbcr = self.forward_y(lr)
+        return ycbcr2rgb_torch(torch.cat([sr_y, ycbcr[:, 1:]], dim=1))
+
+
+class SRCNN(_YChannelSR):
+    """SRCNN of Dong et al. (ECCV 2014 / TPAMI 2016) on the Y channel of the bicubic image.
+
+    Three convs ``kernels`` = (f1, f2, f3) with ``n_channels`` = (n1, n2) and ReLU after the
+    first two; default 9-1-5 with 64/32 (the paper's base model, 8,129 parameters). Deviation:
+    'same' zero padding keeps the output the size of the bicubic image (the paper used 'valid'
+    convs and a smaller output). Init: ``init_std=None`` -> He-normal (fan-in) weights and zero
+    biases, which trains well with Adam; ``init_std=1e-3`` reproduces the paper's N(0, 0.001)
+    (made for SGD with per-layer learning rates).
+    """
+
+    def __init__(self, scale=4, n_channels=(64, 32), kernels=(9, 1, 5), init_std=None):
+        super().__init__(scale)
+        n_channels, kernels = tuple(n_channels), tuple(kernels)
+        if len(n_channels) != 2 or len(kernels) != 3 or any(k % 2 == 0 for k in kernels):
+            raise ValueError(f"SRCNN: need 2 channel counts and 3 odd kernel sizes, "
+                             f"got n_channels={n_channels}, kernels={kernels}")
+        c1, c2 = n_channels
+        f1, f2, f3 = kernels
+        self.net = nn.Sequential(_conv(1, c1, f1), nn.ReLU(inplace=True),
+                                 _conv(c1, c2, f2), nn.ReLU(inplace=True),
+                                 _conv(c2, 1, f3))
+        for m in self.net:
+            if isinstance(m, nn.Conv2d):
+                if init_std is None:
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                else:
+                    nn.init.normal_(m.weight, std=init_std)
+                nn.init.zeros_(m.bias)
+
+    def predict_y(self, y):
+        return self.net(y)
+
+
+class VDSR(_YChannelSR):
+    """VDSR of Kim et al. (CVPR 2016) on the Y channel of the bicubic image.
+
+    ``n_layers`` 3x3 convs (paper: 20): conv+ReLU, ``n_layers - 2`` x conv+ReLU, conv to 1 channel,
+    plus the global residual (the bicubic Y). Zero padding keeps the size. He-normal init,
+    zero biases (665,921 parameters at the defaults).
+    """
+
+    def __init__(self, scale=4, n_layers=20, n_channels=64):
+        super().__init__(scale)
+        if n_layers < 2 or n_channels < 1:
+            raise ValueError(f"VDSR: need n_layers >= 2 and n_channels >= 1, "
+                             f"got {n_layers}, {n_channels}")
+        layers = [_conv(1, n_channels, SMALL_KERNEL), nn.ReLU(inplace=True)]
+        for _ in range(n_layers - 2):
+            layers += [_conv(n_channels, n_channels, SMALL_KERNEL), nn.ReLU(inplace=True)]
+        layers.append(_conv(n_channels, 1, SMALL_KERNEL))
+        self.net = nn.Sequential(*layers)
+        for m in self.net:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def predict_y(self, y):
+        return y + self.net(y)
+
+
+# --------------------------------------------------------------------------------------------
+# Building and loading generators
+# --------------------------------------------------------------------------------------------
+GENERATORS = {"srresnet": SRResNet, "srcnn": SRCNN, "vdsr": VDSR}
+"""Generator architectures by name (the ``arch`` of configs and checkpoints)."""
+
+# key prefixes added by wrappers: DistributedDataParallel / DataParallel, torch.compile
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def build_generator(arch, scale=4, **kwargs):
+    """A new generator ``GENERATORS[arch](scale=scale, **kwargs)``; ValueError for an unknown
+    ``arch``, TypeError naming the accepted arguments for an unknown keyword."""
+    if arch not in GENERATORS:
+        raise ValueError(f"unknown generator arch {arch!r}; choose one of {sorted(GENERATORS)}")
+    cls = GENERATORS[arch]
+    accepted = [p for p in inspect.signature(cls).parameters if p != "scale"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(f"{cls.__name__} ({arch!r}) does not take {unknown}; "
+                        f"it accepts {accepted}")
+    return cls(scale=scale, **kwargs)
+
+
+def strip_wrapper_prefixes(state_dict):
+    """The state dict with the ``module.`` / ``_orig_mod.`` prefixes of DDP and torch.compile
+    removed from its keys (any order, any number)."""
+    out = {}
+    for key, value in state_dict.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def _describe(obj):
+    """A short description of a checkpoint-like dict for error messages."""
+    keys = list(obj)
+    if keys and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return f"a raw state_dict of {len(keys)} tensors (keys like {keys[:3]})"
+    return f"a dict with keys {keys[:10]}"
+
+
+def load_generator(path, device="cpu", expect_scale=None):
+    """Load the generator of a checkpoint written by ``solver.py``.
+
+    Args:
+        path: checkpoint file (format of the module docstring of ``solver.py`` / the contract:
+            a dict with ``arch``, ``arch_kwargs``, ``scale``, ``generator`` ...). State-dict keys
+            with ``module.`` or ``_orig_mod.`` prefixes are accepted.
+        device: where to put the model.
+        expect_scale: if given, a checkpoint of another scale is an error.
+
+    Returns: ``(model, checkpoint)``: the generator in eval mode on ``device`` and the whole
+    checkpoint dict (on the CPU).
+
+    Raises: FileNotFoundError; ValueError naming the file for a file that is not a torch file /
+    not a dict / lacks ``arch``, ``scale`` or ``generator`` (e.g. a raw state dict), an unknown
+    format or arch, a scale mismatch, or a state dict that does not fit the architecture.
+    """
+    ckpt = _torch_load_dict(path, "checkpoint")
+    missing = [k for k in ("arch", "scale", "generator") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a generator checkpoint of this project: missing "
+                         f"{missing}; found {_describe(ckpt)}")
+    if ckpt.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format {ckpt['format']!r} "
+                         f"(expected {CHECKPOINT_FORMAT!r})")
+    arch, scale = ckpt["arch"], ckpt["scale"]
+    if arch not in GENERATORS:
+        raise ValueError(f"{path}: unknown generator arch {arch!r}; "
+                         f"known: {sorted(GENERATORS)}")
+    if expect_scale is not None and scale != expect_scale:
+        raise ValueError(f"{path}: checkpoint is for x{scale}, but x{expect_scale} was requested")
+    kwargs = dict(ckpt.get("arch_kwargs") or {})
+    kwargs.pop("scale", None)
+    try:
+        model = build_generator(arch, scale=scale, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot build {arch!r} with scale={scale}, "
+                         f"arch_kwargs={kwargs}: {exc}") from exc
+    state = ckpt["generator"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: 'generator' should be a state dict, "
+                         f"found {type(state).__name__}")
+    try:
+        model.load_state_dict(strip_wrapper_prefixes(state))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: the generator weights do not fit {arch!r} "
+                         f"(scale={scale}, arch_kwargs={kwargs}): {exc}") from exc
+    return model.to(device).eval(), ckpt
