@@ -53,9 +53,11 @@ UINT8_MAX = 255.0
 def find_test_set(root, name, scale=4):
     """Locate the folders of test set ``name`` under ``root``.
 
-    Layouts: EDSR ``root/<name>/HR`` + ``root/<name>/LR_bicubic/X{scale}``; for
-    ``name='DIV2K_valid'`` the official ``root/DIV2K/DIV2K_valid_HR`` +
-    ``root/DIV2K/DIV2K_valid_LR_bicubic/X{scale}`` (the EDSR layout is accepted too).
+    Layouts tried in order: for ``name='DIV2K_valid'`` the official ``root/DIV2K/DIV2K_valid_HR``
+    + ``root/DIV2K/DIV2K_valid_LR_bicubic/X{scale}`` (also in the ``DIV2K`` folder beside
+    ``root``, i.e. ``root`` may be the ``benchmark`` folder next to it); then EDSR
+    ``root/<name>/HR`` + ``root/<name>/LR_bicubic/X{scale}``; then the same inside
+    ``root/benchmark`` (``root`` = the data root that ``create_data_lists.py --download`` fills).
 
     Returns ``(hr_dir, lr_dir)`` as Paths; ``lr_dir`` is None when the LR folder is absent (the
     LR images are then made with bicubic ``imresize``). Raises FileNotFoundError naming the
@@ -64,9 +66,11 @@ def find_test_set(root, name, scale=4):
     root = Path(root)
     candidates = []
     if name == DIV2K_VALID:
-        candidates.append((root / "DIV2K" / "DIV2K_valid_HR",
-                           root / "DIV2K" / "DIV2K_valid_LR_bicubic" / f"X{scale}"))
-    candidates.append((root / name / "HR", root / name / "LR_bicubic" / f"X{scale}"))
+        for div2k in (root / "DIV2K", root.parent / "DIV2K"):
+            candidates.append((div2k / "DIV2K_valid_HR",
+                               div2k / "DIV2K_valid_LR_bicubic" / f"X{scale}"))
+    for base in (root, root / "benchmark"):
+        candidates.append((base / name / "HR", base / name / "LR_bicubic" / f"X{scale}"))
     for hr_dir, lr_dir in candidates:
         if hr_dir.is_dir():
             return hr_dir, (lr_dir if lr_dir.is_dir() else None)
@@ -210,9 +214,9 @@ class TestDataset(Dataset):
     when ``lr_dir`` is None); ``hr`` uint8 ``(H,W[,3])`` modcropped to multiples of ``scale``
     (``h = H / scale``); ``name`` the HR file stem. Single-channel images stay single-channel.
 
-    Construction lists and pairs the files and checks every LR size against its HR size from the
-    file headers, so a missing partner or a size mismatch fails at once, naming the file. Images
-    are decoded when the item is read.
+    Construction lists and pairs the files and reads every file header, checking each LR size
+    against its HR size, so a missing partner, an unreadable file or a size mismatch fails at
+    once, naming the file. Images are decoded when the item is read.
     """
 
     __test__ = False   # not a pytest test class despite the name
@@ -233,8 +237,9 @@ class TestDataset(Dataset):
             name = self.hr_dir.parent.name if self.hr_dir.name == "HR" else self.hr_dir.name
         self.name = name
         for hr, lr in self.pairs:
+            hr_size = image_size(hr)                 # also: every HR file is a readable image
             if lr is not None:
-                check_pair_size(hr, lr, self.scale)
+                check_pair_size(hr, lr, self.scale, hr_size)
 
     @classmethod
     def from_list(cls, path):
@@ -257,3 +262,300 @@ class TestDataset(Dataset):
 
     def __repr__(self):
         return f"TestDataset({self.name!r}, {len(self)} images, x{self.scale})"
+
+
+# ----------------------------------------------------------------------------------------------
+# Random patches for training
+# ----------------------------------------------------------------------------------------------
+
+DECODE_THREADS = min(4, os.cpu_count() or 1)
+"""Threads decoding images while a TrainDataset is built (PNG decoding releases the GIL)."""
+
+FD_RESERVE = 256
+"""File descriptors left free for everything else when deciding how many cache maps stay open."""
+
+
+def _file_id(path):
+    """``[absolute path, mtime in ns, size in bytes]``: changes whenever the file does."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return [str(path), st.st_mtime_ns, st.st_size]
+
+
+def cache_key(hr_path, lr_path, scale):
+    """Hex key of the cached arrays of one training pair: a hash of both files' absolute path,
+    mtime and size, the scale and ``CACHE_VERSION`` -- any change gives a new key (stale entries
+    are simply never read again)."""
+    ident = [CACHE_VERSION, int(scale), _file_id(hr_path),
+             _file_id(lr_path) if lr_path is not None else None]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:20]
+
+
+def _save_npy_atomic(path, array):
+    """``np.save`` to a temporary file in the same folder, then rename: never a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _open_npy(path):
+    """Memory-map a cached ``.npy`` read-only; a plain ndarray view (cheaper to slice)."""
+    return np.load(path, mmap_mode="r").view(np.ndarray)
+
+
+def _max_open_maps(wanted):
+    """How many memory maps may stay open at once (each holds a file descriptor).
+
+    Raises the soft open-file limit towards ``wanted + FD_RESERVE`` (never above the hard limit)
+    where the platform allows it, and returns the number of maps that fit under it.
+    """
+    try:
+        import resource
+    except ImportError:                       # Windows: no fd limit of this kind
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(2, min(wanted, soft - FD_RESERVE))
+
+
+def _to_tensor(patch):
+    """uint8 ``(h,w,3)`` (any strides) -> float32 tensor ``(3,h,w)`` in [0, 1]."""
+    chw = np.ascontiguousarray(patch.transpose(2, 0, 1))
+    return torch.from_numpy(chw).to(torch.float32).div_(UINT8_MAX)
+
+
+class TrainDataset(Dataset):
+    """Random aligned LR/HR patches of training images.
+
+    ``len = n_images * patches_per_image``; item ``k`` is a random patch of image
+    ``k % n_images``: ``(lr, hr)`` float32 tensors ``(3, p/s, p/s)`` and ``(3, p, p)`` in [0, 1]
+    (``p = patch_size``, ``s = scale``). The crop position is drawn on the LR grid and the HR crop
+    is exactly ``s`` times it, so the pair stays aligned. With ``augment`` a random horizontal
+    flip, vertical flip and transpose (together: the 8 rotations/flips) are applied to both.
+    Single-channel images are replicated to RGB.
+
+    LR images come from ``lr_dir`` (``<stem>x{scale}.png``, size checked against the HR), or are
+    made once per image with MATLAB-exact ``imresize(modcrop(hr, s), 1/s)``.
+
+    Speed: every image is decoded once, at construction, never per sample.
+
+    * ``cache_dir`` None: uint8 arrays kept in memory (DataLoader workers forked on Linux share
+      them copy-on-write).
+    * ``cache_dir`` a folder: arrays stored there as uint8 ``.npy`` files keyed by
+      :func:`cache_key` (written atomically; a changed image gets a new key and is decoded
+      again), then memory-mapped read-only, so a second run decodes nothing and all workers
+      share the pages through the OS file cache. Each open map holds a file descriptor: the soft
+      open-file limit is raised towards what is needed (within the hard limit); beyond it the
+      least recently used maps are closed and reopened on demand.
+
+    Images smaller than the patch: ValueError naming the file at construction, or, with
+    ``skip_small=True``, a warning naming it and the image left out.
+
+    Randomness: a numpy Generator seeded from ``torch.initial_seed()`` of the current process,
+    re-seeded whenever that seed changes. So a run is reproducible under ``torch.manual_seed``
+    (main process) or a seeded DataLoader (which gives each worker its own seed), and workers
+    draw different patches.
+    """
+
+    def __init__(self, hr_dir, lr_dir=None, scale=4, patch_size=96, patches_per_image=100,
+                 augment=True, cache_dir=None, *, pairs=None, name=None, skip_small=False,
+                 progress=True):
+        """``pairs`` (list of ``(hr_path, lr_path or None)``) replaces the folder listing (what
+        :meth:`from_list` passes); ``name`` labels the set; ``progress`` shows a bar while
+        images are decoded."""
+        self.scale = int(scale)
+        self.patch_size = int(patch_size)
+        self.patches_per_image = int(patches_per_image)
+        self.augment = bool(augment)
+        if self.patch_size <= 0 or self.patch_size % self.scale:
+            raise ValueError(f"patch_size {patch_size} must be a positive multiple of scale {scale}")
+        if self.patches_per_image < 1:
+            raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
+        self.lr_patch = self.patch_size // self.scale
+        self.name = name if name is not None else (Path(hr_dir).name if hr_dir else "train")
+        if pairs is None:
+            pairs = pair_images(hr_dir, lr_dir, self.scale)
+        pairs = [(Path(h), Path(l) if l is not None else None) for h, l in pairs]
+        self.pairs = self._check_sizes(pairs, skip_small)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._rng, self._rng_seed = None, None
+        self._open = {}          # image index -> (hr, lr) arrays; LRU order when memory-mapped
+        self._cache_files = None
+        self._build(progress)
+
+    @classmethod
+    def from_list(cls, path, **kwargs):
+        """The training set of a JSON data list; ``kwargs`` as for the constructor.
+
+        A ``scale`` differing from the list's is only accepted when the list has no LR files.
+        """
+        info, pairs = read_data_list(path)
+        scale = kwargs.pop("scale", info["scale"])
+        if scale != info["scale"] and any(lr is not None for _, lr in pairs):
+            raise ValueError(f"data list {path} holds x{info['scale']} LR images, not x{scale}")
+        kwargs.setdefault("name", info["name"])
+        return cls(info["hr_dir"], info["lr_dir"], scale, pairs=pairs, **kwargs)
+
+    # -- construction ----------------------------------------------------------------------------
+
+    def _check_sizes(self, pairs, skip_small):
+        """Check LR/HR sizes and the patch size from the file headers (no decoding)."""
+        kept = []
+        for hr, lr in pairs:
+            hr_size = image_size(hr)
+            if lr is not None:
+                check_pair_size(hr, lr, self.scale, hr_size)
+            lr_size = (hr_size[0] // self.scale, hr_size[1] // self.scale)
+            if min(lr_size) < self.lr_patch:
+                msg = (f"training image {hr} is {hr_size[0]}x{hr_size[1]} (HxW), smaller than "
+                       f"the {self.patch_size}x{self.patch_size} patch at x{self.scale}")
+                if not skip_small:
+                    raise ValueError(msg)
+                warnings.warn(f"skipping {msg}", stacklevel=3)
+                continue
+            kept.append((hr, lr))
+        if not kept:
+            raise ValueError(f"training set {self.name!r}: no image is large enough for "
+                             f"{self.patch_size}x{self.patch_size} patches")
+        return kept
+
+    def _decode(self, hr_path, lr_path):
+        """Decode one pair: uint8 ``(H,W,3)`` HR modcropped, uint8 ``(H/s,W/s,3)`` LR."""
+        hr = np.ascontiguousarray(utils.modcrop(utils.load_image(hr_path, rgb=True), self.scale))
+        if lr_path is None:
+            lr = make_lr(hr, self.scale)
+        else:
+            lr = utils.load_image(lr_path, rgb=True)
+            check_pair_size(hr_path, lr_path, self.scale, hr.shape[:2], lr.shape[:2])
+        return hr, np.ascontiguousarray(lr)
+
+    def _build(self, progress):
+        """Decode the images not yet cached (in threads); fill ``_open`` / ``_cache_files``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm import tqdm
+
+        todo = list(range(len(self.pairs)))
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self._cache_files = []
+            for hr, lr in self.pairs:
+                key = cache_key(hr, lr, self.scale)
+                self._cache_files.append((self.cache_dir / f"{hr.stem}-{key}-hr.npy",
+                                          self.cache_dir / f"{hr.stem}-{key}-lr.npy"))
+            todo = [i for i, files in enumerate(self._cache_files)
+                    if not all(f.is_file() for f in files)]
+            self._max_open = _max_open_maps(2 * len(self.pairs)) // 2
+
+        def work(i):
+            hr, lr = self._decode(*self.pairs[i])
+            if self.cache_dir is None:
+                self._open[i] = (hr, lr)
+            else:
+                hr_file, lr_file = self._cache_files[i]
+                _save_npy_atomic(lr_file, lr)
+                _save_npy_atomic(hr_file, hr)
+
+        if todo:
+            bar = tqdm(total=len(todo), desc=f"decoding {self.name}", unit="img",
+                       disable=not progress, leave=False)
+            with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+                for _ in pool.map(work, todo):
+                    bar.update()
+            bar.close()
+        self.decoded = len(todo)   # images decoded by this construction (0: all from the cache)
+
+    def _arrays(self, i):
+        """``(hr, lr)`` uint8 arrays of image ``i``, opening its cache maps when needed."""
+        arrays = self._open.get(i)
+        if arrays is not None:
+            if self._cache_files is not None:
+                self._open[i] = self._open.pop(i)          # mark most recently used
+            return arrays
+        hr_file, lr_file = self._cache_files[i]
+        arrays = (_open_npy(hr_file), _open_npy(lr_file))
+        if len(self._open) >= self._max_open:
+            del self._open[next(iter(self._open))]        # least recently used
+        self._open[i] = arrays
+        return arrays
+
+    def __getstate__(self):
+        # Memory maps are reopened in the receiving process (spawned workers): no pixel copy.
+        state = self.__dict__.copy()
+        if self._cache_files is not None:
+            state["_open"] = {}
+        state["_rng"], state["_rng_seed"] = None, None
+        return state
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    def _generator(self):
+        """This process's numpy Generator, seeded from ``torch.initial_seed()``."""
+        seed = torch.initial_seed()
+        if self._rng is None or seed != self._rng_seed:
+            self._rng, self._rng_seed = np.random.default_rng(seed), seed
+        return self._rng
+
+    def __len__(self):
+        return len(self.pairs) * self.patches_per_image
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"patch index {index} out of range for {len(self)} patches")
+        hr_img, lr_img = self._arrays(index % len(self.pairs))
+        rng = self._generator()
+        lp, s = self.lr_patch, self.scale
+        y = int(rng.integers(0, lr_img.shape[0] - lp + 1))
+        x = int(rng.integers(0, lr_img.shape[1] - lp + 1))
+        lr = lr_img[y:y + lp, x:x + lp]
+        hr = hr_img[y * s:(y + lp) * s, x * s:(x + lp) * s]
+        if self.augment:
+            hflip, vflip, transpose = rng.random(3) < 0.5
+            if hflip:
+                lr, hr = lr[:, ::-1], hr[:, ::-1]
+            if vflip:
+                lr, hr = lr[::-1], hr[::-1]
+            if transpose:
+                lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+        return _to_tensor(lr), _to_tensor(hr)
+
+    def __repr__(self):
+        where = f"cache {self.cache_dir}" if self.cache_dir is not None else "in memory"
+        return (f"TrainDataset({self.name!r}, {len(self.pairs)} images x "
+                f"{self.patches_per_image} patches of {self.patch_size}px, x{self.scale}, {where})")
+
+
+def make_train_loader(dataset, batch_size, workers, seed, distributed=False, drop_last=True):
+    """The training DataLoader shared by ``solver.py`` and ``train.py``.
+
+    Shuffles with a ``torch.Generator`` seeded with ``seed`` (so the order and the workers' seeds
+    are reproducible); ``workers`` processes (0 = main process), kept alive across epochs;
+    ``pin_memory`` when CUDA is available. With ``distributed`` a ``DistributedSampler`` (seeded
+    with ``seed``) splits the data over the ranks -- call ``loader.sampler.set_epoch(epoch)``
+    every epoch -- and each rank's generator gets ``seed + rank`` so ranks crop differently.
+    Batches are ``(lr, hr)`` float32 ``(B,3,p/s,p/s)``, ``(B,3,p,p)`` in [0, 1].
+    """
+    sampler = None
+    generator = torch.Generator()
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
+        generator.manual_seed(seed + sampler.rank)
+    else:
+        generator.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                      num_workers=workers, pin_memory=torch.cuda.is_available(),
+                      persistent_workers=workers > 0, drop_last=drop_last, generator=generator)
