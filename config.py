@@ -65,7 +65,10 @@ _PAPER = EasyDict({
         "batch_size": 16,
         "lr": 1e-4,
         "betas": (0.9, 0.999),
-        "lr_schedule": "constant",       # constant | cosine | step (step halves... see solver)
+        "lr_schedule": "constant",       # constant | cosine | step, over the stage's progress (solver.make_lr_fn)
+        "lr_min": 0.0,                   # cosine: final lr
+        "lr_decay_at": 0.5,              # step: lr x lr_decay_factor after this fraction of the stage
+        "lr_decay_factor": 0.1,          # step: the factor
     },
     "stage2": {                          # SRGAN: adversarial training initialised from stage 1
         "name": "srgan",
@@ -74,20 +77,29 @@ _PAPER = EasyDict({
         "epochs": 40,                    # = 2 x 10^5 iterations on DIV2K
         "batch_size": 16,
         "lr": 1e-4,
+        "lr_schedule": "step",           # the paper: 1e-4, then 1e-5 (see stage1.lr_schedule)
         "lr_decay_at": 0.5,              # lr x 0.1 after this fraction of the epochs (1e-4 -> 1e-5)
         "lr_decay_factor": 0.1,
         "betas": (0.9, 0.999),
         "d_steps": 1,                    # k: discriminator steps per generator step
+        "init": None,                    # stage-1 checkpoint to start G from (None: OUT/<arch>.pth)
+        "collapse_fake": 0.01,           # warn when, for a whole epoch, every batch has mean D(fake) <
+        "collapse_real": 0.99,           #   collapse_fake and mean D(real) > collapse_real (D won)
     },
     "train": {
         "device": "auto",                # auto | cpu | cuda | cuda:N
-        "amp": None,                     # None | "bf16": autocast on CUDA
+        "amp": None,                     # None | "bf16": bfloat16 autocast (CUDA and CPU)
         "channels_last": True,           # NHWC memory format (faster on CPU and on tensor cores)
         "compile": False,                # torch.compile the generator
         "out_dir": str(ROOT / "runs"),   # checkpoints, CSV logs
         "checkpoint_every": 1,           # epochs between checkpoints
         "log_every": 100,                # iterations between log lines
         "val_every": 1,                  # epochs between validations
+        "time_budget_s": None,           # stop a stage after this many seconds of training; the lr
+                                         #   schedule then runs over min(epochs, budget) (solver.RunClock)
+        "stages": "both",                # what train.py runs without --stage: srresnet | srgan | both
+        "eval_root": str(ROOT / "data" / "benchmark"),  # after training, train.py prints PSNR vs
+        "eval_sets": ["Set5", "Set14"],  #   bicubic on these sets under eval_root (missing: skipped)
     },
 })
 

@@ -1,0 +1,604 @@
+"""Training machinery shared by ``train.py`` and the notebooks: losses, one epoch of each training
+stage, validation, learning-rate schedules, devices, RNG state and checkpoints.
+
+The two stages of the SRGAN paper (Ledig et al., CVPR 2017):
+
+* stage 1 -- :func:`train_epoch_mse`: the generator (SRResNet, or SRCNN/VDSR) alone, with a pixel
+  loss (MSE, or L1 per config) between its output and the HR patch;
+* stage 2 -- :func:`train_epoch_gan`: SRGAN. Each iteration makes one discriminator step on real HR
+  patches (label 1) and generated ones (label 0), and every ``k``-th iteration a generator step with
+  the perceptual loss ``content + adv_weight * adversarial``; the content loss is the MSE of
+  rescaled VGG19 feature maps phi_{i,j} (:class:`VGGLoss`), the adversarial loss is
+  ``-log D(G(LR))`` (:func:`generator_adversarial_loss`).
+
+The epoch functions take ready-made objects (models, a DataLoader, optimisers, a loss) so the
+notebook can drive them step by step; ``train.py`` builds those objects from the config and
+strings the epochs together with checkpoints and logs.
+
+Learning rate: every iteration the optimisers' lr is set to ``lr_fn(clock.progress())``, where the
+:class:`RunClock` progress is the fraction of the planned iterations done (or of the wall-clock
+budget spent, whichever is further) -- see :func:`make_lr_fn`. Stage 2's "1e-4, then 1e-5 for the
+second half" is the ``step`` schedule.
+"""
+import contextlib
+import math
+import os
+import random
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import utils
+
+CHECKPOINT_FORMAT = "srgan-course/1"
+"""Value of the ``format`` key of every checkpoint this project writes (read by models.load_generator)."""
+
+REAL_LABEL, FAKE_LABEL = 1.0, 0.0
+"""Discriminator targets: D should output probability 1 for HR images, 0 for generated ones."""
+
+LR_SCHEDULES = ("constant", "cosine", "step")
+"""Names accepted by :func:`make_lr_fn` (config key ``stage*.lr_schedule``)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices, precision, memory format
+# ----------------------------------------------------------------------------------------------
+
+def resolve_device(spec="auto"):
+    """``'auto'`` -> CUDA when available, else CPU; otherwise ``torch.device(spec)``.
+
+    Raises RuntimeError naming the device when CUDA is asked for but not available.
+    """
+    if spec in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} requested but CUDA is not available "
+                           f"(torch {torch.__version__}); use --device cpu")
+    return device
+
+
+def autocast(device, amp=None):
+    """Autocast context for ``amp`` (None: full float32; ``'bf16'``: bfloat16 on CUDA and CPU)."""
+    if amp not in (None, "bf16"):
+        raise ValueError(f"unknown amp mode {amp!r}: use None or 'bf16'")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+
+
+def to_device(x, device, channels_last=False):
+    """Move a batch tensor to ``device`` (NHWC memory format when ``channels_last`` and 4-D)."""
+    if channels_last and x.dim() == 4:
+        return x.to(device, memory_format=torch.channels_last, non_blocking=True)
+    return x.to(device, non_blocking=True)
+
+
+def prepare_model(model, device, channels_last=False):
+    """Move ``model`` to ``device`` (and to NHWC memory format when ``channels_last``); returns it."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def unwrap(model):
+    """The plain module behind a ``torch.compile`` wrapper (itself when not compiled)."""
+    return getattr(model, "_orig_mod", model)
+
+
+# ----------------------------------------------------------------------------------------------
+# Random number generators
+# ----------------------------------------------------------------------------------------------
+
+def seed_everything(seed):
+    """Seed python's ``random``, numpy's global RNG and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state():
+    """States of the python, numpy and torch (+CUDA) RNGs as tensors and plain types.
+
+    The dict can be stored in a checkpoint read with ``torch.load(weights_only=True)``.
+    """
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Restore the RNG states saved by :func:`get_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_generator(seed, epoch):
+    """A ``torch.Generator`` seeded with ``seed + epoch``: the shuffling order of that epoch.
+
+    Giving each epoch's DataLoader its own generator makes the data order depend only on the
+    seed and the epoch number, so a resumed run sees the same batches as an uninterrupted one.
+    """
+    return torch.Generator().manual_seed(int(seed) + int(epoch))
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------
+
+def pixel_loss(sr, hr, kind="mse", y_only=False):
+    """Pixel content loss between ``sr`` and ``hr``, both ``(N,3,H,W)`` float in [0,1].
+
+    ``kind`` is ``'mse'`` or ``'l1'``. With ``y_only`` (SRCNN/VDSR, which only predict luminance)
+    the loss compares the Y channels of ``utils.rgb2ycbcr_torch``. Returns a float32 scalar.
+    """
+    sr, hr = sr.float(), hr.float()
+    if y_only:
+        sr, hr = utils.rgb2ycbcr_torch(sr)[:, :1], utils.rgb2ycbcr_torch(hr)[:, :1]
+    if kind == "mse":
+        return F.mse_loss(sr, hr)
+    if kind == "l1":
+        return F.l1_loss(sr, hr)
+    raise ValueError(f"unknown pixel loss {kind!r}: use 'mse' or 'l1'")
+
+
+class PixelLoss(torch.nn.Module):
+    """:func:`pixel_loss` as a module: ``forward(sr, hr) -> scalar``."""
+
+    def __init__(self, kind="mse", y_only=False):
+        super().__init__()
+        if kind not in ("mse", "l1"):
+            raise ValueError(f"unknown pixel loss {kind!r}: use 'mse' or 'l1'")
+        self.kind, self.y_only = kind, y_only
+
+    def forward(self, sr, hr):
+        return pixel_loss(sr, hr, self.kind, self.y_only)
+
+
+class VGGLoss(torch.nn.Module):
+    """The paper's VGG content loss: MSE between ``feature_scale * phi_{i,j}`` of SR and HR.
+
+    ``vgg`` is a frozen ``models.TruncatedVGG19`` (it normalises its ``(N,3,H,W)`` [0,1] input
+    itself). The paper multiplies the feature maps by 1/12.75 (``cfg.vgg.feature_scale``) so the
+    loss has the magnitude of a pixel MSE. Gradients flow to ``sr`` (and so to the generator);
+    the HR features are computed without a graph. Returns a float32 scalar.
+    """
+
+    def __init__(self, vgg, feature_scale):
+        super().__init__()
+        self.vgg, self.feature_scale = vgg, float(feature_scale)
+        for p in self.vgg.parameters():
+            p.requires_grad_(False)
+        self.vgg.eval()
+
+    def train(self, mode=True):
+        """The VGG stays in eval mode (it is a fixed feature extractor)."""
+        super().train(mode)
+        self.vgg.eval()
+        return self
+
+    def forward(self, sr, hr):
+        with torch.no_grad():
+            target = self.vgg(hr).float() * self.feature_scale
+        return F.mse_loss(self.vgg(sr).float() * self.feature_scale, target)
+
+
+def generator_adversarial_loss(fake_logits):
+    """``-log D(G(LR))`` averaged over the batch: BCE-with-logits of D's logits ``(N,)`` vs 1."""
+    fake_logits = fake_logits.float()
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, REAL_LABEL))
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """BCE-with-logits of D on HR images (target 1) plus on generated images (target 0).
+
+    Both ``(N,)`` logits; ``fake_logits`` must come from a detached generator output so this
+    loss only trains D. Returns a float32 scalar (the sum of the two means).
+    """
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, REAL_LABEL))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, FAKE_LABEL)))
+
+
+def check_finite(loss, name, stage, epoch, step):
+    """Raise FloatingPointError naming the loss, stage, epoch and step when ``loss`` is NaN/inf.
+
+    Called before every optimiser step, so non-finite values never reach the weights or a
+    checkpoint. Returns ``loss.item()``.
+    """
+    value = loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"non-finite {name} loss ({value}) in stage {stage!r}, epoch {epoch}, step {step}: "
+            f"training stopped before the optimiser step and before any checkpoint of this epoch "
+            f"was written (the previous checkpoint is intact). Lower the learning rate, or check "
+            f"the data and the model.")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning-rate schedule and run clock
+# ----------------------------------------------------------------------------------------------
+
+class RunClock:
+    """Iterations and wall time of a training stage; gives the schedule's progress in [0, 1].
+
+    ``progress() = max(step / total_steps, elapsed / time_budget_s)`` (terms whose denominator is
+    None are left out), capped at 1. With a time budget a slow machine ends the stage on time and
+    still follows its lr schedule to the end; without one the progress depends only on ``step``,
+    so runs are reproducible. ``elapsed_s`` counts the wall time since :meth:`start` plus the
+    time of earlier sessions (restored from a checkpoint).
+    """
+
+    def __init__(self, total_steps=None, time_budget_s=None, step=0, elapsed_s=0.0):
+        self.total_steps = total_steps
+        self.time_budget_s = time_budget_s
+        self.step = int(step)
+        self._elapsed_before = float(elapsed_s)
+        self._started = None
+
+    def start(self):
+        """Start (or restart) counting wall time."""
+        self._started = time.perf_counter()
+        return self
+
+    @property
+    def elapsed_s(self):
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self._elapsed_before + running
+
+    def progress(self):
+        fractions = [0.0]
+        if self.total_steps:
+            fractions.append(self.step / self.total_steps)
+        if self.time_budget_s:
+            fractions.append(self.elapsed_s / self.time_budget_s)
+        return min(1.0, max(fractions))
+
+    def finished(self):
+        """True once the planned iterations are done or the time budget is spent."""
+        return self.progress() >= 1.0
+
+    def tick(self):
+        """Count one iteration."""
+        self.step += 1
+
+    def state_dict(self):
+        return {"step": self.step, "elapsed_s": self.elapsed_s, "total_steps": self.total_steps,
+                "time_budget_s": self.time_budget_s}
+
+    @classmethod
+    def from_state_dict(cls, state, total_steps=None, time_budget_s=None):
+        """A clock continuing ``state``; the plan (``total_steps``, budget) may be changed."""
+        return cls(total_steps, time_budget_s, state["step"], state["elapsed_s"])
+
+
+def make_lr_fn(base_lr, schedule="constant", decay_at=0.5, decay_factor=0.1, min_lr=0.0):
+    """Return ``lr_fn(progress) -> lr`` for ``progress`` in [0, 1].
+
+    ``'constant'``: ``base_lr``. ``'cosine'``: from ``base_lr`` down to ``min_lr`` along half a
+    cosine. ``'step'``: ``base_lr`` until ``decay_at`` (a fraction, or a list of fractions), then
+    multiplied by ``decay_factor`` at each one (the paper's SRGAN: 1e-4, then 1e-5 for the
+    second half).
+    """
+    if schedule == "constant":
+        return lambda progress: base_lr
+    if schedule == "cosine":
+        return lambda progress: min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "step":
+        points = sorted(decay_at if isinstance(decay_at, (list, tuple)) else [decay_at])
+        return lambda progress: base_lr * decay_factor ** sum(progress >= p for p in points)
+    raise ValueError(f"unknown lr schedule {schedule!r}: use one of {LR_SCHEDULES}")
+
+
+def set_lr(optimizer, lr):
+    """Set the learning rate of every parameter group of ``optimizer``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ----------------------------------------------------------------------------------------------
+# One epoch of each stage
+# ----------------------------------------------------------------------------------------------
+
+def _progress_bar(loader, stage, epoch, progress):
+    return tqdm(loader, desc=f"{stage} epoch {epoch}", disable=not progress, leave=False,
+                dynamic_ncols=True)
+
+
+def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None, lr_fn=None,
+                    amp=None, channels_last=False, stage="srresnet", epoch=1, progress=True):
+    """One epoch of stage 1: the generator alone with a pixel loss.
+
+    ``loader`` yields ``(lr, hr)``: ``(N,3,h,w)`` and ``(N,3,s*h,s*w)`` float in [0,1].
+    ``loss_fn(sr, hr) -> scalar`` (e.g. :class:`PixelLoss`). Before every iteration the lr is set
+    to ``lr_fn(clock.progress())`` (when ``lr_fn`` is given); the epoch stops early once
+    ``clock.finished()``. Raises FloatingPointError (before the optimiser step) on a non-finite
+    loss.
+
+    Returns a dict of epoch means: ``content_loss``, ``it_per_s``, plus ``steps`` (iterations
+    run), ``lr`` (the last one) and ``stopped_early``.
+    """
+    device = torch.device(device)
+    clock = clock if clock is not None else RunClock().start()
+    generator.train()
+    total, steps, lr = 0.0, 0, None
+    start = time.perf_counter()
+    bar = _progress_bar(loader, stage, epoch, progress)
+    for lr_img, hr_img in bar:
+        if clock.finished():
+            break
+        if lr_fn is not None:
+            lr = lr_fn(clock.progress())
+            set_lr(optimizer, lr)
+        lr_img, hr_img = to_device(lr_img, device, channels_last), to_device(hr_img, device, channels_last)
+        with autocast(device, amp):
+            sr = generator(lr_img)
+            loss = loss_fn(sr, hr_img)
+        value = check_finite(loss, "content", stage, epoch, clock.step + 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        clock.tick()
+        total += value
+        steps += 1
+        bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {"content_loss": total / max(steps, 1), "it_per_s": steps / seconds if seconds > 0 else 0.0,
+            "steps": steps, "lr": lr if lr is not None else optimizer.param_groups[0]["lr"],
+            "stopped_early": clock.finished()}
+
+
+def _set_requires_grad(model, flag):
+    for p in model.parameters():
+        p.requires_grad_(flag)
+
+
+def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, content_loss_fn,
+                    device, *, adv_weight=1e-3, d_steps=1, clock=None, lr_fn=None, amp=None,
+                    channels_last=False, stage="srgan", epoch=1, progress=True,
+                    collapse_fake=None, collapse_real=None):
+    """One epoch of stage 2 (SRGAN): a discriminator step every batch, a generator step every
+    ``d_steps``-th batch (``k`` of Goodfellow et al.; the paper uses k = 1).
+
+    ``loader`` yields ``(lr, hr)`` float in [0,1] as for :func:`train_epoch_mse`.
+    D step: ``discriminator_loss(D(hr), D(G(lr).detach()))``. G step (after the D step, on the
+    same batch): ``content_loss_fn(sr, hr) + adv_weight * generator_adversarial_loss(D(sr))``.
+    The lr of both optimisers is set to ``lr_fn(clock.progress())`` before each batch; the clock
+    counts generator steps. Raises FloatingPointError on a non-finite loss before the optimiser
+    step it would poison.
+
+    A collapsed discriminator -- every batch of the epoch with mean D(G(lr)) below
+    ``collapse_fake`` and mean D(hr) above ``collapse_real`` -- is reported with a
+    RuntimeWarning naming the epoch and step (the generator then gets almost no useful
+    adversarial gradient).
+
+    Returns a dict of epoch means: ``content_loss``, ``adv_loss`` (generator steps), ``d_loss``,
+    ``d_real``, ``d_fake`` (mean probabilities of D steps), ``it_per_s`` (batches per second),
+    plus ``steps`` (generator steps), ``lr``, ``stopped_early`` and ``d_collapsed``.
+    """
+    if d_steps < 1:
+        raise ValueError(f"d_steps must be >= 1, got {d_steps}")
+    device = torch.device(device)
+    clock = clock if clock is not None else RunClock().start()
+    generator.train()
+    discriminator.train()
+    sums = dict.fromkeys(("content_loss", "adv_loss", "d_loss", "d_real", "d_fake"), 0.0)
+    g_steps = d_count = 0
+    max_fake, min_real = -math.inf, math.inf
+    lr = None
+    start = time.perf_counter()
+    bar = _progress_bar(loader, stage, epoch, progress)
+    for i, (lr_img, hr_img) in enumerate(bar):
+        if clock.finished():
+            break
+        if lr_fn is not None:
+            lr = lr_fn(clock.progress())
+            set_lr(optimizer_g, lr)
+            set_lr(optimizer_d, lr)
+        lr_img, hr_img = to_device(lr_img, device, channels_last), to_device(hr_img, device, channels_last)
+        g_turn = (i + 1) % d_steps == 0
+        step = clock.step + 1
+        with autocast(device, amp), torch.set_grad_enabled(g_turn):
+            sr = generator(lr_img)
+
+        # Discriminator step: HR patches are real (1), generated ones fake (0).
+        _set_requires_grad(discriminator, True)
+        with autocast(device, amp):
+            real_logits = discriminator(hr_img)
+            fake_logits = discriminator(sr.detach())
+            d_loss = discriminator_loss(real_logits, fake_logits)
+        d_value = check_finite(d_loss, "discriminator", stage, epoch, step)
+        optimizer_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        optimizer_d.step()
+        d_real = torch.sigmoid(real_logits.detach().float()).mean().item()
+        d_fake = torch.sigmoid(fake_logits.detach().float()).mean().item()
+        sums["d_loss"] += d_value
+        sums["d_real"] += d_real
+        sums["d_fake"] += d_fake
+        d_count += 1
+        max_fake, min_real = max(max_fake, d_fake), min(min_real, d_real)
+
+        if g_turn:
+            # Generator step: D is frozen so its weights get no gradient from the G loss.
+            _set_requires_grad(discriminator, False)
+            with autocast(device, amp):
+                content = content_loss_fn(sr, hr_img)
+                adversarial = generator_adversarial_loss(discriminator(sr))
+                g_loss = content + adv_weight * adversarial
+            check_finite(g_loss, "generator", stage, epoch, step)
+            optimizer_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            optimizer_g.step()
+            _set_requires_grad(discriminator, True)
+            clock.tick()
+            g_steps += 1
+            sums["content_loss"] += content.item()
+            sums["adv_loss"] += adversarial.item()
+            bar.set_postfix(content=f"{content.item():.4g}", d_real=f"{d_real:.2f}",
+                            d_fake=f"{d_fake:.2f}", refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - start
+    metrics = {k: sums[k] / max(g_steps if k in ("content_loss", "adv_loss") else d_count, 1)
+               for k in sums}
+    collapsed = (d_count > 0 and collapse_fake is not None and collapse_real is not None
+                 and max_fake < collapse_fake and min_real > collapse_real)
+    if collapsed:
+        warnings.warn(
+            f"discriminator collapse in stage {stage!r}, epoch {epoch} (up to step {clock.step}): "
+            f"for the whole epoch D(real) > {collapse_real} and D(fake) < {collapse_fake} "
+            f"(means {metrics['d_real']:.4f} / {metrics['d_fake']:.4f}); the generator gets almost no "
+            f"adversarial signal -- consider a lower D learning rate or adv_weight",
+            RuntimeWarning, stacklevel=2)
+    metrics.update(it_per_s=d_count / seconds if seconds > 0 else 0.0, steps=g_steps,
+                   lr=lr if lr is not None else optimizer_g.param_groups[0]["lr"],
+                   stopped_early=clock.finished(), d_collapsed=bool(collapsed))
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+def validate(generator, dataset, scale, device="cpu"):
+    """Mean PSNR and SSIM (``utils.psnr``/``utils.ssim``, ``scale`` pixels shaved) over ``dataset``.
+
+    ``dataset`` yields ``(lr, hr, name)`` uint8 images (``datasets.TestDataset``); each LR image
+    is super-resolved whole by ``super_resolve.upscale_image``. The generator is put in eval mode
+    and returned to its previous mode. Returns ``{"psnr": float, "ssim": float, "images": int}``.
+    """
+    import super_resolve  # imported here: super_resolve imports models, which may import solver
+
+    model = unwrap(generator)
+    was_training = model.training
+    model.eval()
+    psnrs, ssims = [], []
+    try:
+        for i in range(len(dataset)):
+            lr, hr, _ = dataset[i]
+            sr = super_resolve.upscale_image(model, lr, device=device)
+            psnrs.append(utils.psnr(sr, hr, shave=scale))
+            ssims.append(utils.ssim(sr, hr, shave=scale))
+    finally:
+        model.train(was_training)
+    if not psnrs:
+        raise ValueError("validation set is empty")
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "images": len(psnrs)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+
+def to_plain(obj):
+    """Config-like ``obj`` as plain python: dicts (EasyDict too) -> dict, tuples -> lists, Paths ->
+    str; what ``torch.load(weights_only=True)`` and JSON accept."""
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    return obj
+
+
+def save_checkpoint(path, state):
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, flushed and
+    fsynced, then ``os.replace``d over ``path``. A crash leaves either the old or the new file,
+    never a truncated one. Makes the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):   # make the rename itself durable (not possible everywhere)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file when it is not
+    a readable checkpoint of this project (other format, truncated, not a torch file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types (pickle, zip, runtime) for a bad file
+        raise ValueError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a checkpoint of this project: format {found!r}, "
+                         f"expected {CHECKPOINT_FORMAT!r}")
+    return state
+
+
+def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, config, history,
+                    optimizer_g=None, scheduler_g=None, discriminator=None, optimizer_d=None,
+                    scheduler_d=None, clock=None, finished=False):
+    """The checkpoint dict of the contract (see module docstring of models.py).
+
+    Models may be ``torch.compile``d (their plain module's weights are stored); ``config`` may be
+    an EasyDict (stored as plain dicts/lists); ``scheduler_*`` are dicts (see :func:`make_lr_fn`
+    and :class:`RunClock`). The RNG states are captured now.
+    """
+    def state_of(obj):
+        return unwrap(obj).state_dict() if obj is not None else None
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "arch_kwargs": to_plain(arch_kwargs),
+        "scale": int(scale),
+        "stage": stage,
+        "generator": state_of(generator),
+        "discriminator": state_of(discriminator),
+        "optimizer_g": state_of(optimizer_g),
+        "optimizer_d": state_of(optimizer_d),
+        "scheduler_g": to_plain(scheduler_g),
+        "scheduler_d": to_plain(scheduler_d),
+        "clock": clock.state_dict() if clock is not None else None,
+        "epoch": int(epoch),
+        "step": int(step),
+        "finished": bool(finished),
+        "rng": get_rng_state(),
+        "config": to_plain(config),
+        "history": to_plain(history),
+    }

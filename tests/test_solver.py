@@ -1,0 +1,316 @@
+"""Tests of solver.py: losses, one epoch of each stage, schedules, RNG state, checkpoints."""
+import math
+import random
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import models
+import solver
+import utils
+from config import get_config
+
+SCALE = 4
+LR_SIDE = 8          # LR patch side of the synthetic batches (HR: 32)
+BATCH = 4
+
+
+def smooth_batch(seed, n=BATCH, side=LR_SIDE):
+    """A fixed ``(lr, hr)`` batch of smooth random images: ``(n,3,side,side)``, ``(n,3,4side,4side)``
+    float in [0,1]; LR = area-downsampled HR (a learnable relation)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, side // 2, side // 2, generator=g)
+    hr = nn.functional.interpolate(coarse, scale_factor=2 * SCALE, mode="bilinear", align_corners=False)
+    lr = nn.functional.avg_pool2d(hr, SCALE)
+    return lr.clamp(0, 1), hr.clamp(0, 1)
+
+
+def smoke_generator(arch="srresnet"):
+    cfg = get_config("smoke")
+    torch.manual_seed(0)
+    if arch == "srresnet":
+        return models.build_generator(arch, SCALE, n_blocks=cfg.generator.n_blocks,
+                                      n_channels=cfg.generator.n_channels)
+    return models.build_generator(arch, SCALE)
+
+
+def smoke_discriminator():
+    d = get_config("smoke").discriminator
+    torch.manual_seed(1)
+    return models.Discriminator(d.n_channels, d.n_blocks, d.fc_size)
+
+
+def random_vgg_loss():
+    cfg = get_config("smoke")
+    torch.manual_seed(2)
+    vgg = models.TruncatedVGG19(cfg.vgg.i, cfg.vgg.j, weights=models.RANDOM_WEIGHTS)
+    return solver.VGGLoss(vgg, cfg.vgg.feature_scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------
+
+def test_adversarial_losses_are_binary_cross_entropies():
+    real = torch.tensor([3.0, -1.0, 0.5])
+    fake = torch.tensor([-2.0, 0.0, 4.0])
+    # -log D(G(x)) with D = sigmoid(logit)
+    assert solver.generator_adversarial_loss(fake).item() == pytest.approx(
+        (-torch.log(torch.sigmoid(fake))).mean().item(), rel=1e-6)
+    want = (-torch.log(torch.sigmoid(real))).mean() + (-torch.log(1 - torch.sigmoid(fake))).mean()
+    assert solver.discriminator_loss(real, fake).item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_pixel_loss_kinds_and_y_only():
+    lr, hr = smooth_batch(0)
+    sr = hr + 0.1
+    assert solver.pixel_loss(sr, hr, "mse").item() == pytest.approx(0.01, rel=1e-4)
+    assert solver.pixel_loss(sr, hr, "l1").item() == pytest.approx(0.1, rel=1e-4)
+    # same luminance, different chroma: zero loss on Y, non-zero on RGB
+    ycc = utils.rgb2ycbcr_torch(hr)
+    shifted = utils.ycbcr2rgb_torch(torch.cat([ycc[:, :1], ycc[:, 1:] * 0.9 + 0.05], 1))
+    assert solver.pixel_loss(shifted, hr, "mse").item() > 1e-4
+    assert solver.pixel_loss(shifted, hr, "mse", y_only=True).item() < 1e-10
+    with pytest.raises(ValueError, match="unknown pixel loss"):
+        solver.pixel_loss(sr, hr, "l3")
+
+
+def test_vgg_loss_gradient_reaches_the_generator():
+    generator = smoke_generator()
+    loss_fn = random_vgg_loss()
+    lr, hr = smooth_batch(1)
+    loss = loss_fn(generator(lr), hr)
+    loss.backward()
+    grad = generator.head[0].weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss_fn.vgg.parameters())   # the VGG stays frozen
+    # features are rescaled by 1/12.75 before the MSE (the paper's choice)
+    feats = loss_fn.vgg(generator(lr).detach()), loss_fn.vgg(hr)
+    want = nn.functional.mse_loss(feats[0] / 12.75, feats[1] / 12.75)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_non_finite_loss_stops_before_the_optimizer_step():
+    generator = smoke_generator()
+    before = {k: v.detach().clone() for k, v in generator.named_parameters()}
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    lr, hr = smooth_batch(2)
+    hr[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"stage 'srresnet', epoch 3, step 1\b"):
+        solver.train_epoch_mse(generator, [(lr, hr)], optimizer, solver.PixelLoss("mse"), "cpu",
+                               epoch=3, progress=False)
+    after = dict(generator.named_parameters())      # weights untouched (BN statistics may move)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+# ----------------------------------------------------------------------------------------------
+# Epochs
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["srresnet", "srcnn"])
+def test_mse_steps_on_a_fixed_batch_lower_the_loss(arch):
+    generator = smoke_generator(arch)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    loss_fn = solver.PixelLoss("mse", generator.y_only)
+    batch = smooth_batch(3)
+    run = lambda n: solver.train_epoch_mse(generator, [batch] * n, optimizer, loss_fn, "cpu",
+                                           progress=False)
+    first = run(1)
+    assert first["steps"] == 1 and math.isfinite(first["it_per_s"])
+    run(15)
+    last = run(1)
+    assert last["content_loss"] < 0.7 * first["content_loss"]
+
+
+def test_gan_steps_on_a_fixed_batch_lower_content_and_discriminator_losses():
+    generator, discriminator = smoke_generator(), smoke_discriminator()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    loss_fn = solver.PixelLoss("mse")   # a content loss that dominates adv_weight * adversarial
+    batch = smooth_batch(4)
+    run = lambda n: solver.train_epoch_gan(generator, discriminator, [batch] * n, opt_g, opt_d,
+                                           loss_fn, "cpu", adv_weight=1e-3, progress=False)
+    first = run(1)
+    for key in ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake", "it_per_s"):
+        assert math.isfinite(first[key]), key
+    assert 0 <= first["d_fake"] <= 1 and 0 <= first["d_real"] <= 1
+    run(12)
+    last = run(1)
+    assert last["content_loss"] < first["content_loss"]
+    assert last["d_loss"] < first["d_loss"]
+    assert last["d_real"] > last["d_fake"]
+
+
+def test_gan_d_steps_makes_k_discriminator_steps_per_generator_step():
+    generator, discriminator = smoke_generator(), smoke_discriminator()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
+    clock = solver.RunClock().start()
+    m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(5)] * 4, opt_g, opt_d,
+                               solver.PixelLoss(), "cpu", d_steps=2, clock=clock, progress=False)
+    assert m["steps"] == 2 and clock.step == 2
+    assert opt_d.state[next(iter(discriminator.parameters()))]["step"].item() == 4
+    assert opt_g.state[next(iter(generator.parameters()))]["step"].item() == 2
+
+
+class _ConstantUpsampler(nn.Module):
+    """Generator stub: ``w * nearest-upsampled input``, ``w`` starts at 0 -> black images."""
+    y_only = False
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.w * nn.functional.interpolate(x, scale_factor=SCALE)
+
+
+class _BrightnessCritic(nn.Module):
+    """Discriminator stub: logit = 40 * (mean brightness - 0.5): sure that white is real."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return 40 * (x.mean(dim=(1, 2, 3)) - 0.5) + self.b
+
+
+def test_collapsed_discriminator_is_reported():
+    lr, hr = torch.ones(2, 3, 4, 4), torch.ones(2, 3, 16, 16)   # white HR; G outputs black
+    generator, critic = _ConstantUpsampler(), _BrightnessCritic()
+    opt_g = torch.optim.SGD(generator.parameters(), lr=0.0)
+    opt_d = torch.optim.SGD(critic.parameters(), lr=0.0)
+    with pytest.warns(RuntimeWarning, match=r"discriminator collapse in stage 'srgan', epoch 7"):
+        m = solver.train_epoch_gan(generator, critic, [(lr, hr)] * 3, opt_g, opt_d, solver.PixelLoss(),
+                                   "cpu", epoch=7, progress=False, collapse_fake=0.01, collapse_real=0.99)
+    assert m["d_collapsed"] and m["d_fake"] < 0.01 < 0.99 < m["d_real"]
+    with warnings.catch_warnings():                       # an undecided D is not reported
+        warnings.simplefilter("error")
+        critic.b.data.fill_(20.0)
+        m = solver.train_epoch_gan(generator, critic, [(lr, hr)] * 3, opt_g, opt_d, solver.PixelLoss(),
+                                   "cpu", progress=False, collapse_fake=0.01, collapse_real=0.99)
+    assert not m["d_collapsed"]
+
+
+def test_clock_stops_the_epoch_and_drives_the_lr():
+    generator = smoke_generator()
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1.0)
+    clock = solver.RunClock(total_steps=4).start()
+    lr_fn = solver.make_lr_fn(1e-3, "cosine", min_lr=1e-5)
+    m = solver.train_epoch_mse(generator, [smooth_batch(6)] * 10, optimizer, solver.PixelLoss(), "cpu",
+                               clock=clock, lr_fn=lr_fn, progress=False)
+    assert m["steps"] == 4 and m["stopped_early"] and clock.finished()
+    assert m["lr"] == pytest.approx(lr_fn(3 / 4))          # the lr of the last step
+
+
+def test_lr_schedules():
+    const = solver.make_lr_fn(1e-4)
+    cos = solver.make_lr_fn(1e-3, "cosine", min_lr=1e-5)
+    step = solver.make_lr_fn(1e-4, "step", decay_at=0.5, decay_factor=0.1)
+    assert const(0) == const(0.9) == 1e-4
+    assert cos(0) == pytest.approx(1e-3) and cos(1) == pytest.approx(1e-5)
+    assert cos(0.5) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert step(0.49) == pytest.approx(1e-4) and step(0.5) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        solver.make_lr_fn(1e-4, "linear")
+
+
+def test_clock_time_budget_and_state():
+    clock = solver.RunClock(total_steps=1000, time_budget_s=0.05).start()
+    assert not clock.finished()
+    time.sleep(0.06)
+    assert clock.finished() and clock.progress() == 1.0
+    state = clock.state_dict()
+    resumed = solver.RunClock.from_state_dict(state, total_steps=1000)
+    assert resumed.step == 0 and resumed.elapsed_s == pytest.approx(state["elapsed_s"])
+    assert resumed.progress() == 0.0           # no budget: step-based only
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG state and checkpoints
+# ----------------------------------------------------------------------------------------------
+
+def test_rng_state_round_trip():
+    solver.seed_everything(123)
+    state = solver.get_rng_state()
+    draw = lambda: (random.random(), np.random.rand(), torch.rand(3).tolist())
+    first = draw()
+    solver.set_rng_state(state)
+    assert draw() == first
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path):
+    generator = smoke_generator()
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    solver.train_epoch_mse(generator, [smooth_batch(7)], optimizer, solver.PixelLoss(), "cpu",
+                           progress=False)
+    cfg = get_config("smoke")                 # EasyDict with tuples inside
+    state = solver.make_checkpoint(stage="srresnet", arch="srresnet",
+                                   arch_kwargs={"n_blocks": 2, "n_channels": 16}, scale=SCALE,
+                                   generator=generator, optimizer_g=optimizer, epoch=1, step=1,
+                                   config=cfg, history=[{"epoch": 1, "content_loss": 0.1}],
+                                   clock=solver.RunClock(10, step=1))
+    path = tmp_path / "sub" / "srresnet.pth"
+    solver.save_checkpoint(path, state)
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == solver.CHECKPOINT_FORMAT and raw["epoch"] == 1
+    assert type(raw["config"]) is dict and raw["config"]["stage1"]["betas"] == [0.9, 0.999]
+    for k, v in generator.state_dict().items():
+        assert torch.equal(raw["generator"][k], v)
+    model, ckpt = models.load_generator(path)
+    assert ckpt["stage"] == "srresnet" and isinstance(model, models.SRResNet)
+    assert [p.name for p in path.parent.iterdir()] == ["srresnet.pth"]   # no temp file left
+
+
+def test_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "srresnet.pth"
+    solver.save_checkpoint(path, {"format": solver.CHECKPOINT_FORMAT, "epoch": 1})
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        solver.save_checkpoint(path, {"format": solver.CHECKPOINT_FORMAT, "epoch": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["srresnet.pth"]
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        solver.load_checkpoint(tmp_path / "nothing.pth")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pth is not a readable checkpoint"):
+        solver.load_checkpoint(junk)
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(ValueError, match="other.pth is not a checkpoint of this project"):
+        solver.load_checkpoint(other)
+
+
+def test_validate_reports_psnr_and_ssim_of_the_model():
+    class Bicubic(nn.Module):     # a "generator" that is plain bicubic: compare with utils directly
+        scale, y_only = SCALE, False
+
+        def forward(self, x):
+            return nn.functional.interpolate(x, scale_factor=SCALE, mode="bicubic", align_corners=False)
+
+    _, hr = smooth_batch(8, n=2, side=12)
+    hr_u8 = [utils.tensor_to_image(h) for h in hr]
+    data = [(utils.tensor_to_image(nn.functional.avg_pool2d(h[None], SCALE)), h8, f"im{i}")
+            for i, (h, h8) in enumerate(zip(hr, hr_u8))]
+    model = Bicubic().train()
+    result = solver.validate(model, data, SCALE)
+    assert model.training                             # mode restored
+    import super_resolve
+    want = [utils.psnr(super_resolve.upscale_image(model, lr), h, SCALE) for lr, h, _ in data]
+    assert result["images"] == 2 and result["psnr"] == pytest.approx(np.mean(want))
+    assert 0 < result["ssim"] <= 1
