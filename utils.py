@@ -1,0 +1,439 @@
+"""Image input/output, colour conversions, tensor conversions and the PSNR/SSIM metrics.
+
+Conventions (used by every module of the project):
+
+* an *image* is a numpy ``uint8`` array ``(H,W)`` (single channel) or ``(H,W,3)`` (RGB);
+* a *tensor* is a torch float tensor ``(N,C,H,W)`` with values in ``[0,1]``;
+* colour conversions follow MATLAB's ``rgb2ycbcr`` / ``ycbcr2rgb`` (ITU-R BT.601, "studio
+  swing": Y in 16..235, Cb/Cr in 16..240 on the 0..255 scale);
+* :func:`psnr` and :func:`ssim` implement the evaluation protocol of the EDSR/RCAN/SwinIR papers
+  (RCAN's ``Evaluate_PSNR_SSIM.m``): uint8 images, the Y channel of ``rgb2ycbcr`` as unrounded
+  float in 16..235 for colour images (a single-channel image is compared on its raw gray values),
+  ``shave`` pixels removed from every border, SSIM of Wang et al. (2004) with an 11x11 Gaussian
+  window (sigma 1.5), 'valid' filtering, K1=0.01, K2=0.03, L=255.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+# --------------------------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------------------------
+
+# MATLAB rgb2ycbcr: ycbcr = (RGB_MATRIX @ rgb) / 255 + YCBCR_OFFSET, rgb in 0..255, result in 0..255
+# (ITU-R BT.601 coefficients scaled to the studio-swing ranges Y 16..235, Cb/Cr 16..240).
+RGB_TO_YCBCR_MATRIX = np.array([[65.481, 128.553, 24.966],
+                                [-37.797, -74.203, 112.0],
+                                [112.0, -93.786, -18.214]])
+YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])  # added after the matrix, on the 0..255 scale
+YCBCR_TO_RGB_MATRIX = np.linalg.inv(RGB_TO_YCBCR_MATRIX)  # MATLAB ycbcr2rgb: Tinv
+
+# PIL's RGB -> 'L' conversion (ITU-R 601-2 luma 0.299 R + 0.587 G + 0.114 B) in its exact
+# 16-bit fixed-point form: L = (R*19595 + G*38470 + B*7471 + 2**15) >> 16 (weights sum to 2**16).
+LUMA_WEIGHTS_Q16 = np.array([19595, 38470, 7471], dtype=np.int64)
+LUMA_SHIFT = 16
+
+UINT8_MAX = 255         # peak value of an 8-bit image (the PSNR/SSIM dynamic range L)
+UINT16_TO_UINT8 = 257   # 16-bit -> 8-bit: round(v / 257) maps 0..65535 onto 0..255 exactly
+
+# SSIM of Wang, Bovik, Sheikh, Simoncelli (IEEE TIP 2004), as in their ssim_index.m
+SSIM_WINDOW = 11        # Gaussian window side (pixels)
+SSIM_SIGMA = 1.5        # Gaussian window standard deviation (pixels)
+SSIM_K1 = 0.01          # C1 = (K1 * L)^2
+SSIM_K2 = 0.03          # C2 = (K2 * L)^2
+SSIM_STRIP_ROWS = 32    # output rows filtered at a time (keeps the working set in the CPU cache)
+
+# Single-channel PIL modes -> (H,W); the 16/32-bit integer gray modes are reduced to 8 bits.
+_GRAY_MODES = {"1", "L", "LA", "La"}
+_GRAY16_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+class ImageReadError(ValueError):
+    """An image file is missing, unreadable, truncated, corrupt or not an image."""
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+def load_image(path, rgb=False):
+    """Read an image file into a uint8 array.
+
+    Args:
+        path: file path (str or Path).
+        rgb: when True the result is always ``(H,W,3)`` (a gray image is replicated to 3 channels).
+
+    Returns:
+        ``np.ndarray`` uint8: ``(H,W)`` for single-channel files (modes ``1``, ``L``, ``LA`` with
+        its alpha dropped, 16-bit gray ``I;16``/``I``), ``(H,W,3)`` for everything else (RGB; RGBA
+        with alpha dropped; palette and CMYK converted to RGB). 16-bit values ``v`` become
+        ``round(v / 257)``. Only the first frame of a multi-frame file is read; EXIF orientation is
+        ignored (pixels as stored, like MATLAB's ``imread``).
+
+    Raises:
+        ImageReadError: the file is missing, is not an image, or is corrupt / truncated (the
+            whole image is decoded here, so truncation is detected). The message names the file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated or corrupt file fails here, not later
+            arr = _pil_to_array(img, path)
+    except ImageReadError:
+        raise
+    except FileNotFoundError as e:
+        raise ImageReadError(f"{path}: no such image file") from e
+    except PermissionError as e:
+        raise ImageReadError(f"{path}: permission denied") from e
+    except IsADirectoryError as e:
+        raise ImageReadError(f"{path}: is a directory, not an image file") from e
+    except Image.UnidentifiedImageError as e:
+        raise ImageReadError(f"{path}: not an image file (or an unsupported format)") from e
+    except Exception as e:  # PIL reports corrupt/truncated data with OSError, SyntaxError, ...
+        raise ImageReadError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+    if rgb and arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    return arr
+
+
+def _pil_to_array(img, path):
+    """A decoded PIL image -> uint8 ``(H,W)`` or ``(H,W,3)`` (see :func:`load_image`)."""
+    mode = img.mode
+    if mode in _GRAY16_MODES:
+        arr = np.asarray(img).astype(np.float64)
+        if arr.max(initial=0) > np.iinfo(np.uint16).max or arr.min(initial=0) < 0:
+            raise ImageReadError(f"{path}: integer image mode {mode!r} with values outside 0..65535")
+        return np.round(arr / UINT16_TO_UINT8).astype(np.uint8)
+    if mode in _GRAY_MODES:
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    if mode == "F":
+        raise ImageReadError(f"{path}: floating-point image mode 'F' has no defined 8-bit range")
+    try:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except ValueError as e:
+        raise ImageReadError(f"{path}: cannot convert image mode {mode!r} to RGB ({e})") from e
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
+
+    Usage: ``with atomic_write(p, "w") as f: f.write(...)``. Parent folders are created. If the
+    block raises, the temporary file is removed and an existing ``path`` is left untouched.
+    The new file gets the usual permissions (0666 minus the umask).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_image(path, img):
+    """Write a uint8 image ``(H,W)``, ``(H,W,1)`` or ``(H,W,3)`` to ``path`` atomically.
+
+    The format comes from the extension (``.png`` recommended: lossless). Parent folders are
+    created. The array is checked before anything is written, and the file is written to a
+    temporary name in the same folder then renamed, so an existing file is never left half-written.
+
+    Raises:
+        TypeError: ``img`` is not a uint8 numpy array.
+        ValueError: unsupported shape, or an extension PIL cannot write (message names the path).
+    """
+    path = Path(path)
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+        raise TypeError(f"{path}: save_image needs a uint8 numpy array, got "
+                        f"{type(img).__name__} {getattr(img, 'dtype', '')}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)) or 0 in img.shape:
+        raise ValueError(f"{path}: save_image needs a non-empty (H,W) or (H,W,3) array, "
+                         f"got shape {img.shape}")
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"{path}: cannot write images with extension {path.suffix!r}")
+    pil = Image.fromarray(np.ascontiguousarray(img))
+    with atomic_write(path, "wb") as f:
+        pil.save(f, format=fmt)
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry and colour
+# --------------------------------------------------------------------------------------------
+
+def modcrop(img, scale):
+    """Crop ``img`` ``(H,W[,C])`` to ``(H - H % scale, W - W % scale[,C])``, keeping the top-left.
+
+    Returns a view of ``img`` (no copy). ``scale`` must be a positive integer.
+    """
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"modcrop: scale must be a positive integer, got {scale!r}")
+    scale = int(scale)
+    h, w = img.shape[:2]
+    return img[:h - h % scale, :w - w % scale, ...]
+
+
+def _check_rgb(img, what):
+    if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"{what}: needs an (H,W,3) array, got shape {getattr(img, 'shape', None)}")
+
+
+def rgb2ycbcr(img, y_only=False):
+    """MATLAB ``rgb2ycbcr`` (BT.601, Y in 16..235, Cb/Cr in 16..240 on the 0..255 scale).
+
+    Args:
+        img: ``(H,W,3)`` RGB, uint8 (0..255) or float (0..1).
+        y_only: return only Y as ``(H,W)``.
+
+    Returns:
+        ``(H,W,3)`` YCbCr (or ``(H,W)`` Y): uint8 input -> uint8 rounded; float input -> float64
+        on the 0..1 scale (Y in [16/255, 235/255]), not rounded.
+    """
+    _check_rgb(img, "rgb2ycbcr")
+    is_uint8 = img.dtype == np.uint8
+    if not (is_uint8 or np.issubdtype(img.dtype, np.floating)):
+        raise TypeError(f"rgb2ycbcr: needs uint8 or float input, got {img.dtype}")
+    x = img.astype(np.float64) * (1.0 if is_uint8 else UINT8_MAX)  # on the 0..255 scale
+    matrix = RGB_TO_YCBCR_MATRIX[:1] if y_only else RGB_TO_YCBCR_MATRIX
+    offset = YCBCR_OFFSET[:1] if y_only else YCBCR_OFFSET
+    out = x @ (matrix.T / UINT8_MAX) + offset
+    if y_only:
+        out = out[:, :, 0]
+    if is_uint8:
+        return _round_to_uint8(out)
+    return out / UINT8_MAX
+
+
+def ycbcr2rgb(img):
+    """MATLAB ``ycbcr2rgb``: the inverse of :func:`rgb2ycbcr`.
+
+    Args:
+        img: ``(H,W,3)`` YCbCr, uint8 (0..255) or float (0..1).
+
+    Returns:
+        ``(H,W,3)`` RGB: uint8 input -> uint8 (rounded, clipped); float input -> float64 in [0,1]
+        (clipped to [0,1], as MATLAB does).
+    """
+    _check_rgb(img, "ycbcr2rgb")
+    is_uint8 = img.dtype == np.uint8
+    if not (is_uint8 or np.issubdtype(img.dtype, np.floating)):
+        raise TypeError(f"ycbcr2rgb: needs uint8 or float input, got {img.dtype}")
+    x = img.astype(np.float64) * (1.0 if is_uint8 else UINT8_MAX)  # on the 0..255 scale
+    out = (x - YCBCR_OFFSET) @ (YCBCR_TO_RGB_MATRIX.T * UINT8_MAX)  # rgb on the 0..255 scale
+    if is_uint8:
+        return _round_to_uint8(out)
+    return np.clip(out / UINT8_MAX, 0.0, 1.0)
+
+
+def rgb_to_luma(img):
+    """uint8 RGB ``(H,W,3)`` -> uint8 gray ``(H,W)``, bit-identical to PIL's ``convert('L')``."""
+    _check_rgb(img, "rgb_to_luma")
+    if img.dtype != np.uint8:
+        raise TypeError(f"rgb_to_luma: needs uint8 input, got {img.dtype}")
+    acc = img.astype(np.int64) @ LUMA_WEIGHTS_Q16 + (1 << (LUMA_SHIFT - 1))
+    return (acc >> LUMA_SHIFT).astype(np.uint8)
+
+
+def _round_to_uint8(x):
+    """Float array on the 0..255 scale -> uint8, MATLAB-style (round half away from zero, clip)."""
+    return np.clip(np.floor(x + 0.5), 0, UINT8_MAX).astype(np.uint8)
+
+
+def _color_matrix(matrix, x):
+    return torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
+
+
+def rgb2ycbcr_torch(x):
+    """Differentiable MATLAB ``rgb2ycbcr`` on tensors.
+
+    Args:
+        x: ``(N,3,H,W)`` (or ``(3,H,W)``) float RGB in [0,1].
+
+    Returns:
+        Same shape and dtype: YCbCr scaled to [0,1] (Y in [16/255, 235/255]). Not clamped.
+    """
+    if not torch.is_floating_point(x) or x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"rgb2ycbcr_torch: needs a float (N,3,H,W) tensor, got "
+                         f"{tuple(x.shape)} {x.dtype}")
+    m = _color_matrix(RGB_TO_YCBCR_MATRIX / UINT8_MAX, x)
+    off = _color_matrix(YCBCR_OFFSET / UINT8_MAX, x)
+    return torch.einsum("ij,...jhw->...ihw", m, x) + off[:, None, None]
+
+
+def ycbcr2rgb_torch(x):
+    """Differentiable MATLAB ``ycbcr2rgb`` on tensors (the inverse of :func:`rgb2ycbcr_torch`).
+
+    Args:
+        x: ``(N,3,H,W)`` (or ``(3,H,W)``) float YCbCr scaled to [0,1].
+
+    Returns:
+        Same shape and dtype: RGB, ~[0,1]. Not clamped (so gradients pass everywhere).
+    """
+    if not torch.is_floating_point(x) or x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"ycbcr2rgb_torch: needs a float (N,3,H,W) tensor, got "
+                         f"{tuple(x.shape)} {x.dtype}")
+    m = _color_matrix(YCBCR_TO_RGB_MATRIX * UINT8_MAX, x)
+    off = _color_matrix(YCBCR_OFFSET / UINT8_MAX, x)
+    return torch.einsum("ij,...jhw->...ihw", m, x - off[:, None, None])
+
+
+# --------------------------------------------------------------------------------------------
+# numpy <-> torch
+# --------------------------------------------------------------------------------------------
+
+def image_to_tensor(img):
+    """uint8 image ``(H,W)`` or ``(H,W,C)`` -> ``(1,C,H,W)`` float32 tensor in [0,1] (C=1 for gray)."""
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+        raise TypeError(f"image_to_tensor: needs a uint8 numpy array, got "
+                        f"{type(img).__name__} {getattr(img, 'dtype', '')}")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3:
+        raise ValueError(f"image_to_tensor: needs (H,W) or (H,W,C), got shape {img.shape}")
+    t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    return t.unsqueeze(0).to(torch.float32).div_(UINT8_MAX)
+
+
+def tensor_to_image(t):
+    """``(1,C,H,W)`` or ``(C,H,W)`` float tensor in [0,1] -> uint8 image.
+
+    Values are clamped to [0,1], scaled to 0..255 and rounded (half up). Returns ``(H,W,C)``, or
+    ``(H,W)`` when C == 1. Works on any device; gradients are not tracked.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"tensor_to_image: needs a torch tensor, got {type(t).__name__}")
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"tensor_to_image: needs a batch of one, got shape {tuple(t.shape)}")
+        t = t[0]
+    if t.dim() != 3:
+        raise ValueError(f"tensor_to_image: needs (1,C,H,W) or (C,H,W), got {tuple(t.shape)}")
+    t = t.detach().float().clamp(0, 1).mul(UINT8_MAX).add_(0.5).floor_()
+    img = t.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return img[:, :, 0] if img.shape[2] == 1 else img
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+def _metric_plane(sr, hr, shave, what):
+    """Check a pair of uint8 images and return the two float64 planes the metrics compare.
+
+    Colour ``(H,W,3)`` -> Y of MATLAB rgb2ycbcr on the 0..255 scale, unrounded (16..235);
+    single channel ``(H,W)`` or ``(H,W,1)`` -> the raw gray values. ``shave`` px off every side.
+    """
+    for name, img in (("sr", sr), ("hr", hr)):
+        if not isinstance(img, np.ndarray):
+            raise TypeError(f"{what}: {name} must be a numpy uint8 array, got {type(img).__name__}")
+        if img.dtype != np.uint8:
+            raise TypeError(f"{what}: {name} has dtype {img.dtype}; the evaluation protocol compares "
+                            "uint8 images - round the SR output to uint8 first "
+                            "(e.g. utils.tensor_to_image)")
+    if sr.shape != hr.shape:
+        raise ValueError(f"{what}: shape mismatch, sr {sr.shape} vs hr {hr.shape}")
+    if not (sr.ndim == 2 or (sr.ndim == 3 and sr.shape[2] in (1, 3))):
+        raise ValueError(f"{what}: needs (H,W), (H,W,1) or (H,W,3) images, got {sr.shape}")
+    if int(shave) != shave or shave < 0:
+        raise ValueError(f"{what}: shave must be a non-negative integer, got {shave!r}")
+    shave = int(shave)
+    h, w = sr.shape[:2]
+    if h <= 2 * shave or w <= 2 * shave:
+        raise ValueError(f"{what}: image {sr.shape} too small to shave {shave} px from every side")
+    planes = []
+    for img in (sr, hr):
+        img = img[shave:h - shave, shave:w - shave]
+        if img.ndim == 3 and img.shape[2] == 3:
+            plane = img.astype(np.float64) @ (RGB_TO_YCBCR_MATRIX[0] / UINT8_MAX) + YCBCR_OFFSET[0]
+        else:
+            plane = img.reshape(img.shape[:2]).astype(np.float64)
+        planes.append(plane)
+    return planes
+
+
+def psnr(sr, hr, shave=0):
+    """PSNR in dB (peak 255) between two uint8 images of equal shape (see the module docstring).
+
+    Args:
+        sr, hr: uint8 ``(H,W)`` or ``(H,W,3)``; colour images are compared on Y (float, 16..235),
+            single-channel images on their raw values.
+        shave: pixels removed from every border before comparing (the protocol uses the scale).
+
+    Returns:
+        float; ``inf`` for identical (shaved) images.
+    """
+    a, b = _metric_plane(sr, hr, shave, "psnr")
+    mse = np.mean((a - b) ** 2)
+    if mse == 0:
+        return float("inf")
+    return float(10 * np.log10(UINT8_MAX ** 2 / mse))
+
+
+def _gaussian_1d(size=SSIM_WINDOW, sigma=SSIM_SIGMA):
+    """Normalised 1-D Gaussian; its outer product is MATLAB's ``fspecial('gaussian', size, sigma)``."""
+    x = np.arange(size) - (size - 1) / 2
+    g = np.exp(-x ** 2 / (2 * sigma ** 2))
+    return g / g.sum()
+
+
+def _filter_valid(stack, g):
+    """Separable 'valid' correlation of ``stack`` ``(K,H,W)`` float64 with ``outer(g, g)``.
+
+    Returns ``(K, H-n+1, W-n+1)`` with ``n = len(g)``. Works through strips of rows so the
+    intermediate arrays stay in the CPU cache; loops only over taps and strips, never pixels.
+    """
+    n = len(g)
+    h_out, w_out = stack.shape[1] - n + 1, stack.shape[2] - n + 1
+    out = np.empty((stack.shape[0], h_out, w_out))
+    for r0 in range(0, h_out, SSIM_STRIP_ROWS):
+        r1 = min(h_out, r0 + SSIM_STRIP_ROWS)
+        rows = r1 - r0
+        block = stack[:, r0:r1 + n - 1]
+        vert = g[0] * block[:, 0:rows]                 # vertical pass
+        for k in range(1, n):
+            vert += g[k] * block[:, k:k + rows]
+        dst = out[:, r0:r1]                            # horizontal pass, written in place
+        np.multiply(vert[:, :, 0:w_out], g[0], out=dst)
+        for k in range(1, n):
+            dst += g[k] * vert[:, :, k:k + w_out]
+    return out
+
+
+def ssim(sr, hr, shave=0):
+    """SSIM (Wang et al. 2004) between two uint8 images of equal shape (see the module docstring).
+
+    11x11 Gaussian window (sigma 1.5, normalised), 'valid' filtering, K1=0.01, K2=0.03, L=255,
+    mean of the SSIM map; colour images compared on Y (float, 16..235), single-channel images on
+    their raw values; ``shave`` pixels removed from every border first. Returns a float (1.0 for
+    identical images). The shaved images must be at least 11x11.
+    """
+    a, b = _metric_plane(sr, hr, shave, "ssim")
+    if min(a.shape) < SSIM_WINDOW:
+        raise ValueError(f"ssim: image {sr.shape} minus {shave} px per side is smaller than the "
+                         f"{SSIM_WINDOW}x{SSIM_WINDOW} window")
+    c1 = (SSIM_K1 * UINT8_MAX) ** 2
+    c2 = (SSIM_K2 * UINT8_MAX) ** 2
+    # sigma1^2 and sigma2^2 only appear as a sum, so a^2 + b^2 is filtered once
+    mu1, mu2, sum_sq, prod = _filter_valid(np.stack([a, b, a * a + b * b, a * b]), _gaussian_1d())
+    mu12 = mu1 * mu2
+    mu_sq = mu1 * mu1 + mu2 * mu2
+    sigma_sq = sum_sq - mu_sq     # sigma1^2 + sigma2^2
+    sigma12 = prod - mu12
+    ssim_map = (2 * mu12 + c1) * (2 * sigma12 + c2) / ((mu_sq + c1) * (sigma_sq + c2))
+    return float(ssim_map.mean())
