@@ -358,7 +358,8 @@ class TrainDataset(Dataset):
     * ``cache_dir`` a folder: arrays stored there as uint8 ``.npy`` files keyed by
       :func:`cache_key` (written atomically; a changed image gets a new key and is decoded
       again), then memory-mapped read-only, so a second run decodes nothing and all workers
-      share the pages through the OS file cache. Each open map holds a file descriptor: the soft
+      share the pages through the OS file cache. Entries of changed or removed images are not
+      deleted (the folder may serve several datasets): delete the folder to reclaim the space. Each open map holds a file descriptor: the soft
       open-file limit is raised towards what is needed (within the hard limit); beyond it the
       least recently used maps are closed and reopened on demand.
 
@@ -388,6 +389,8 @@ class TrainDataset(Dataset):
         self.lr_patch = self.patch_size // self.scale
         self.name = name if name is not None else (Path(hr_dir).name if hr_dir else "train")
         if pairs is None:
+            if hr_dir is None:
+                raise ValueError("TrainDataset needs hr_dir or pairs")
             pairs = pair_images(hr_dir, lr_dir, self.scale)
         pairs = [(Path(h), Path(l) if l is not None else None) for h, l in pairs]
         self.pairs = self._check_sizes(pairs, skip_small)
