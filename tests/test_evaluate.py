@@ -1,0 +1,247 @@
+"""Tests of evaluate.py (the benchmark protocol) and super_resolve.upscale_image."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import evaluate
+import models
+import utils
+from imresize import imresize
+from super_resolve import upscale_image
+
+ROOT = Path(evaluate.__file__).resolve().parent
+SCALE = 4
+
+# Published x4 bicubic scores (PSNR dB, SSIM) of ../shared/data/README.md (EDSR/RCAN tables)
+# and the tolerances of the task: 0.02 dB and 0.0015 SSIM.
+PUBLISHED_BICUBIC = {"Set5": (28.42, 0.8104), "Set14": (26.00, 0.7027)}
+PSNR_TOL, SSIM_TOL = 0.02, 0.0015
+
+
+def _smooth_image(rng, h, w, channels=3):
+    """A smooth random uint8 image (so that bicubic upscaling is meaningfully better than noise)."""
+    small = rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, channels), dtype=np.uint8)
+    big = imresize(small.astype(np.float64), output_shape=(h, w))
+    img = np.clip(np.round(big), 0, 255).astype(np.uint8)
+    return img[:, :, 0] if channels == 1 else img
+
+
+def _make_set(root, name, sizes, rng, with_lr=True, gray=()):
+    """Write a tiny EDSR-layout test set ``root/name/{HR, LR_bicubic/X4}``."""
+    hr_dir = root / name / "HR"
+    lr_dir = root / name / "LR_bicubic" / f"X{SCALE}"
+    for i, (h, w) in enumerate(sizes):
+        hr = _smooth_image(rng, h, w, 1 if i in gray else 3)
+        utils.save_image(hr_dir / f"img{i}.png", hr)
+        if with_lr:
+            utils.save_image(lr_dir / f"img{i}x{SCALE}.png",
+                             imresize(utils.modcrop(hr, SCALE), 1 / SCALE))
+    return hr_dir, lr_dir
+
+
+@pytest.fixture
+def fake_root(tmp_path):
+    rng = np.random.default_rng(7)
+    _make_set(tmp_path, "Fake", [(64, 72), (50, 61), (48, 48)], rng, gray=(2,))
+    return tmp_path
+
+
+# ------------------------------------------------------------------------------------------
+# The published bicubic numbers (needs ../shared/data)
+# ------------------------------------------------------------------------------------------
+
+def test_bicubic_reproduces_published_numbers(shared_data):
+    results = evaluate.evaluate("bicubic", shared_data / "benchmark", ["Set5", "Set14"],
+                                scale=SCALE, progress=False)
+    assert list(results) == ["Set5", "Set14"]
+    assert results["Set5"]["images"] == 5 and results["Set14"]["images"] == 14
+    for name, (p, s) in PUBLISHED_BICUBIC.items():
+        assert abs(results[name]["psnr"] - p) <= PSNR_TOL, (name, results[name])
+        assert abs(results[name]["ssim"] - s) <= SSIM_TOL, (name, results[name])
+
+
+def test_lr_made_from_hr_gives_the_same_numbers(shared_data, tmp_path):
+    # Set5 without its LR folder: LR = imresize(modcrop(HR, 4), 1/4), bit-identical to the files
+    shutil.copytree(shared_data / "benchmark" / "Set5" / "HR", tmp_path / "Set5" / "HR")
+    with_files = evaluate.evaluate("bicubic", shared_data / "benchmark", "Set5", progress=False,
+                                   per_image=True)
+    made = evaluate.evaluate("bicubic", tmp_path, "Set5", progress=False, per_image=True)
+    assert made == with_files
+    assert len(made["Set5"]["per_image"]) == 5
+
+
+# ------------------------------------------------------------------------------------------
+# evaluate() on tiny fake sets
+# ------------------------------------------------------------------------------------------
+
+def test_per_image_scores_are_the_protocol(fake_root):
+    res = evaluate.evaluate("bicubic", fake_root, ["Fake"], progress=False, per_image=True)["Fake"]
+    assert res["images"] == 3
+    names = [r["name"] for r in res["per_image"]]
+    assert names == ["img0", "img1", "img2"]
+    for r in res["per_image"]:
+        hr = utils.modcrop(utils.load_image(fake_root / "Fake" / "HR" / f"{r['name']}.png"), SCALE)
+        lr = utils.load_image(fake_root / "Fake" / "LR_bicubic" / "X4" / f"{r['name']}x4.png")
+        sr = imresize(lr, SCALE)
+        assert r["psnr"] == utils.psnr(sr, hr, SCALE) and r["ssim"] == utils.ssim(sr, hr, SCALE)
+    assert res["psnr"] == pytest.approx(np.mean([r["psnr"] for r in res["per_image"]]))
+    assert res["ssim"] == pytest.approx(np.mean([r["ssim"] for r in res["per_image"]]))
+    assert 15 < res["psnr"] < 60 and 0 < res["ssim"] < 1
+
+
+def test_missing_set_and_empty_folder(fake_root):
+    with pytest.raises(FileNotFoundError) as info:
+        evaluate.evaluate("bicubic", fake_root, ["Nope"], progress=False)
+    assert str(fake_root / "Nope" / "HR") in str(info.value)
+
+    (fake_root / "Empty" / "HR").mkdir(parents=True)
+    with pytest.raises(ValueError) as info:
+        evaluate.evaluate("bicubic", fake_root, ["Empty"], progress=False)
+    assert str(fake_root / "Empty" / "HR") in str(info.value)
+
+
+def test_lr_hr_size_mismatch(fake_root):
+    lr_path = fake_root / "Fake" / "LR_bicubic" / "X4" / "img1x4.png"
+    utils.save_image(lr_path, np.zeros((10, 10, 3), np.uint8))  # should be 12x15
+    with pytest.raises(ValueError) as info:
+        evaluate.evaluate("bicubic", fake_root, ["Fake"], progress=False)
+    assert "img1x4.png" in str(info.value)
+
+
+class _NearestX4(nn.Module):
+    """A parameter-light stand-in generator: nearest-neighbour x4 plus a learnable offset."""
+
+    scale = SCALE
+
+    def __init__(self):
+        super().__init__()
+        self.offset = nn.Parameter(torch.zeros(()))
+        self.seen_training = []
+        self.seen_grad = []
+
+    def forward(self, x):
+        self.seen_training.append(self.training)
+        self.seen_grad.append(torch.is_grad_enabled())
+        return nn.functional.interpolate(x, scale_factor=SCALE, mode="nearest") + self.offset
+
+
+def test_module_and_checkpoint_methods(fake_root, tmp_path):
+    net = _NearestX4()
+    res = evaluate.evaluate(net, fake_root, ["Fake"], progress=False, per_image=True)["Fake"]
+    hr = utils.modcrop(utils.load_image(fake_root / "Fake" / "HR" / "img0.png"), SCALE)
+    lr = utils.load_image(fake_root / "Fake" / "LR_bicubic" / "X4" / "img0x4.png")
+    sr = np.repeat(np.repeat(lr, SCALE, 0), SCALE, 1)
+    assert res["per_image"][0]["psnr"] == pytest.approx(utils.psnr(sr, hr, SCALE), abs=1e-12)
+    bic = evaluate.evaluate("bicubic", fake_root, ["Fake"], progress=False)["Fake"]
+    assert res["psnr"] < bic["psnr"]
+
+    with pytest.raises(ValueError, match="x2"):
+        evaluate.load_method(net, scale=2)
+
+    # a checkpoint file in the project's format, loaded through models.load_generator
+    gen = models.build_generator("srresnet", scale=SCALE, n_blocks=1, n_channels=8)
+    ckpt = {"format": models.CHECKPOINT_FORMAT, "arch": "srresnet",
+            "arch_kwargs": {"n_blocks": 1, "n_channels": 8}, "scale": SCALE,
+            "generator": gen.state_dict()}
+    torch.save(ckpt, tmp_path / "tiny.pth")
+    method = evaluate.load_method(str(tmp_path / "tiny.pth"))
+    assert method.name == "tiny" and method.model is not None
+    out = method(lr)
+    assert out.shape == (lr.shape[0] * SCALE, lr.shape[1] * SCALE, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, upscale_image(gen.eval(), lr))
+
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        evaluate.load_method(str(tmp_path / "nope.pth"))
+    with pytest.raises(TypeError):
+        evaluate.load_method(3.5)
+
+
+def test_format_table(fake_root):
+    res = evaluate.evaluate("bicubic", fake_root, ["Fake"], progress=False)
+    table = evaluate.format_table(res, title="bicubic")
+    lines = table.splitlines()
+    assert lines[0].startswith("| Set |") and len(lines) == 3
+    assert f"{res['Fake']['psnr']:.2f}" in lines[2] and f"{res['Fake']['ssim']:.4f}" in lines[2]
+
+
+# ------------------------------------------------------------------------------------------
+# The command line
+# ------------------------------------------------------------------------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_cli_writes_json_and_fails_cleanly(fake_root, tmp_path):
+    out = tmp_path / "out" / "results.json"
+    proc = _cli("--model", "bicubic", "--data-root", fake_root, "--sets", "Fake", "--quiet",
+                "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "| Fake | 3 |" in proc.stdout
+    payload = json.loads(out.read_text())
+    expected = evaluate.evaluate("bicubic", fake_root, ["Fake"], progress=False)
+    assert payload["results"] == expected
+    assert payload["model"] == "bicubic" and payload["scale"] == SCALE
+    assert sorted(p.name for p in out.parent.iterdir()) == ["results.json"]  # no temp file
+
+    proc = _cli("--model", "bicubic", "--data-root", fake_root, "--sets", "Fake", "Missing",
+                "--quiet")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert str(fake_root / "Missing" / "HR") in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# super_resolve.upscale_image
+# ------------------------------------------------------------------------------------------
+
+class _ChannelMix(nn.Module):
+    """x4 nearest upsampling that makes the three channels differ (R, G, B scaled apart)."""
+
+    scale = SCALE
+
+    def forward(self, x):
+        w = torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1)
+        return nn.functional.interpolate(x * w, scale_factor=SCALE, mode="nearest")
+
+
+def test_upscale_image_colour_and_gray():
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    net = _NearestX4().train()
+    out = upscale_image(net, rgb)
+    assert out.dtype == np.uint8 and out.shape == (24, 20, 3)
+    np.testing.assert_array_equal(out, np.repeat(np.repeat(rgb, SCALE, 0), SCALE, 1))
+    assert net.seen_training == [False] and net.seen_grad == [False]  # eval + inference mode
+    assert net.training  # mode restored
+
+    gray = rgb[:, :, 0]
+    out = upscale_image(_ChannelMix(), gray)
+    assert out.shape == (24, 20)
+    # the model saw RGB = (g, g, g); its RGB output is turned into one channel like PIL's 'L'
+    rgb_out = upscale_image(_ChannelMix(), np.repeat(gray[:, :, None], 3, 2))
+    np.testing.assert_array_equal(out, np.asarray(Image.fromarray(rgb_out).convert("L")))
+    assert not np.array_equal(out, rgb_out[:, :, 0])
+
+
+def test_upscale_image_errors():
+    img = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(TypeError, match="uint8"):
+        upscale_image(_NearestX4(), img.astype(np.float32))
+    with pytest.raises(ValueError, match="tile"):
+        upscale_image(_NearestX4(), img, tile=64)
+
+    class Wrong(_NearestX4):
+        scale = 2
+    with pytest.raises(ValueError, match="output"):
+        upscale_image(Wrong(), img)
