@@ -46,7 +46,7 @@ SSIM_WINDOW = 11        # Gaussian window side (pixels)
 SSIM_SIGMA = 1.5        # Gaussian window standard deviation (pixels)
 SSIM_K1 = 0.01          # C1 = (K1 * L)^2
 SSIM_K2 = 0.03          # C2 = (K2 * L)^2
-SSIM_STRIP_ROWS = 32    # output rows filtered at a time (keeps the working set in the CPU cache)
+SSIM_STRIP_ROWS = 32    # SSIM-map rows computed at a time (keeps the arrays in the CPU cache)
 
 # Single-channel PIL modes -> (H,W); the 16/32-bit integer gray modes are reduced to 8 bits.
 _GRAY_MODES = {"1", "L", "LA", "La"}
@@ -395,23 +395,16 @@ def _gaussian_1d(size=SSIM_WINDOW, sigma=SSIM_SIGMA):
 def _filter_valid(stack, g):
     """Separable 'valid' correlation of ``stack`` ``(K,H,W)`` float64 with ``outer(g, g)``.
 
-    Returns ``(K, H-n+1, W-n+1)`` with ``n = len(g)``. Works through strips of rows so the
-    intermediate arrays stay in the CPU cache; loops only over taps and strips, never pixels.
+    Returns ``(K, H-n+1, W-n+1)`` with ``n = len(g)``; loops over the ``n`` taps, not pixels.
     """
     n = len(g)
     h_out, w_out = stack.shape[1] - n + 1, stack.shape[2] - n + 1
-    out = np.empty((stack.shape[0], h_out, w_out))
-    for r0 in range(0, h_out, SSIM_STRIP_ROWS):
-        r1 = min(h_out, r0 + SSIM_STRIP_ROWS)
-        rows = r1 - r0
-        block = stack[:, r0:r1 + n - 1]
-        vert = g[0] * block[:, 0:rows]                 # vertical pass
-        for k in range(1, n):
-            vert += g[k] * block[:, k:k + rows]
-        dst = out[:, r0:r1]                            # horizontal pass, written in place
-        np.multiply(vert[:, :, 0:w_out], g[0], out=dst)
-        for k in range(1, n):
-            dst += g[k] * vert[:, :, k:k + w_out]
+    vert = g[0] * stack[:, 0:h_out]                    # vertical pass
+    for k in range(1, n):
+        vert += g[k] * stack[:, k:k + h_out]
+    out = g[0] * vert[:, :, 0:w_out]                   # horizontal pass
+    for k in range(1, n):
+        out += g[k] * vert[:, :, k:k + w_out]
     return out
 
 
@@ -429,11 +422,19 @@ def ssim(sr, hr, shave=0):
                          f"{SSIM_WINDOW}x{SSIM_WINDOW} window")
     c1 = (SSIM_K1 * UINT8_MAX) ** 2
     c2 = (SSIM_K2 * UINT8_MAX) ** 2
-    # sigma1^2 and sigma2^2 only appear as a sum, so a^2 + b^2 is filtered once
-    mu1, mu2, sum_sq, prod = _filter_valid(np.stack([a, b, a * a + b * b, a * b]), _gaussian_1d())
-    mu12 = mu1 * mu2
-    mu_sq = mu1 * mu1 + mu2 * mu2
-    sigma_sq = sum_sq - mu_sq     # sigma1^2 + sigma2^2
-    sigma12 = prod - mu12
-    ssim_map = (2 * mu12 + c1) * (2 * sigma12 + c2) / ((mu_sq + c1) * (sigma_sq + c2))
-    return float(ssim_map.mean())
+    g = _gaussian_1d()
+    h_out = a.shape[0] - SSIM_WINDOW + 1
+    total = 0.0
+    # the SSIM map is computed a strip of rows at a time: the arrays stay in the CPU cache
+    for r0 in range(0, h_out, SSIM_STRIP_ROWS):
+        r1 = min(h_out, r0 + SSIM_STRIP_ROWS)
+        sa, sb = a[r0:r1 + SSIM_WINDOW - 1], b[r0:r1 + SSIM_WINDOW - 1]
+        # sigma1^2 and sigma2^2 only appear as a sum, so a^2 + b^2 is filtered once
+        mu1, mu2, sum_sq, prod = _filter_valid(np.stack([sa, sb, sa * sa + sb * sb, sa * sb]), g)
+        mu12 = mu1 * mu2
+        mu_sq = mu1 * mu1 + mu2 * mu2
+        sigma_sq = sum_sq - mu_sq     # sigma1^2 + sigma2^2
+        sigma12 = prod - mu12
+        ssim_map = (2 * mu12 + c1) * (2 * sigma12 + c2) / ((mu_sq + c1) * (sigma_sq + c2))
+        total += ssim_map.sum()
+    return float(total / (h_out * (a.shape[1] - SSIM_WINDOW + 1)))

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+import utils
 from utils import (ImageReadError, image_to_tensor, load_image, modcrop, psnr, rgb2ycbcr,
                    rgb2ycbcr_torch, rgb_to_luma, save_image, ssim, tensor_to_image, ycbcr2rgb,
                    ycbcr2rgb_torch)
@@ -358,11 +359,15 @@ def _slow_ssim(a, b):
     return float(np.mean(vals))
 
 
-def test_ssim_matches_direct_reference(rng):
+def test_ssim_matches_direct_reference(rng, monkeypatch):
     hr = rng.integers(0, 256, (22, 25), dtype=np.uint8)
     noise = rng.integers(-30, 31, hr.shape)
     sr = np.clip(hr.astype(int) + noise, 0, 255).astype(np.uint8)
     assert ssim(sr, hr) == pytest.approx(_slow_ssim(sr.astype(float), hr.astype(float)), abs=1e-12)
+    slow = _slow_ssim(sr.astype(float), hr.astype(float))
+    with monkeypatch.context() as m:
+        m.setattr(utils, "SSIM_STRIP_ROWS", 5)  # 12 map rows: strips of 5, 5 and 2 rows
+        assert ssim(sr, hr) == pytest.approx(slow, abs=1e-12)
     assert ssim(sr, hr, shave=2) == pytest.approx(
         _slow_ssim(sr[2:-2, 2:-2].astype(float), hr[2:-2, 2:-2].astype(float)), abs=1e-12)
     # colour: the reference on the float Y channel
