@@ -67,7 +67,8 @@ def load_method(spec, device="cpu", scale=4):
     Args:
         spec: ``'bicubic'`` (MATLAB-exact ``imresize(lr, scale)``, uint8 in and out); a checkpoint
             path (str or Path, loaded with ``models.load_generator``); or an ``nn.Module``
-            generator mapping ``(N,3,h,w)`` in [0,1] to ``(N,3,scale*h,scale*w)``.
+            generator mapping ``(N,3,h,w)`` in [0,1] to ``(N,3,scale*h,scale*w)`` (moved to
+            ``device``; each call runs it in eval mode and restores its mode).
         device: torch device (str or torch.device) for a model.
         scale: the upscaling factor; a checkpoint or model of another scale is an error.
 
@@ -188,10 +189,14 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         device = resolve_device(args.device)
+    except RuntimeError as e:  # CUDA asked for but not available
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        return 1
+    try:
         method = load_method(args.model, device, args.scale)
         results = evaluate(method, args.data_root, args.sets, args.scale, device,
                            progress=not args.quiet, per_image=args.per_image)
-    except (OSError, ValueError, TypeError, RuntimeError) as e:
+    except (OSError, ValueError) as e:  # missing/unreadable files, bad sets or checkpoints
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 1
     print(f"x{args.scale}, Y channel, {args.scale} px shaved, model {args.model}\n")

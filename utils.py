@@ -107,7 +107,8 @@ def _pil_to_array(img, path):
     if mode in _GRAY16_MODES:
         arr = np.asarray(img).astype(np.float64)
         if arr.max(initial=0) > np.iinfo(np.uint16).max or arr.min(initial=0) < 0:
-            raise ImageReadError(f"{path}: integer image mode {mode!r} with values outside 0..65535")
+            raise ImageReadError(f"{path}: integer image mode {mode!r} with values "
+                                 "outside 0..65535")
         return np.round(arr / UINT16_TO_UINT8).astype(np.uint8)
     if mode in _GRAY_MODES:
         return np.asarray(img.convert("L"), dtype=np.uint8).copy()
@@ -298,7 +299,7 @@ def ycbcr2rgb_torch(x):
 # --------------------------------------------------------------------------------------------
 
 def image_to_tensor(img):
-    """uint8 image ``(H,W)`` or ``(H,W,C)`` -> ``(1,C,H,W)`` float32 tensor in [0,1] (C=1 for gray)."""
+    """uint8 image ``(H,W)`` or ``(H,W,C)`` -> ``(1,C,H,W)`` float32 tensor in [0,1] (C=1: gray)."""
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
         raise TypeError(f"image_to_tensor: needs a uint8 numpy array, got "
                         f"{type(img).__name__} {getattr(img, 'dtype', '')}")
@@ -343,8 +344,8 @@ def _metric_plane(sr, hr, shave, what):
         if not isinstance(img, np.ndarray):
             raise TypeError(f"{what}: {name} must be a numpy uint8 array, got {type(img).__name__}")
         if img.dtype != np.uint8:
-            raise TypeError(f"{what}: {name} has dtype {img.dtype}; the evaluation protocol compares "
-                            "uint8 images - round the SR output to uint8 first "
+            raise TypeError(f"{what}: {name} has dtype {img.dtype}; the evaluation protocol "
+                            "compares uint8 images - round the SR output to uint8 first "
                             "(e.g. utils.tensor_to_image)")
     if sr.shape != hr.shape:
         raise ValueError(f"{what}: shape mismatch, sr {sr.shape} vs hr {hr.shape}")
@@ -386,7 +387,8 @@ def psnr(sr, hr, shave=0):
 
 
 def _gaussian_1d(size=SSIM_WINDOW, sigma=SSIM_SIGMA):
-    """Normalised 1-D Gaussian; its outer product is MATLAB's ``fspecial('gaussian', size, sigma)``."""
+    """Normalised 1-D Gaussian ``(size,)``; its outer product is MATLAB's
+    ``fspecial('gaussian', size, sigma)``."""
     x = np.arange(size) - (size - 1) / 2
     g = np.exp(-x ** 2 / (2 * sigma ** 2))
     return g / g.sum()

@@ -355,7 +355,8 @@ def _slow_ssim(a, b):
             va = (w * (pa - ma) ** 2).sum()
             vb = (w * (pb - mb) ** 2).sum()
             cov = (w * (pa - ma) * (pb - mb)).sum()
-            vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+            vals.append((2 * ma * mb + c1) * (2 * cov + c2)
+                        / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
     return float(np.mean(vals))
 
 
