@@ -1,11 +1,109 @@
-"""Super-resolve images with a trained generator."""
+"""Super-resolve images with a trained generator: one image in memory, or files and folders
+from the command line, whole or tiled (bounded memory for any image size).
+
+Usage (from the project root)::
+
+    python super_resolve.py --checkpoint runs/paper/srgan.pth --input photo.jpg --output out/
+    python super_resolve.py --checkpoint runs/paper/srresnet.pth --input photos/ --output out/ \\
+        --tile 256 --device cuda
+
+Every input becomes ``OUTPUT/<input stem>.png`` (lossless), ``scale`` times larger:
+
+* RGB stays RGB; single-channel (gray) stays single-channel (the model sees it replicated to RGB
+  and its output is turned back into one channel with the ITU-R 601 luma).
+* An alpha channel (RGBA, LA, palette or gray with transparency) is upscaled separately with the
+  MATLAB-exact bicubic ``imresize`` and re-attached (RGBA / LA output).
+* 16-bit images are reduced to 8 bits first (``round(v / 257)``, see ``utils.load_image``): the
+  model works on 8-bit images, so the output is 8-bit.
+* Palette images become RGB (RGBA when the palette has transparency).
+
+In a folder, the image files (by extension, see ``datasets.IMAGE_EXTENSIONS``) are processed in
+name order; other files are skipped with a warning, and a file that cannot be read is skipped
+with a warning naming it (the exit status is then 1). Existing outputs are kept (skipped) unless
+``--overwrite``; an output that would replace an input file is refused.
+
+Tiling (``--tile N``, default 256 LR pixels; 0 = whole image): the LR image is cut into N x N
+tiles, each tile is run with a margin of ``overlap`` LR pixels of real neighbouring context on
+every side, and only its centre is kept. With ``overlap`` >= the model's receptive-field radius
+(:func:`receptive_margin`, the default) every kept output pixel sees exactly the input it would
+see in a whole-image pass, so the tiled result equals the untiled one up to float rounding
+(tests: at most 1 gray level). Only one tile is on the device at a time; the output is a uint8
+canvas on the CPU, so a 2K input becomes an 8K output in bounded memory.
+"""
+import argparse
+import math
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
 
-from utils import image_to_tensor, rgb_to_luma, tensor_to_image
+from utils import ImageReadError, atomic_write, image_to_tensor, load_image, rgb_to_luma, \
+    tensor_to_image
+
+DEFAULT_TILE = 256
+"""Tile side of the command line, LR pixels (~1 GB of activations for a full SRResNet in fp32)."""
+
+RESAMPLE_MARGIN = 2
+"""LR pixels added to the convolutional receptive field for the bicubic upsampling inside
+SRCNN/VDSR (the x4 bicubic kernel reads 2 LR pixels on each side) and as a safety margin."""
+
+PROBE_SIZE = 16
+"""Side of the zero image run once through the model to find the resolution of every conv."""
+
+ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
+"""PIL modes with an alpha channel (palette/gray/RGB images may also carry a 'transparency')."""
 
 
-def upscale_image(model, img, device="cpu", tile=None):
+# ----------------------------------------------------------------------------------------------
+# Tiled inference
+# ----------------------------------------------------------------------------------------------
+
+def receptive_margin(model, device="cpu"):
+    """Radius of ``model``'s receptive field in LR pixels, rounded up, plus ``RESAMPLE_MARGIN``.
+
+    Each ``nn.Conv2d`` reads ``dilation * (kernel - 1) / 2`` pixels on each side at the
+    resolution it runs at (found by running a ``PROBE_SIZE`` zero image with forward hooks); at
+    ``f`` times the LR resolution that is 1/f LR pixels. The sum over all convs bounds the
+    radius of any network made of convolutions, pointwise layers (BatchNorm in eval mode,
+    activations, residual sums) and upsampling (pixel shuffle, bicubic): 40 + 2 = 42 for the
+    paper's SRResNet (a 9x9 conv, 33 3x3 convs and one sub-pixel conv at 1x, one 3x3 conv at 2x,
+    the 9x9 output conv at 4x). Other layer types (pooling, attention) are not covered: pass
+    ``overlap`` explicitly for such models.
+    """
+    reads = []
+
+    def hook(module, inputs, output):
+        k = max(d * (s - 1) / 2 for d, s in zip(module.dilation, module.kernel_size))
+        reads.append(k * PROBE_SIZE / inputs[0].shape[-1])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return math.ceil(sum(reads) - 1e-9) + RESAMPLE_MARGIN
+
+
+def tile_grid(h, w, tile):
+    """Tiles ``(y0, y1, x0, x1)`` of side ``tile`` (smaller at the bottom/right) covering h x w."""
+    return [(y, min(y + tile, h), x, min(x + tile, w))
+            for y in range(0, h, tile) for x in range(0, w, tile)]
+
+
+def _check_output(sr, h, w, scale):
+    if sr.dim() != 4 or sr.shape[:2] != (1, 3) or (
+            scale is not None and tuple(sr.shape[2:]) != (scale * h, scale * w)):
+        raise ValueError(f"upscale_image: model output has shape {tuple(sr.shape)} for a "
+                         f"{h}x{w} input (model scale {scale})")
+
+
+def upscale_image(model, img, device="cpu", tile=None, overlap=None, progress=False):
     """Super-resolve one image with ``model``.
 
     Args:
@@ -16,36 +114,202 @@ def upscale_image(model, img, device="cpu", tile=None):
             the model and the RGB output is converted back to one channel with the ITU-R 601 luma
             (exactly as PIL's ``convert('L')``).
         device: torch device for the computation.
-        tile: must be None: the whole image is processed in one forward pass.
+        tile: None: one forward pass over the whole image. An int > 0: tiles of ``tile`` x
+            ``tile`` LR pixels, one at a time on ``device`` (an image no larger than one tile is
+            processed whole). Needs ``model.scale``.
+        overlap: LR pixels of context around each tile (default: :func:`receptive_margin`, which
+            makes the tiled output equal the untiled one up to float rounding).
+        progress: show a tqdm bar over the tiles.
 
     Returns:
         uint8 ``(s*h, s*w, 3)``, or ``(s*h, s*w)`` for a gray input; the output is clamped to
         [0,1] and rounded.
     """
-    if tile is not None:
-        raise ValueError(f"upscale_image: tile={tile!r} is not supported here; "
-                         "use tile=None (whole-image inference)")
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
         raise TypeError(f"upscale_image: needs a uint8 numpy image, got "
                         f"{type(img).__name__} {getattr(img, 'dtype', '')}")
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, (int, np.integer))
+                             or tile < 1):
+        raise ValueError(f"upscale_image: tile must be None or an int >= 1, got {tile!r}")
+    if overlap is not None and (not isinstance(overlap, (int, np.integer)) or overlap < 0):
+        raise ValueError(f"upscale_image: overlap must be None or an int >= 0, got {overlap!r}")
     gray = img.ndim == 2
     if gray:
         img = np.repeat(img[:, :, None], 3, axis=2)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"upscale_image: needs an (h,w) or (h,w,3) image, got shape {img.shape}")
 
+    h, w = img.shape[:2]
+    scale = getattr(model, "scale", None)
     was_training = model.training
     model.to(device).eval()
     try:
         with torch.inference_mode():
-            sr = model(image_to_tensor(img).to(device))
+            if tile is None or (h <= tile and w <= tile):
+                sr = model(image_to_tensor(img).to(device))
+                _check_output(sr, h, w, scale)
+                out = tensor_to_image(sr)
+            else:
+                if scale is None:
+                    raise ValueError("upscale_image: tiled inference needs model.scale")
+                out = _upscale_tiled(model, img, device, int(tile), overlap, scale, progress)
     finally:
         model.train(was_training)
-    h, w = img.shape[:2]
-    scale = getattr(model, "scale", None)
-    if sr.dim() != 4 or sr.shape[:2] != (1, 3) or (
-            scale is not None and tuple(sr.shape[2:]) != (scale * h, scale * w)):
-        raise ValueError(f"upscale_image: model output has shape {tuple(sr.shape)} for a "
-                         f"{h}x{w} input (model scale {scale})")
-    out = tensor_to_image(sr)
     return rgb_to_luma(out) if gray else out
+
+
+def _upscale_tiled(model, img, device, tile, overlap, scale, progress):
+    """Tiled inference of :func:`upscale_image` -> uint8 ``(s*h, s*w, 3)`` canvas on the CPU."""
+    h, w = img.shape[:2]
+    margin = receptive_margin(model, device) if overlap is None else int(overlap)
+    lr = image_to_tensor(img)                         # (1,3,h,w) float32 on the CPU
+    out = np.empty((scale * h, scale * w, 3), np.uint8)
+    for y0, y1, x0, x1 in tqdm(tile_grid(h, w, tile), desc="tiles", disable=not progress,
+                               leave=False):
+        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
+        b0, b1 = max(0, x0 - margin), min(w, x1 + margin)
+        sr = model(lr[:, :, a0:a1, b0:b1].to(device))
+        _check_output(sr, a1 - a0, b1 - b0, scale)
+        core = sr[:, :, scale * (y0 - a0):scale * (y1 - a0), scale * (x0 - b0):scale * (x1 - b0)]
+        out[scale * y0:scale * y1, scale * x0:scale * x1] = tensor_to_image(core)
+        del sr, core
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+def read_image(path):
+    """Read an image for super-resolution -> ``(img, alpha)``.
+
+    ``img``: uint8 ``(H,W)`` or ``(H,W,3)`` as ``utils.load_image`` gives it (16-bit reduced to
+    8-bit, palette -> RGB, alpha dropped); ``alpha``: uint8 ``(H,W)`` or None when the file has
+    no alpha channel / transparency. Raises ``utils.ImageReadError`` naming the file.
+    """
+    img = load_image(path)
+    try:
+        with Image.open(path) as pil:
+            if pil.mode not in ALPHA_MODES and "transparency" not in pil.info:
+                return img, None
+            alpha = np.asarray(pil.convert("RGBA").getchannel("A"), dtype=np.uint8).copy()
+    except Exception as e:  # noqa: BLE001 -- PIL raises many types for odd files
+        raise ImageReadError(f"{path}: cannot read its alpha channel ({type(e).__name__}: {e})") from e
+    return img, alpha
+
+
+def write_png(path, img, alpha=None):
+    """Write uint8 ``img`` ``(H,W)`` / ``(H,W,3)`` with an optional uint8 ``alpha`` ``(H,W)`` as
+    an L / RGB / LA / RGBA PNG, atomically (parent folders created)."""
+    if alpha is not None:
+        if alpha.shape != img.shape[:2]:
+            raise ValueError(f"{path}: alpha {alpha.shape} does not match image {img.shape}")
+        planes = [img] if img.ndim == 2 else [img[:, :, c] for c in range(img.shape[2])]
+        img = np.stack(planes + [alpha], axis=2)
+    if img.ndim == 3 and img.shape[2] not in (2, 3, 4):
+        raise ValueError(f"{path}: cannot write an image of shape {img.shape}")
+    pil = Image.fromarray(np.ascontiguousarray(img))  # (H,W) L, 2 LA, 3 RGB, 4 RGBA
+    with atomic_write(path, "wb") as f:
+        pil.save(f, format="PNG")
+
+
+def upscale_file(model, src, dst, device="cpu", tile=DEFAULT_TILE, overlap=None, progress=False):
+    """Super-resolve the image file ``src`` into the PNG ``dst`` (alpha upscaled with bicubic
+    ``imresize`` and re-attached; see the module docstring). Returns the output shape."""
+    from imresize import imresize
+
+    img, alpha = read_image(src)
+    sr = upscale_image(model, img, device=device, tile=tile or None, overlap=overlap,
+                       progress=progress)
+    if alpha is not None:
+        alpha = imresize(alpha, scale=model.scale)
+    write_png(dst, sr, alpha)
+    return sr.shape
+
+
+def plan_outputs(inputs, output_dir):
+    """Output path ``output_dir/<stem>.png`` of every input path. Raises ValueError when two
+    inputs map to the same output or an output would overwrite an input file."""
+    output_dir = Path(output_dir)
+    plan, seen = [], {}
+    resolved_inputs = {Path(p).resolve() for p in inputs}
+    for src in map(Path, inputs):
+        dst = output_dir / f"{src.stem}.png"
+        key = dst.resolve()
+        if key in seen:
+            raise ValueError(f"{src} and {seen[key]} would both be written to {dst}")
+        if key in resolved_inputs:
+            raise ValueError(f"{dst} would overwrite the input file {src}: choose another --output")
+        seen[key] = src
+        plan.append((src, dst))
+    return plan
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="generator checkpoint written by train.py")
+    p.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
+    p.add_argument("--output", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                   help="tile side in LR pixels; 0 = whole image (default %(default)s)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="LR pixels of context around each tile (default: the model's "
+                        "receptive-field radius, exact)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.tile < 0:
+        p.error(f"--tile must be >= 0, got {args.tile}")
+    if args.overlap is not None and args.overlap < 0:
+        p.error(f"--overlap must be >= 0, got {args.overlap}")
+    return args
+
+
+def main(argv=None):
+    import datasets
+    import models
+    from solver import resolve_device
+
+    args = parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        model, _ = models.load_generator(args.checkpoint, device=device)
+        if args.input.is_dir():
+            inputs = datasets.list_images(args.input)
+        elif args.input.is_file():
+            inputs = [args.input]
+        else:
+            raise FileNotFoundError(f"input not found: {args.input}")
+        plan = plan_outputs(inputs, args.output)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"super_resolve.py: error: {e}", file=sys.stderr)
+        return 1
+
+    failed = written = kept = 0
+    single = len(plan) == 1
+    for src, dst in tqdm(plan, desc="images", unit="img", disable=args.quiet or single):
+        if dst.exists() and not args.overwrite:
+            tqdm.write(f"{dst} exists, kept (use --overwrite to replace it)")
+            kept += 1
+            continue
+        try:
+            shape = upscale_file(model, src, dst, device, args.tile, args.overlap,
+                                 progress=not args.quiet)
+        except ImageReadError as e:
+            tqdm.write(f"warning: skipped: {e}", file=sys.stderr)  # e names the file
+            failed += 1
+            continue
+        written += 1
+        if single:
+            print(f"{src} -> {dst} ({shape[1]}x{shape[0]})")
+    print(f"{written} written, {kept} kept, {failed} unreadable, in {args.output}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
