@@ -98,8 +98,8 @@ _PAPER = EasyDict({
         "time_budget_s": None,           # stop a stage after this many seconds of training; the lr
                                          #   schedule then runs over min(epochs, budget) (solver.RunClock)
         "stages": "both",                # what train.py runs without --stage: srresnet | srgan | both
-        "eval_root": str(ROOT / "data" / "benchmark"),  # after training, train.py prints PSNR vs
-        "eval_sets": ["Set5", "Set14"],  #   bicubic on these sets under eval_root (missing: skipped)
+        "eval_root": str(ROOT / "data" / "benchmark"),  # after training, train.py prints PSNR vs bicubic
+        "eval_sets": ["Set5", "Set14"],  #   on these sets under eval_root (None: data.root); missing: skipped
     },
 })
 
@@ -115,7 +115,10 @@ def _demo():
     cfg.stage1.update({"loss": "l1", "epochs": 10, "lr": 1e-3, "lr_schedule": "cosine"})
     cfg.stage2.update({"epochs": 2, "content_loss": "vgg"})
     cfg.vgg.update({"i": 2, "j": 2})
-    cfg.train.update({"device": "cpu"})
+    cfg.train.update({"device": "cpu",
+                      "stages": "srresnet",      # the demo's main job; its SRGAN stage needs VGG19 weights
+                      "eval_root": None,         # data.root: the held-out demo images data/demo/test
+                      "eval_sets": ["test"]})
     return cfg
 
 
@@ -126,6 +129,8 @@ def _smoke():
     cfg.discriminator.update({"n_channels": 8, "fc_size": 32})
     cfg.stage1.update({"epochs": 1, "batch_size": 4})
     cfg.stage2.update({"epochs": 1, "batch_size": 4})
+    cfg.vgg.update({"weights": "random"})   # offline and fast; the loss is then meaningless
+    cfg.train.update({"stages": "both", "time_budget_s": None})
     return cfg
 
 

@@ -1,0 +1,453 @@
+"""Train SRResNet (stage 1) and SRGAN (stage 2) from a config preset; resumable.
+
+Usage (from the project root)::
+
+    python train.py --config demo --out runs/demo            # the demo: SRResNet on the CPU, minutes
+    python train.py --config paper --out runs/paper           # both stages of the paper (GPU)
+    python train.py --config paper --out runs/paper --stage srgan --resume
+    python train.py --config paper --out runs/vdsr --arch vdsr --stage srresnet
+    python train.py --config demo --out runs/x --set stage1.lr=2e-4 --set data.workers=2
+
+Stage ``srresnet`` (stage 1) trains ``cfg.generator.arch`` with a pixel loss and writes
+``OUT/<arch>.pth`` (``srresnet.pth``, or ``srcnn.pth`` / ``vdsr.pth`` for the baselines);
+stage ``srgan`` (stage 2) starts its generator from that file (or ``cfg.stage2.init``) and
+writes ``OUT/srgan.pth``. After every epoch the latest checkpoint is replaced atomically,
+``OUT/<name>_log.csv`` gets a row (losses, D(real)/D(fake), validation PSNR/SSIM, lr, time),
+and in stage 1 ``OUT/<name>_best.pth`` keeps the epoch with the best validation PSNR.
+``--resume`` continues a stage from its checkpoint with the same weights, optimiser state,
+schedule and data order as an uninterrupted run.
+
+The notebooks call :func:`build_config` and :func:`run_stage` directly.
+"""
+import argparse
+import ast
+import csv
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import solver
+from config import PRESETS, get_config
+
+STAGES = ("srresnet", "srgan")
+"""Stage names: 'srresnet' = stage 1 (pixel loss, any generator arch), 'srgan' = stage 2."""
+
+LOG_COLUMNS = ("epoch", "step", "content_loss", "adv_loss", "d_loss", "d_real", "d_fake",
+               "val_psnr", "val_ssim", "lr", "it_per_s", "epoch_s", "time_s")
+"""Columns of ``<name>_log.csv`` (missing values are left empty, e.g. D columns in stage 1)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------
+
+def parse_value(text):
+    """A ``--set`` value: a python literal (``2e-4``, ``True``, ``None``, ``[1, 2]``, ``'x'``)
+    or, when it is not one, the plain string (``vgg``, ``/path/to/file``)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(cfg, overrides):
+    """Apply ``KEY=VALUE`` strings (dotted keys, e.g. ``stage1.lr=2e-4``) to ``cfg`` in place.
+
+    Raises ValueError naming the item for a malformed item or a key that the config does not
+    have (typos should not be silently ignored).
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. stage1.lr=2e-4")
+        parts = key.strip().split(".")
+        node = cfg
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:depth]) or "the config"
+                options = sorted(node) if isinstance(node, dict) else []
+                raise ValueError(f"--set {item!r}: {where} has no key {part!r}; keys: {options}")
+            if depth < len(parts) - 1:
+                node = node[part]
+        node[parts[-1]] = parse_value(text.strip())
+    return cfg
+
+
+def build_config(preset="paper", *, epochs=None, device=None, arch=None, overrides=(),
+                 stages=STAGES):
+    """The config of a run: preset ``preset``, then ``overrides`` (``KEY=VALUE``), then the
+    shortcuts ``epochs`` (of the stages in ``stages``), ``device`` and ``arch``."""
+    cfg = get_config(preset)
+    apply_overrides(cfg, overrides)
+    if epochs is not None:
+        for stage in stages:
+            stage_config(cfg, stage).epochs = int(epochs)
+    if device is not None:
+        cfg.train.device = device
+    if arch is not None:
+        cfg.generator.arch = arch
+    return cfg
+
+
+def stage_config(cfg, stage):
+    """The config section of ``stage``: ``cfg.stage1`` ('srresnet') or ``cfg.stage2`` ('srgan')."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    return cfg.stage1 if stage == "srresnet" else cfg.stage2
+
+
+def checkpoint_name(cfg, stage):
+    """File stem of a stage's checkpoint: the generator arch for stage 1, 'srgan' for stage 2."""
+    return cfg.generator.arch if stage == "srresnet" else stage_config(cfg, stage).name
+
+
+def generator_kwargs(cfg):
+    """Keyword arguments of ``models.build_generator`` for ``cfg.generator.arch``.
+
+    SRResNet takes ``n_blocks`` / ``n_channels`` from ``cfg.generator``; the other archs take
+    the dict ``cfg.generator.<arch>`` when the config has one (else their defaults).
+    """
+    arch = cfg.generator.arch
+    if arch == "srresnet":
+        return {"n_blocks": int(cfg.generator.n_blocks), "n_channels": int(cfg.generator.n_channels)}
+    return dict(cfg.generator.get(arch) or {})
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+def list_path(cfg, name):
+    """Path of the JSON data list ``name`` in ``cfg.data.lists_dir``."""
+    return Path(cfg.data.lists_dir) / f"{name}.json"
+
+
+def ensure_data(cfg):
+    """Make sure the training list exists; the demo dataset (``demo_*`` lists) is built here
+    from the scikit-image photos when missing. Other missing lists -> FileNotFoundError saying
+    how to make them."""
+    train_list = list_path(cfg, cfg.data.train_list)
+    if train_list.is_file():
+        return
+    if cfg.data.train_list.startswith("demo"):
+        import create_data_lists
+        print(f"building the demo dataset in {cfg.data.root} (scikit-image photos) ...", flush=True)
+        create_data_lists.build_demo_dataset(root=cfg.data.root, lists_dir=cfg.data.lists_dir,
+                                             scale=cfg.scale)
+        return
+    raise FileNotFoundError(f"training list {train_list} not found: write it with "
+                            f"`python create_data_lists.py` (see its --help), or pick another "
+                            f"list with --set data.train_list=NAME")
+
+
+def build_train_set(cfg, progress=True):
+    """``datasets.TrainDataset`` of the list ``cfg.data.train_list`` with the patch settings."""
+    import datasets
+    return datasets.TrainDataset.from_list(
+        list_path(cfg, cfg.data.train_list), scale=cfg.scale, patch_size=cfg.data.patch_size,
+        patches_per_image=cfg.data.patches_per_image, augment=cfg.data.augment,
+        cache_dir=cfg.data.get("cache_dir"), progress=progress)
+
+
+def build_val_set(cfg):
+    """The validation ``datasets.TestDataset``: the list ``cfg.data.val_list``, else that set in
+    ``cfg.data.benchmark_root``; None (validation skipped, with a message) when neither exists."""
+    import datasets
+    name = cfg.data.get("val_list")
+    if not name:
+        return None
+    path = list_path(cfg, name)
+    if path.is_file():
+        return datasets.TestDataset.from_list(path)
+    try:
+        hr_dir, lr_dir = datasets.find_test_set(cfg.data.benchmark_root, name, cfg.scale)
+    except FileNotFoundError:
+        print(f"validation set {name!r} not found (no {path}, nothing in "
+              f"{cfg.data.benchmark_root}): per-epoch validation is skipped", flush=True)
+        return None
+    return datasets.TestDataset(hr_dir, lr_dir, cfg.scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Logs
+# ----------------------------------------------------------------------------------------------
+
+def write_log(path, history):
+    """Write ``history`` (list of per-epoch dicts) as CSV with ``LOG_COLUMNS``, atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+        os.chmod(tmp, 0o644)             # mkstemp makes 0600 files; a log is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fmt(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# One stage
+# ----------------------------------------------------------------------------------------------
+
+def _init_generator_from(generator, path, arch, scale):
+    """Load stage-1 weights (a checkpoint of this project) into ``generator`` for stage 2."""
+    ckpt = solver.load_checkpoint(path)
+    if ckpt["arch"] != arch or ckpt["scale"] != scale:
+        raise ValueError(f"{path} holds a x{ckpt['scale']} {ckpt['arch']!r} generator, but this "
+                         f"run trains a x{scale} {arch!r}")
+    try:
+        generator.load_state_dict(ckpt["generator"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its generator does not fit the configured one "
+                         f"(cfg.generator): {e}") from e
+
+
+def run_stage(cfg, stage, out_dir, resume=False, progress=True):
+    """Train one stage and return its history (list of per-epoch metric dicts).
+
+    ``stage`` is 'srresnet' (stage 1: ``cfg.generator.arch`` with the pixel loss of
+    ``cfg.stage1``) or 'srgan' (stage 2: adversarial training from ``OUT/<arch>.pth`` or
+    ``cfg.stage2.init``). Writes ``out_dir/<name>.pth`` after every ``checkpoint_every`` epochs
+    and at the end, ``out_dir/<name>_log.csv`` every epoch and, in stage 1, ``<name>_best.pth``.
+
+    The stage ends after ``epochs`` epochs or when ``cfg.train.time_budget_s`` seconds of
+    training are spent (the lr schedule is laid over whichever comes first; see
+    ``solver.RunClock``). ``resume`` continues from ``out_dir/<name>.pth``; without it an
+    existing checkpoint is an error (nothing is overwritten). Raises FloatingPointError (from
+    ``solver``) on a non-finite loss, with the previous checkpoint left intact.
+    """
+    import datasets
+    import models
+
+    scfg = stage_config(cfg, stage)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_name(cfg, stage)
+    ckpt_path, best_path = out_dir / f"{name}.pth", out_dir / f"{name}_best.pth"
+    log_path = out_dir / f"{name}_log.csv"
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume (resume=True) to continue it, "
+                              f"or choose another output folder")
+    checkpoint = solver.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+
+    device = solver.resolve_device(cfg.train.device)
+    channels_last, amp = bool(cfg.train.channels_last), cfg.train.amp
+    solver.seed_everything(cfg.seed)
+
+    arch, kwargs = cfg.generator.arch, generator_kwargs(cfg)
+    generator = models.build_generator(arch, scale=cfg.scale, **kwargs)
+    discriminator = content_loss = None
+    if stage == "srgan":
+        if checkpoint is None:
+            init = scfg.get("init") or out_dir / f"{arch}.pth"
+            if not Path(init).is_file():
+                raise FileNotFoundError(f"stage 'srgan' starts from a trained generator, but {init} "
+                                        f"does not exist: run --stage srresnet first, or set "
+                                        f"--set stage2.init=PATH")
+            _init_generator_from(generator, init, arch, cfg.scale)
+        d = cfg.discriminator
+        discriminator = models.Discriminator(d.n_channels, d.n_blocks, d.fc_size)
+        if scfg.content_loss == "vgg":
+            vgg = models.TruncatedVGG19(cfg.vgg.i, cfg.vgg.j, weights=cfg.vgg.weights)
+            content_loss = solver.VGGLoss(vgg, cfg.vgg.feature_scale)
+        else:
+            content_loss = solver.PixelLoss(scfg.content_loss, generator.y_only)
+        discriminator = solver.prepare_model(discriminator, device, channels_last)
+        content_loss = solver.prepare_model(content_loss, device, channels_last)
+    else:
+        content_loss = solver.PixelLoss(scfg.loss, generator.y_only)
+    generator = solver.prepare_model(generator, device, channels_last)
+
+    betas = tuple(scfg.betas)
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=scfg.lr, betas=betas)
+    optimizer_d = (torch.optim.Adam(discriminator.parameters(), lr=scfg.lr, betas=betas)
+                   if discriminator is not None else None)
+    schedule = {"schedule": scfg.lr_schedule, "base_lr": scfg.lr,
+                "decay_at": scfg.get("lr_decay_at", 0.5), "decay_factor": scfg.get("lr_decay_factor", 0.1),
+                "min_lr": scfg.get("lr_min", 0.0)}
+    lr_fn = solver.make_lr_fn(schedule["base_lr"], schedule["schedule"], schedule["decay_at"],
+                              schedule["decay_factor"], schedule["min_lr"])
+
+    ensure_data(cfg)
+    train_set = build_train_set(cfg, progress)
+    val_set = build_val_set(cfg)
+    d_steps = int(scfg.get("d_steps", 1)) if stage == "srgan" else 1
+    batches = len(train_set) // scfg.batch_size
+    if batches < 1:
+        raise ValueError(f"the training set has {len(train_set)} patches, fewer than one batch of "
+                         f"{scfg.batch_size}: raise data.patches_per_image or lower the batch size")
+    steps_per_epoch = batches // d_steps
+    budget = cfg.train.get("time_budget_s")
+    clock = solver.RunClock(scfg.epochs * steps_per_epoch, budget)
+
+    history, start_epoch, best_psnr = [], 1, -math.inf
+    if checkpoint is not None:
+        if checkpoint["arch"] != arch or checkpoint["stage"] != name:
+            raise ValueError(f"{ckpt_path} is a {checkpoint['stage']!r} checkpoint of "
+                             f"{checkpoint['arch']!r}, not {name!r} of {arch!r}")
+        solver.unwrap(generator).load_state_dict(checkpoint["generator"])
+        optimizer_g.load_state_dict(checkpoint["optimizer_g"])
+        if discriminator is not None:
+            discriminator.load_state_dict(checkpoint["discriminator"])
+            optimizer_d.load_state_dict(checkpoint["optimizer_d"])
+        history = list(checkpoint["history"])
+        start_epoch = checkpoint["epoch"] + 1
+        clock = solver.RunClock.from_state_dict(checkpoint["clock"], clock.total_steps, budget)
+        best_psnr = max((r["val_psnr"] for r in history if r.get("val_psnr") is not None),
+                        default=-math.inf)
+        solver.set_rng_state(checkpoint["rng"])
+        print(f"resuming {name} from {ckpt_path}: epoch {checkpoint['epoch']} done, "
+              f"step {clock.step}", flush=True)
+
+    model = torch.compile(generator) if cfg.train.compile else generator
+    collapse = (scfg.get("collapse_fake"), scfg.get("collapse_real"))
+    clock.start()
+    for epoch in range(start_epoch, scfg.epochs + 1):
+        if clock.finished():
+            break
+        # The data of an epoch depends only on (seed, epoch): the loader's shuffling generator
+        # and the patch RNG of datasets.TrainDataset (seeded from torch.initial_seed() in the
+        # main process, from the loader's worker seeds otherwise).
+        torch.manual_seed(cfg.seed + epoch)
+        loader = datasets.make_train_loader(train_set, scfg.batch_size, cfg.data.workers,
+                                            cfg.seed + epoch)
+        epoch_start = time.perf_counter()
+        common = dict(clock=clock, lr_fn=lr_fn, amp=amp, channels_last=channels_last,
+                      stage=name, epoch=epoch, progress=progress)
+        if stage == "srresnet":
+            metrics = solver.train_epoch_mse(model, loader, optimizer_g, content_loss, device, **common)
+        else:
+            metrics = solver.train_epoch_gan(
+                model, discriminator, loader, optimizer_g, optimizer_d, content_loss, device,
+                adv_weight=scfg.adv_weight, d_steps=d_steps, collapse_fake=collapse[0],
+                collapse_real=collapse[1], **common)
+        del loader
+        finished = clock.finished() or epoch == scfg.epochs
+        row = {"epoch": epoch, "step": clock.step, **metrics}
+        if val_set is not None and (epoch % cfg.train.val_every == 0 or finished):
+            val = solver.validate(generator, val_set, cfg.scale, device)
+            row.update(val_psnr=val["psnr"], val_ssim=val["ssim"])
+        row.update(epoch_s=time.perf_counter() - epoch_start, time_s=clock.elapsed_s)
+        history.append(row)
+        _print_epoch(name, scfg.epochs, row)
+
+        state = dict(stage=name, arch=arch, arch_kwargs=kwargs, scale=cfg.scale,
+                     generator=generator, discriminator=discriminator, optimizer_g=optimizer_g,
+                     optimizer_d=optimizer_d, scheduler_g=schedule,
+                     scheduler_d=schedule if discriminator is not None else None, clock=clock,
+                     epoch=epoch, step=clock.step, config=cfg, history=history, finished=finished)
+        if epoch % cfg.train.checkpoint_every == 0 or finished:
+            solver.save_checkpoint(ckpt_path, solver.make_checkpoint(**state))
+        if stage == "srresnet" and row.get("val_psnr") is not None and row["val_psnr"] > best_psnr:
+            best_psnr = row["val_psnr"]
+            solver.save_checkpoint(best_path, solver.make_checkpoint(**state))
+        write_log(log_path, history)
+    return history
+
+
+def _print_epoch(name, epochs, row):
+    parts = [f"{name} epoch {row['epoch']}/{epochs}", f"step {row['step']}",
+             f"content {row['content_loss']:.4g}"]
+    if "d_loss" in row:
+        parts += [f"adv {row['adv_loss']:.3g}", f"D loss {row['d_loss']:.3g}",
+                  f"D(real) {row['d_real']:.3f}", f"D(fake) {row['d_fake']:.3f}"]
+    if row.get("val_psnr") is not None:
+        parts.append(f"val PSNR {row['val_psnr']:.2f} dB SSIM {row['val_ssim']:.4f}")
+    parts += [f"lr {row['lr']:.2e}", f"{row['it_per_s']:.2f} it/s", f"{row['time_s']:.0f} s"]
+    print(" | ".join(parts), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# After training: PSNR next to bicubic
+# ----------------------------------------------------------------------------------------------
+
+def report(cfg, checkpoint, progress=False):
+    """Print the PSNR/SSIM of ``checkpoint`` next to bicubic on ``cfg.train.eval_sets`` (set
+    names under ``cfg.train.eval_root``), measured with ``evaluate.evaluate``. Returns the two
+    result dicts ``(model, bicubic)``, or None when nothing is configured or found."""
+    import evaluate
+    root, sets = cfg.train.get("eval_root") or cfg.data.root, list(cfg.train.get("eval_sets") or [])
+    if not root or not sets:
+        return None
+    try:
+        ours = evaluate.evaluate(str(checkpoint), root, sets, scale=cfg.scale,
+                                 device=solver.resolve_device(cfg.train.device), progress=progress)
+        bicubic = evaluate.evaluate("bicubic", root, sets, scale=cfg.scale, progress=progress)
+    except FileNotFoundError as e:
+        print(f"evaluation skipped: {e}", flush=True)
+        return None
+    print(f"\nPSNR-Y / SSIM-Y (x{cfg.scale}, {cfg.scale} px shaved) of {checkpoint}:")
+    for s in sets:
+        m, b = ours[s], bicubic[s]
+        print(f"  {s:<10} {m['images']:>3} images   model {m['psnr']:6.2f} dB / {m['ssim']:.4f}   "
+              f"bicubic {b['psnr']:6.2f} dB / {b['ssim']:.4f}   gain {m['psnr'] - b['psnr']:+.2f} dB")
+    return ours, bicubic
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="paper", choices=sorted(PRESETS), help="config preset")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: cfg.train.out_dir/<preset>)")
+    p.add_argument("--stage", choices=(*STAGES, "both"), default=None,
+                   help="stage(s) to run (default: cfg.train.stages of the preset)")
+    p.add_argument("--arch", choices=("srresnet", "srcnn", "vdsr"), default=None,
+                   help="generator architecture (default: cfg.generator.arch)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/<name>.pth")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of the stage(s) run")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set stage1.lr=2e-4 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    cfg = build_config(args.config, overrides=args.overrides, device=args.device, arch=args.arch)
+    stage_arg = args.stage or cfg.train.stages
+    stages = STAGES if stage_arg == "both" else (stage_arg,)
+    if args.epochs is not None:
+        for stage in stages:
+            stage_config(cfg, stage).epochs = args.epochs
+    out = args.out or Path(cfg.train.out_dir) / args.config
+    device = solver.resolve_device(cfg.train.device)
+    print(f"config {args.config!r}, stages {stages}, arch {cfg.generator.arch!r}, device {device}, "
+          f"output {out}", flush=True)
+    try:
+        ensure_data(cfg)
+        for stage in stages:
+            run_stage(cfg, stage, out, resume=args.resume, progress=not args.no_progress)
+    except (FloatingPointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    last = out / f"{checkpoint_name(cfg, stages[-1])}.pth"
+    report(cfg, last)
+    print(f"\ntrained in {time.perf_counter() - start:.0f} s; checkpoint {last}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
