@@ -378,7 +378,11 @@ def download_all(data_root, lists_dir, progress=True, remove_archives=False):
             print(f"{name}: already extracted in {target}")
             continue
         archive = download(url, downloads / name, CHECKSUMS.get(name), progress=progress)
-        verify_archive(archive)
+        try:
+            verify_archive(archive)
+        except DownloadError as e:
+            raise DownloadError(f"{e}; nothing was extracted: delete {archive} and run again "
+                                f"to download it anew") from e
         safe_extract(archive, target)
         if remove_archives:
             archive.unlink()

@@ -238,6 +238,9 @@ class TestDataset(Dataset):
         self.name = name
         for hr, lr in self.pairs:
             hr_size = image_size(hr)                 # also: every HR file is a readable image
+            if min(hr_size) < self.scale:            # modcrop would leave nothing
+                raise ValueError(f"HR image {hr} is {hr_size[0]}x{hr_size[1]} (HxW), smaller "
+                                 f"than the scale x{self.scale}")
             if lr is not None:
                 check_pair_size(hr, lr, self.scale, hr_size)
 

@@ -139,8 +139,11 @@ def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_i
             if sr.shape != hr.shape:
                 raise ValueError(f"{name}/{image_name}: SR output {sr.shape} from LR {lr.shape} "
                                  f"does not match HR {hr.shape} (in {hr_dir})")
-            scores.append({"name": image_name, "psnr": utils.psnr(sr, hr, shave=scale),
-                           "ssim": utils.ssim(sr, hr, shave=scale)})
+            try:
+                scores.append({"name": image_name, "psnr": utils.psnr(sr, hr, shave=scale),
+                               "ssim": utils.ssim(sr, hr, shave=scale)})
+            except ValueError as e:  # e.g. an image too small for the shave + SSIM window
+                raise ValueError(f"{data.pairs[i][0]}: cannot score this image: {e}") from e
         results[name] = {"psnr": float(np.mean([s["psnr"] for s in scores])),
                          "ssim": float(np.mean([s["ssim"] for s in scores])),
                          "images": len(scores)}

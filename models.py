@@ -24,6 +24,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -224,10 +225,52 @@ def _torch_load_dict(path, what):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
-        raise ValueError(f"{path}: not a readable torch file ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path}: not a readable torch file ({_load_failure(path, exc)})") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict ({what}), found {type(obj).__name__}")
     return obj
+
+
+TORCH_ZIP_MAGIC = b"PK\x03\x04"
+"""First bytes of a file written by ``torch.save`` (a zip archive since PyTorch 1.6)."""
+
+
+def _load_failure(path, exc):
+    """One line saying why ``torch.load`` failed on ``path`` (torch's own text spans many lines)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(TORCH_ZIP_MAGIC))
+    except OSError as e:
+        return f"cannot read it: {e}"
+    if not head:
+        return "the file is empty"
+    pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    if pickled:   # e.g. torch.save(model): a whole pickled object, refused by weights_only
+        return (f"it holds a pickled {pickled.group(1)} object, not plain tensors; "
+                f"save its state_dict() instead")
+    if head == TORCH_ZIP_MAGIC:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        return f"truncated or corrupt torch zip archive: {type(exc).__name__}: {first}"
+    return f"not written by torch.save: it starts with {head!r}"
+
+
+def _state_mismatch(expected, found):
+    """One line listing how state dict ``found`` differs from ``expected`` (missing/unexpected
+    keys, shape mismatches), with a few examples of each."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [k for k in expected if k in found and isinstance(found[k], torch.Tensor)
+              and found[k].shape != expected[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} tensor(s) of another shape, e.g. {k!r}: checkpoint "
+                     f"{tuple(found[k].shape)}, model {tuple(expected[k].shape)}")
+    return "; ".join(parts)
 
 
 def _download_vgg19():
@@ -500,9 +543,11 @@ def load_generator(path, device="cpu", expect_scale=None):
     if not isinstance(state, dict):
         raise ValueError(f"{path}: 'generator' should be a state dict, "
                          f"found {type(state).__name__}")
+    state = strip_wrapper_prefixes(state)
     try:
-        model.load_state_dict(strip_wrapper_prefixes(state))
+        model.load_state_dict(state)
     except RuntimeError as exc:
+        why = _state_mismatch(model.state_dict(), state) or str(exc).splitlines()[0]
         raise ValueError(f"{path}: the generator weights do not fit {arch!r} "
-                         f"(scale={scale}, arch_kwargs={kwargs}): {exc}") from exc
+                         f"(scale={scale}, arch_kwargs={kwargs}): {why}") from exc
     return model.to(device).eval(), ckpt

@@ -1,0 +1,621 @@
+"""Bad input, through the public entry points: every case gives the user one clear message
+naming the file and the problem (or the documented handling), and nothing already written is lost.
+
+Cases: corrupt / truncated images (``utils.load_image``, ``TestDataset``, ``TrainDataset``,
+``evaluate.py``), non-image files in a data folder, gray / RGBA / palette / 16-bit images in
+training and testing, images smaller than the training patch (or than the scale / the metric
+window), LR/HR size disagreements, checkpoints of another model or scale, files that are not
+checkpoints, missing data folders, an interrupted download and a corrupt archive.
+"""
+import http.server
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import threading
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import create_data_lists as cdl
+import datasets
+import evaluate
+import models
+import utils
+from imresize import imresize
+
+ROOT = Path(evaluate.__file__).resolve().parent
+SCALE = 4
+SIZE = 48          # side of the small test images (a multiple of SCALE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(11)
+
+
+def _image(rng, h=SIZE, w=SIZE, channels=3):
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def _make_set(root, name, rng, n=2, with_lr=True, size=(SIZE, SIZE)):
+    """EDSR layout ``root/name/{HR, LR_bicubic/X4}`` with ``n`` noise images; returns the dirs."""
+    hr_dir, lr_dir = root / name / "HR", root / name / "LR_bicubic" / f"X{SCALE}"
+    for i in range(n):
+        hr = _image(rng, *size)
+        utils.save_image(hr_dir / f"img{i}.png", hr)
+        if with_lr:
+            utils.save_image(lr_dir / f"img{i}x{SCALE}.png", datasets.make_lr(hr, SCALE))
+    return hr_dir, lr_dir
+
+
+def _truncate(path):
+    """Keep the first half of the file: the header still parses, the pixel data is cut."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _checkpoint(path, scale=SCALE, arch="srresnet", arch_kwargs=None, **extra):
+    """A small generator checkpoint in the solver's format; returns the generator."""
+    arch_kwargs = {"n_blocks": 1, "n_channels": 8} if arch_kwargs is None else arch_kwargs
+    torch.manual_seed(0)
+    model = models.build_generator(arch, scale=scale, **arch_kwargs)
+    torch.save({"format": models.CHECKPOINT_FORMAT, "arch": arch, "arch_kwargs": arch_kwargs,
+                "scale": scale, "stage": "srresnet", "generator": model.state_dict(), **extra},
+               path)
+    return model
+
+
+def _one_line(message, *needles):
+    """``message`` is a single line holding every string of ``needles``."""
+    message = str(message)
+    assert "\n" not in message.strip(), message
+    assert "Traceback" not in message, message
+    for needle in needles:
+        assert str(needle) in message, (needle, message)
+
+
+def _run_cli(*args):
+    """``evaluate.py`` in a fresh interpreter: ``(returncode, stdout, stderr)``."""
+    proc = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _assert_cli_failed(rc, err, *needles):
+    """Non-zero exit, no traceback, one error line on stderr (the last), naming ``needles``.
+    Other stderr lines may only be progress bars (downloads)."""
+    assert rc != 0
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    assert lines and "error:" in lines[-1], err
+    assert all("%|" in ln for ln in lines[:-1]), err
+    _one_line(lines[-1], *needles)
+
+
+def _main_fails(capsys, main, argv, *needles):
+    """An in-process CLI ``main(argv)`` returns non-zero with one stderr line naming ``needles``."""
+    capsys.readouterr()
+    rc = main(argv)
+    _assert_cli_failed(rc, capsys.readouterr().err, *needles)
+
+
+# ----------------------------------------------------------------------------------------------
+# Corrupt and truncated image files
+# ----------------------------------------------------------------------------------------------
+
+def test_load_image_corrupt_truncated_empty_and_not_an_image(tmp_path, rng):
+    png, jpg = tmp_path / "cut.png", tmp_path / "cut.jpg"
+    utils.save_image(png, _image(rng))
+    Image.fromarray(_image(rng)).save(jpg, quality=95)
+    _truncate(png)
+    _truncate(jpg)
+    noise = tmp_path / "noise.png"
+    noise.write_bytes(rng.bytes(2000))
+    text = tmp_path / "notes.png"
+    text.write_text("not a picture")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for path, problem in [(png, "truncated"), (jpg, "truncated"), (noise, "not an image"),
+                          (text, "not an image"), (empty, "not an image"),
+                          (tmp_path / "gone.png", "no such")]:
+        with pytest.raises(utils.ImageReadError) as info:
+            utils.load_image(path)
+        _one_line(info.value, path, problem)
+
+
+def test_test_dataset_names_the_corrupt_or_truncated_file(tmp_path, rng):
+    hr_dir, lr_dir = _make_set(tmp_path, "Set", rng)
+    noise = hr_dir / "img1.png"
+    noise.write_bytes(rng.bytes(3000))                  # header unreadable: fails at once
+    with pytest.raises(utils.ImageReadError) as info:
+        datasets.TestDataset(hr_dir, lr_dir, SCALE)
+    _one_line(info.value, noise)
+
+    hr_dir, lr_dir = _make_set(tmp_path, "Cut", rng)
+    _truncate(lr_dir / f"img1x{SCALE}.png")               # header fine: fails when decoded
+    data = datasets.TestDataset(hr_dir, lr_dir, SCALE)
+    lr, hr, name = data[0]                              # the intact image still loads
+    assert name == "img0" and hr.shape == (SIZE, SIZE, 3)
+    with pytest.raises(utils.ImageReadError) as info:
+        data[1]
+    _one_line(info.value, lr_dir / f"img1x{SCALE}.png", "truncated")
+
+
+def test_train_dataset_corrupt_file_keeps_the_cache_of_the_others(tmp_path, rng):
+    hr_dir, _ = _make_set(tmp_path, "Train", rng, n=3, with_lr=False)
+    good = utils.load_image(hr_dir / "img1.png")
+    _truncate(hr_dir / "img1.png")
+    cache = tmp_path / "cache"
+    with pytest.raises(utils.ImageReadError) as info:
+        datasets.TrainDataset(hr_dir, scale=SCALE, patch_size=SIZE, patches_per_image=1,
+                              cache_dir=cache, progress=False)
+    _one_line(info.value, hr_dir / "img1.png", "truncated")
+    # what was cached before the failure is complete (an HR and an LR array per image, never
+    # of the bad image); no temporary file is left behind
+    files = sorted(p.name for p in cache.iterdir())
+    assert files and all(f.endswith(("-hr.npy", "-lr.npy")) for f in files), files
+    assert not any(f.startswith("img1-") for f in files)
+    cached = {f.split("-")[0] for f in files}
+    assert len(files) == 2 * len(cached)
+    for f in cache.iterdir():
+        assert np.load(f).dtype == np.uint8
+    # repaired: the cached images are not decoded again
+    utils.save_image(hr_dir / "img1.png", good)
+    data = datasets.TrainDataset(hr_dir, scale=SCALE, patch_size=SIZE, patches_per_image=1,
+                                 cache_dir=cache, progress=False)
+    assert data.decoded == 3 - len(cached) and len(data) == 3
+
+
+def test_evaluate_cli_truncated_image_keeps_the_previous_json(tmp_path, rng):
+    hr_dir, _ = _make_set(tmp_path, "Fake", rng)
+    _truncate(hr_dir / "img1.png")
+    previous = tmp_path / "results.json"
+    previous.write_text('{"kept": true}\n')
+    rc, _, err = _run_cli("--model", "bicubic", "--data-root", tmp_path, "--sets", "Fake",
+                          "--quiet", "--json", previous)
+    _assert_cli_failed(rc, err, hr_dir / "img1.png", "truncated")
+    assert previous.read_text() == '{"kept": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Fake", "results.json"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Non-image files in a data folder
+# ----------------------------------------------------------------------------------------------
+
+JUNK = ("Thumbs.db", "notes.txt", ".DS_Store")
+
+
+def _add_junk(folder):
+    for name in JUNK:
+        (folder / name).write_bytes(b"\x00junk\n")
+    (folder / "subfolder").mkdir()
+    (folder / "subfolder" / "deep.png").write_bytes(b"ignored: sub-folders are not read")
+
+
+def _assert_warned_about(record, folder):
+    messages = [str(w.message) for w in record]
+    for name in JUNK:
+        assert any(str(folder / name) in m and "skipping" in m for m in messages), messages
+    assert not any("subfolder" in m for m in messages)
+
+
+def test_non_image_files_are_skipped_with_a_warning(tmp_path, rng):
+    hr_dir, lr_dir = _make_set(tmp_path, "Set", rng)
+    _add_junk(hr_dir)
+    _add_junk(lr_dir)
+    with pytest.warns(UserWarning) as record:
+        test = datasets.TestDataset(hr_dir, lr_dir, SCALE)
+    _assert_warned_about(record, hr_dir)
+    _assert_warned_about(record, lr_dir)
+    assert [p[0].name for p in test.pairs] == ["img0.png", "img1.png"]
+
+    with pytest.warns(UserWarning) as record:
+        train = datasets.TrainDataset(hr_dir, lr_dir, SCALE, patch_size=SIZE,
+                                      patches_per_image=1, progress=False)
+    _assert_warned_about(record, hr_dir)
+    assert len(train) == 2
+
+    with pytest.warns(UserWarning) as record:
+        listed = cdl.list_from_folder(hr_dir, lr_dir, "junk", tmp_path / "lists", SCALE)
+    _assert_warned_about(record, hr_dir)
+    info = json.loads(listed.read_text())
+    assert [Path(e["hr"]).name for e in info["images"]] == ["img0.png", "img1.png"]
+
+    with pytest.warns(UserWarning):
+        results = evaluate.evaluate("bicubic", tmp_path, ["Set"], SCALE, progress=False)
+    assert results["Set"]["images"] == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Gray, RGBA, palette and 16-bit images
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def modes_dir(tmp_path, rng):
+    """One image per PIL mode (L, RGBA, P, I;16) and the RGB/gray uint8 arrays documented for
+    each by ``utils.load_image``: gray stays ``(H,W)``, alpha dropped, palette looked up, 16-bit
+    ``round(v / 257)``."""
+    hr_dir = tmp_path / "Modes" / "HR"
+    hr_dir.mkdir(parents=True)
+    gray = _image(rng, channels=1)
+    Image.fromarray(gray, "L").save(hr_dir / "a_gray.png")
+    rgba = _image(rng, channels=4)
+    Image.fromarray(rgba, "RGBA").save(hr_dir / "b_rgba.png")
+    pal = Image.fromarray(_image(rng)).quantize(colors=16)
+    pal.save(hr_dir / "c_palette.png")
+    lut = np.array(pal.getpalette(), dtype=np.uint8).reshape(-1, 3)
+    deep = rng.integers(0, 65536, (SIZE, SIZE), dtype=np.uint16)
+    Image.fromarray(deep).save(hr_dir / "d_16bit.png")
+    with Image.open(hr_dir / "d_16bit.png") as im:
+        assert im.mode.startswith("I"), im.mode          # really a 16-bit gray file
+    expected = {"a_gray": gray, "b_rgba": rgba[..., :3],
+                "c_palette": lut[np.asarray(pal)],
+                "d_16bit": np.round(deep / 257.0).astype(np.uint8)}
+    return hr_dir, expected
+
+
+def test_modes_in_testing_are_converted_as_documented(modes_dir):
+    hr_dir, expected = modes_dir
+    data = datasets.TestDataset(hr_dir, None, SCALE)
+    assert len(data) == 4
+    for lr, hr, name in (data[i] for i in range(len(data))):
+        np.testing.assert_array_equal(hr, expected[name], err_msg=name)
+        assert lr.dtype == np.uint8 and lr.ndim == hr.ndim          # gray stays single-channel
+        np.testing.assert_array_equal(lr, imresize(expected[name], 1 / SCALE), err_msg=name)
+    results = evaluate.evaluate("bicubic", hr_dir.parent.parent, ["Modes"], SCALE,
+                                progress=False, per_image=True)
+    scores = results["Modes"]["per_image"]
+    assert [s["name"] for s in scores] == list(expected)
+    assert all(np.isfinite(s["psnr"]) and 0 < s["ssim"] < 1 for s in scores)
+
+
+def test_modes_in_training_become_rgb_tensors(modes_dir):
+    hr_dir, expected = modes_dir
+    data = datasets.TrainDataset(hr_dir, None, SCALE, patch_size=SIZE, patches_per_image=1,
+                                 augment=False, progress=False)
+    for k, name in enumerate(expected):               # item k = whole image k (patch = image)
+        lr, hr = data[k]
+        rgb = expected[name] if expected[name].ndim == 3 else np.repeat(
+            expected[name][:, :, None], 3, axis=2)
+        assert hr.shape == (3, SIZE, SIZE) and hr.dtype == torch.float32
+        want_hr = torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32) / 255)
+        want_lr = torch.from_numpy(imresize(rgb, 1 / SCALE).transpose(2, 0, 1)
+                                   .astype(np.float32) / 255)
+        torch.testing.assert_close(hr, want_hr, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(lr, want_lr, rtol=0, atol=0, msg=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Too-small images, LR/HR size disagreements
+# ----------------------------------------------------------------------------------------------
+
+def test_images_smaller_than_the_patch(tmp_path, rng):
+    hr_dir, _ = _make_set(tmp_path, "Train", rng, with_lr=False)
+    small = hr_dir / "small.png"
+    utils.save_image(small, _image(rng, SIZE - SCALE, 2 * SIZE))
+    kw = dict(scale=SCALE, patch_size=SIZE, patches_per_image=1, progress=False)
+    with pytest.raises(ValueError) as info:
+        datasets.TrainDataset(hr_dir, **kw)
+    _one_line(info.value, small, f"{SIZE - SCALE}x{2 * SIZE}", f"{SIZE}x{SIZE} patch")
+    with pytest.warns(UserWarning, match="small.png"):
+        data = datasets.TrainDataset(hr_dir, skip_small=True, **kw)
+    assert [p[0].name for p in data.pairs] == ["img0.png", "img1.png"]
+    with pytest.raises(ValueError) as info, pytest.warns(UserWarning):    # nothing left
+        datasets.TrainDataset(hr_dir, skip_small=True, **{**kw, "patch_size": 4 * SIZE})
+    _one_line(info.value, "no image is large enough")
+
+
+def test_test_images_too_small_for_the_scale_or_the_metrics(tmp_path, rng):
+    # smaller than the scale: nothing is left after modcrop
+    # 12x12: less than the 11x11 SSIM window once SCALE px are shaved from every side
+    for name, size, problem in [("Tiny", (SCALE - 1, SCALE + 2), "smaller than the scale"),
+                                ("Small", (12, 12), "11x11 window")]:
+        hr_dir, _ = _make_set(tmp_path, name, rng, n=1, with_lr=False, size=size)
+        with pytest.raises(ValueError) as info:
+            evaluate.evaluate("bicubic", tmp_path, [name], SCALE, progress=False)
+        _one_line(info.value, hr_dir / "img0.png", problem)
+
+
+def test_lr_hr_sizes_that_disagree(tmp_path, rng, capsys):
+    hr_dir, lr_dir = _make_set(tmp_path, "Pairs", rng)
+    bad_lr = lr_dir / f"img1x{SCALE}.png"
+    utils.save_image(bad_lr, _image(rng, SIZE // SCALE, SIZE // SCALE + 2))
+    needles = (bad_lr, hr_dir / "img1.png", f"{SIZE // SCALE}x{SIZE // SCALE + 2}")
+    for build in (lambda: datasets.TestDataset(hr_dir, lr_dir, SCALE),
+                  lambda: datasets.TrainDataset(hr_dir, lr_dir, SCALE, patch_size=SIZE,
+                                                patches_per_image=1, progress=False)):
+        with pytest.raises(ValueError) as info:
+            build()
+        _one_line(info.value, *needles)
+    # an existing list of the same name is not overwritten by a failing rebuild
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "pairs.json").write_text("previous list\n")
+    with pytest.raises(ValueError) as info:
+        cdl.list_from_folder(hr_dir, lr_dir, "pairs", lists, SCALE)
+    _one_line(info.value, *needles)
+    assert [p.name for p in lists.iterdir()] == ["pairs.json"]
+    assert (lists / "pairs.json").read_text() == "previous list\n"
+    _main_fails(capsys, evaluate.main, ["--data-root", str(tmp_path), "--sets", "Pairs",
+                                        "--quiet"], *needles)
+    # an HR size that is not a multiple of the scale is fine: LR = floor(HR / scale)
+    hr_dir, lr_dir = _make_set(tmp_path, "Odd", rng, n=1, size=(SIZE + 3, SIZE + 1))
+    lr, hr, _ = datasets.TestDataset(hr_dir, lr_dir, SCALE)[0]
+    assert hr.shape[:2] == (SIZE, SIZE) and lr.shape[:2] == (SIZE // SCALE, SIZE // SCALE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints of another model or scale; files that are not checkpoints
+# ----------------------------------------------------------------------------------------------
+
+def test_checkpoint_of_another_scale(tmp_path, rng):
+    x4 = tmp_path / "x4.pth"
+    _checkpoint(x4, scale=4)
+    with pytest.raises(ValueError) as info:
+        models.load_generator(x4, expect_scale=2)
+    _one_line(info.value, x4, "x4", "x2")
+    _make_set(tmp_path, "Fake", rng, n=1)
+    rc, out, err = _run_cli("--model", x4, "--scale", "2", "--data-root", tmp_path,
+                            "--sets", "Fake", "--quiet")
+    _assert_cli_failed(rc, err, x4, "x4", "x2")
+    assert out == ""
+
+
+def test_checkpoint_of_another_model(tmp_path):
+    srresnet = tmp_path / "srresnet.pth"
+    _checkpoint(srresnet)
+    ckpt = torch.load(srresnet, weights_only=True)
+    cases = {
+        # SRResNet weights labelled as an SRCNN
+        "as_srcnn.pth": ({**ckpt, "arch": "srcnn", "arch_kwargs": {}},
+                         ["do not fit 'srcnn'", "missing key", "unexpected key"]),
+        # same arch, other width: every conv has another shape
+        "wider.pth": ({**ckpt, "arch_kwargs": {"n_blocks": 1, "n_channels": 16}},
+                      ["do not fit 'srresnet'", "another shape", "checkpoint (8,"]),
+        # a discriminator-only file
+        "disc.pth": ({"discriminator": models.Discriminator(8, 2, 16).state_dict()},
+                     ["not a generator checkpoint", "discriminator"]),
+        # an unknown architecture
+        "esrgan.pth": ({**ckpt, "arch": "esrgan"}, ["unknown generator arch 'esrgan'"]),
+    }
+    for name, (obj, needles) in cases.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(ValueError) as info:
+            models.load_generator(tmp_path / name)
+        _one_line(info.value, tmp_path / name, *needles)
+    # an SRGAN checkpoint (generator + discriminator) is a generator checkpoint too
+    torch.save({**ckpt, "stage": "srgan",
+                "discriminator": models.Discriminator(8, 2, 16).state_dict()}, tmp_path / "g.pth")
+    model, loaded = models.load_generator(tmp_path / "g.pth", expect_scale=SCALE)
+    assert isinstance(model, models.SRResNet) and loaded["stage"] == "srgan"
+
+
+def test_files_that_are_not_checkpoints(tmp_path, rng):
+    good = tmp_path / "good.pth"
+    model = _checkpoint(good)
+    data = good.read_bytes()
+    files = {
+        "random.pth": (rng.bytes(4096), "not written by torch.save"),
+        "results.json": (json.dumps({"Set5": {"psnr": 30.0}}).encode(), "not written by torch.save"),
+        "empty.pth": (b"", "empty"),
+        "half.pth": (data[:len(data) // 2], "truncated or corrupt"),
+    }
+    for name, (payload, problem) in files.items():
+        (tmp_path / name).write_bytes(payload)
+    torch.save(model.state_dict(), tmp_path / "raw.pth")
+    files["raw.pth"] = (None, "raw state_dict")
+    torch.save(model, tmp_path / "module.pth")                # a pickled nn.Module
+    files["module.pth"] = (None, "pickled models.SRResNet")
+    utils.save_image(tmp_path / "photo.png", _image(rng))
+    files["photo.png"] = (None, "not written by torch.save")
+    for name, (_, problem) in files.items():
+        with pytest.raises(ValueError) as info:
+            models.load_generator(tmp_path / name)
+        _one_line(info.value, tmp_path / name, problem)
+    with pytest.raises(ValueError) as info:                   # the same for VGG19 weights
+        models.TruncatedVGG19(1, 2, weights=tmp_path / "random.pth")
+    _one_line(info.value, tmp_path / "random.pth", "not a readable torch file")
+    with pytest.raises(FileNotFoundError) as info:
+        models.load_generator(tmp_path / "missing.pth")
+    _one_line(info.value, tmp_path / "missing.pth")
+    assert good.read_bytes() == data                         # nothing touched the good file
+
+
+def test_evaluate_cli_with_a_json_file_as_model(tmp_path, rng):
+    _make_set(tmp_path, "Fake", rng, n=1)
+    wrong = tmp_path / "results.json"
+    wrong.write_text(json.dumps({"Set5": {"psnr": 30.0}}))
+    rc, _, err = _run_cli("--model", wrong, "--data-root", tmp_path, "--sets", "Fake",
+                          "--quiet")
+    _assert_cli_failed(rc, err, wrong, "not a readable torch file")
+
+
+# ----------------------------------------------------------------------------------------------
+# Missing data folders and lists
+# ----------------------------------------------------------------------------------------------
+
+def test_missing_data_folders(tmp_path, rng, capsys):
+    missing = tmp_path / "nowhere" / "HR"
+    for build in (lambda: datasets.TestDataset(missing),
+                  lambda: datasets.TrainDataset(missing, progress=False)):
+        with pytest.raises(FileNotFoundError) as info:
+            build()
+        _one_line(info.value, missing)
+    hr_dir, _ = _make_set(tmp_path, "Set", rng, n=1, with_lr=False)
+    with pytest.raises(FileNotFoundError) as info:            # LR folder given but absent
+        datasets.TestDataset(hr_dir, tmp_path / "Set" / "LR_gone", SCALE)
+    _one_line(info.value, tmp_path / "Set" / "LR_gone")
+    with pytest.raises(FileNotFoundError) as info:
+        datasets.TrainDataset.from_list(tmp_path / "lists" / "DIV2K_train.json")
+    _one_line(info.value, "DIV2K_train.json", "create_data_lists.py")
+    # a list whose image was deleted since
+    listed = cdl.list_from_folder(hr_dir, None, "set", tmp_path / "lists", SCALE)
+    (hr_dir / "img0.png").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        datasets.TestDataset.from_list(listed)
+    _one_line(info.value, hr_dir / "img0.png", listed)
+    # the command lines
+    _main_fails(capsys, evaluate.main, ["--data-root", str(tmp_path / "nowhere"),
+                                        "--sets", "Set5", "--quiet"],
+                tmp_path / "nowhere" / "Set5" / "HR", "create_data_lists.py --download")
+    _main_fails(capsys, cdl.main, ["--from-folder", str(missing), "--name", "x",
+                                   "--lists-dir", str(tmp_path / "lists")], missing)
+
+
+# ----------------------------------------------------------------------------------------------
+# Interrupted downloads, corrupt archives
+# ----------------------------------------------------------------------------------------------
+
+def _zip(members):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tar(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _png_bytes(img):
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def archives(rng):
+    """The five official archives (DIV2K x4 + EDSR benchmark), one tiny image pair each."""
+    files = {}
+    for split, stem in (("train", "0001"), ("valid", "0801")):
+        hr = _image(rng, 2 * SIZE, 2 * SIZE)
+        files[f"DIV2K_{split}_HR.zip"] = _zip({f"DIV2K_{split}_HR/{stem}.png": _png_bytes(hr)})
+        files[f"DIV2K_{split}_LR_bicubic_X4.zip"] = _zip({
+            f"DIV2K_{split}_LR_bicubic/X4/{stem}x4.png": _png_bytes(datasets.make_lr(hr, 4))})
+    hr = _image(rng)
+    files["benchmark.tar"] = _tar({"benchmark/Set5/HR/baby.png": _png_bytes(hr),
+                                   "benchmark/Set5/LR_bicubic/X4/babyx4.png":
+                                       _png_bytes(datasets.make_lr(hr, 4))})
+    assert set(files) == set(cdl.DIV2K_ARCHIVES) | {"benchmark.tar"}
+    return files
+
+
+class _ArchiveServer(http.server.BaseHTTPRequestHandler):
+    files = {}             # name -> bytes
+    drop_once = set()      # names whose next GET sends half the body, then hangs up
+    requests = []          # (name, Range header)
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        name = self.path.rsplit("/", 1)[1]
+        if name not in self.files:
+            self.send_error(404)
+            return
+        data, rng = self.files[name], self.headers.get("Range")
+        type(self).requests.append((name, rng))
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if name in self.drop_once:
+            self.drop_once.discard(name)
+            self.wfile.write(body[:len(body) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(archives, monkeypatch):
+    """A local HTTP server (Range support) posing as the DIV2K and EDSR download sites."""
+    _ArchiveServer.files, _ArchiveServer.drop_once, _ArchiveServer.requests = (
+        dict(archives), set(), [])
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ArchiveServer)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    monkeypatch.setattr(cdl, "DIV2K_URL", f"{url}/div2k/")
+    monkeypatch.setattr(cdl, "BENCHMARK_URL", f"{url}/edsr/benchmark.tar")
+    yield _ArchiveServer
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _download_cli(root, capsys):
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = cdl.main(["--download", "--data-root", str(root), "--lists-dir", str(root / "lists")])
+    return rc, capsys.readouterr().err
+
+
+def test_interrupted_download_resumes(server, archives, tmp_path, capsys):
+    name = "DIV2K_valid_HR.zip"
+    server.drop_once.add(name)
+    rc, err = _download_cli(tmp_path, capsys)
+    part = tmp_path / "downloads" / f"{name}.part"
+    _assert_cli_failed(rc, err, name, "interrupted", "resume")
+    assert 0 < part.stat().st_size < len(archives[name])
+    assert not (tmp_path / "downloads" / name).exists()
+    assert not (tmp_path / "DIV2K" / "DIV2K_valid_HR").exists()
+    # the archive before it was finished and extracted, and is kept
+    assert (tmp_path / "DIV2K" / "DIV2K_train_HR" / "0001.png").is_file()
+
+    kept = part.stat().st_size
+    rc, err = _download_cli(tmp_path, capsys)
+    assert rc == 0, err
+    assert (name, f"bytes={kept}-") in server.requests                  # resumed, not restarted
+    assert [r for r in server.requests if r[0] == "DIV2K_train_HR.zip"] == [
+        ("DIV2K_train_HR.zip", None)]                                   # not fetched twice
+    assert (tmp_path / "downloads" / name).read_bytes() == archives[name]
+    for list_name in ("DIV2K_train", "DIV2K_valid", "Set5"):
+        info = json.loads((tmp_path / "lists" / f"{list_name}.json").read_text())
+        assert len(info["images"]) == 1 and info["images"][0]["lr"], list_name
+
+
+def test_corrupt_archive_is_refused_and_not_extracted(server, archives, tmp_path, capsys):
+    name = "DIV2K_train_LR_bicubic_X4.zip"
+    data = bytearray(archives[name])
+    data[len(data) // 3] ^= 0xFF                         # inside the stored PNG: CRC fails
+    server.files[name] = bytes(data)
+    rc, err = _download_cli(tmp_path, capsys)
+    archive = tmp_path / "downloads" / name
+    _assert_cli_failed(rc, err, archive, "corrupt", "nothing was extracted", "delete")
+    assert not (tmp_path / "DIV2K" / "DIV2K_train_LR_bicubic").exists()
+    assert not (tmp_path / "DIV2K" / f".extracted-{name}").exists()
+    assert not (tmp_path / "lists").exists()
+    # what was extracted before is kept; a second run refuses the same file again
+    assert (tmp_path / "DIV2K" / "DIV2K_train_HR" / "0001.png").is_file()
+    rc, err = _download_cli(tmp_path, capsys)
+    _assert_cli_failed(rc, err, archive, "corrupt")
+    # deleted as the message says: downloaded anew, verified and extracted
+    archive.unlink()
+    server.files[name] = archives[name]
+    rc, err = _download_cli(tmp_path, capsys)
+    assert rc == 0, err
+    assert (tmp_path / "DIV2K" / "DIV2K_train_LR_bicubic" / "X4" / "0001x4.png").is_file()
