@@ -1,0 +1,416 @@
+"""Results tables and figures for the notebooks: config and results tables (Markdown/CSV),
+published reference numbers, training curves, and side-by-side SR comparisons.
+
+The notebooks (``train.ipynb``, ``test.ipynb``, ``super_resolution.ipynb``) call these
+functions and only display what they return; the metrics themselves come from ``evaluate.py``
+/ ``utils.py`` and the images from ``super_resolve.py``.
+
+Conventions: images are uint8 numpy arrays ``(H,W)`` (gray) or ``(H,W,3)`` (RGB); a *method*
+is an ``evaluate.SRMethod`` (bicubic or a generator: ``lr -> sr``), keyed by a display label;
+results are ``{method label: {set: {"psnr": float dB, "ssim": float, "images": int}}}``, the
+per-set dicts of ``evaluate.evaluate``.
+"""
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+import utils
+
+SCALE = 4
+"""Upscaling factor of every table and figure here (the project is x4)."""
+
+PUBLISHED_SOURCE = (
+    "x4 PSNR (dB) / SSIM on the Y channel, RCAN protocol (MATLAB rgb2ycbcr Y, 4 px shaved): "
+    "Bicubic, SRCNN, VDSR and EDSR as tabulated in the comparison tables of EDSR (Lim et al., "
+    "CVPRW 2017) and RCAN (Zhang et al., ECCV 2018), copied from ../shared/data/README.md. "
+    "Bicubic / SRResNet / SRGAN (VGG54) (SRGAN paper) from Table 2 of the SRGAN paper (Ledig "
+    "et al., CVPR 2017): PSNR only, because that paper's SSIM (daala) is not comparable.")
+"""Where :data:`PUBLISHED_X4` comes from."""
+
+PUBLISHED_X4 = {
+    "Bicubic": {"Set5": (28.42, 0.8104), "Set14": (26.00, 0.7027), "B100": (25.96, 0.6675),
+                "Urban100": (23.14, 0.6577), "Manga109": (24.89, 0.7866)},
+    "SRCNN": {"Set5": (30.48, 0.8628), "Set14": (27.50, 0.7513), "B100": (26.90, 0.7101),
+              "Urban100": (24.52, 0.7221), "Manga109": (27.58, 0.8555)},
+    "VDSR": {"Set5": (31.35, 0.8838), "Set14": (28.01, 0.7674), "B100": (27.29, 0.7251),
+             "Urban100": (25.18, 0.7524)},
+    "EDSR": {"Set5": (32.46, 0.8968), "Set14": (28.80, 0.7876), "B100": (27.71, 0.7420),
+             "Urban100": (26.64, 0.8033), "Manga109": (31.02, 0.9148)},
+    "Bicubic (SRGAN paper)": {"Set5": (28.43, None), "Set14": (25.99, None), "B100": (25.94, None)},
+    "SRResNet (SRGAN paper)": {"Set5": (32.05, None), "Set14": (28.49, None), "B100": (27.58, None)},
+    "SRGAN (SRGAN paper)": {"Set5": (29.40, None), "Set14": (26.02, None), "B100": (25.16, None)},
+}
+"""Published x4 results ``{method: {set: (psnr dB, ssim or None)}}``; see :data:`PUBLISHED_SOURCE`."""
+
+PUBLISHED_PREFIX = "published: "
+"""Put before a published method's name in the combined results table."""
+
+MISSING = "–"
+"""Table cell of a number that does not exist (set not evaluated / not published)."""
+
+ZOOM_FRACTION = 0.25
+"""Side of the zoomed region, as a fraction of the image's shorter side."""
+
+INSET_FRACTION = 0.42
+"""Side of the zoom inset, as a fraction of the panel."""
+
+PANEL_INCHES = 3.2
+"""Width of one image panel of a comparison figure, inches."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Markdown helpers
+# ----------------------------------------------------------------------------------------------
+
+def markdown_table(header, rows):
+    """A GitHub Markdown table; ``header`` a list of str, ``rows`` lists of cells (str()-ed,
+    ``|`` escaped)."""
+    def cell(v):
+        return str(v).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def flatten(cfg, prefix=""):
+    """Nested dicts -> list of ``(dotted key, value)`` in insertion order."""
+    items = []
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items += flatten(value, name + ".")
+        else:
+            items.append((name, value))
+    return items
+
+
+def config_table(cfg):
+    """The config (an EasyDict/dict) as a two-column Markdown table ``key | value``."""
+    return markdown_table(["key", "value"], [(k, repr(v)) for k, v in flatten(cfg)])
+
+
+def run_files(run_dir):
+    """The checkpoints (``*.pth``) and training logs (``*_log.csv``) in ``run_dir``, sorted."""
+    run_dir = Path(run_dir)
+    return sorted(run_dir.glob("*.pth")) + sorted(run_dir.glob("*_log.csv"))
+
+
+def files_table(paths):
+    """Markdown table of files: path, whether it exists, size in MB."""
+    rows = []
+    for p in map(Path, paths):
+        exists = p.is_file()
+        rows.append((str(p), "yes" if exists else "no",
+                     f"{p.stat().st_size / 2**20:.2f}" if exists else MISSING))
+    return markdown_table(["file", "exists", "MB"], rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training curves
+# ----------------------------------------------------------------------------------------------
+
+HISTORY_PANELS = (
+    ("content loss (generator)", ("content_loss",)),
+    ("adversarial loss (generator)", ("adv_loss",)),
+    ("discriminator loss", ("d_loss",)),
+    ("mean D(x)", ("d_real", "d_fake")),
+    ("validation PSNR (dB)", ("val_psnr",)),
+)
+"""Panels of :func:`plot_history`: title and the history keys drawn in it; a panel whose keys
+have no value in the history (e.g. the D panels of stage 1) is left out."""
+
+HISTORY_LABELS = {"d_real": "D(real)", "d_fake": "D(fake)"}
+"""Legend names of history keys (others use the key)."""
+
+
+def load_history(path):
+    """Read a ``<name>_log.csv`` written by ``train.py`` -> list of per-epoch dicts (numbers as
+    float/int, empty cells as None)."""
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: (None if v in ("", None) else
+                             int(v) if k in ("epoch", "step") else float(v)) for k, v in row.items()})
+    return rows
+
+
+def plot_history(history, title=""):
+    """A figure of a stage's per-epoch history (list of dicts from ``train.run_stage`` or
+    :func:`load_history`): generator content / adversarial loss, discriminator loss, mean
+    D(real) / D(fake), validation PSNR, each against the epoch. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    if not history:
+        raise ValueError(f"plot_history: empty history{' of ' + title if title else ''}")
+    epochs = [row["epoch"] for row in history]
+    panels = [(name, keys) for name, keys in HISTORY_PANELS
+              if any(row.get(k) is not None for row in history for k in keys)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels):
+        for key in keys:
+            values = [np.nan if row.get(key) is None else row[key] for row in history]
+            ax.plot(epochs, values, marker="o", label=HISTORY_LABELS.get(key, key))
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Methods and test sets
+# ----------------------------------------------------------------------------------------------
+
+def load_methods(checkpoints, device="cpu", bicubic=True):
+    """Load the generators of ``checkpoints`` (``{label: path}``) whose files exist.
+
+    Returns ``(methods, missing)``: ``methods`` = ``{label: evaluate.SRMethod}`` in the given
+    order, preceded by ``"Bicubic"`` (MATLAB-exact ``imresize``) when ``bicubic``; ``missing`` =
+    ``{label: path}`` of the files that do not exist. A file that exists but is not a valid
+    checkpoint raises the ValueError of ``models.load_generator`` (naming the file).
+    """
+    import evaluate
+
+    methods = {"Bicubic": evaluate.load_method(evaluate.BICUBIC, scale=SCALE)} if bicubic else {}
+    missing = {}
+    for label, path in checkpoints.items():
+        if path and Path(path).is_file():
+            methods[label] = evaluate.load_method(str(path), device=device, scale=SCALE)
+            methods[label].name = label
+        else:
+            missing[label] = str(path)
+    return methods, missing
+
+
+def find_sets(names, roots, scale=SCALE):
+    """Locate test sets: for each name the first root of ``roots`` where
+    ``datasets.find_test_set`` finds it. Returns ``(found {name: root}, missing [names])``."""
+    from datasets import find_test_set
+
+    found, missing = {}, []
+    for name in names:
+        for root in roots:
+            try:
+                find_test_set(root, name, scale)
+            except FileNotFoundError:
+                continue
+            found[name] = str(root)
+            break
+        else:
+            missing.append(name)
+    return found, missing
+
+
+def open_test_set(name, roots, scale=SCALE):
+    """``datasets.TestDataset`` of the set ``name`` in the first of ``roots`` holding it.
+    Raises FileNotFoundError naming the set and the roots when none does."""
+    import datasets
+
+    found, _ = find_sets([name], roots, scale)
+    if name not in found:
+        raise FileNotFoundError(f"test set {name!r} not found under any of {list(map(str, roots))}")
+    return datasets.TestDataset(*datasets.find_test_set(found[name], name, scale), scale)
+
+
+def missing_notes(missing_methods=None, missing_sets=()):
+    """Lines naming what was not evaluated: checkpoints ``{label: path}`` and set names."""
+    notes = [f"{label}: no checkpoint at {path} (not evaluated)"
+             for label, path in (missing_methods or {}).items()]
+    notes += [f"{name}: test set not found (not evaluated)" for name in missing_sets]
+    return notes
+
+
+def evaluate_methods(methods, sets, device="cpu", progress=True):
+    """PSNR/SSIM of every method on every set, measured by ``evaluate.evaluate``.
+
+    ``methods``: ``{label: SRMethod | 'bicubic' | nn.Module | checkpoint path}``; ``sets``:
+    ``{name: root}`` (from :func:`find_sets`). Returns ``{label: {set: {"psnr", "ssim",
+    "images"}}}``.
+    """
+    import evaluate
+
+    results = {}
+    for label, method in methods.items():
+        results[label] = {}
+        for name, root in sets.items():
+            results[label].update(evaluate.evaluate(method, root, [name], scale=SCALE,
+                                                    device=device, progress=progress))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Results tables
+# ----------------------------------------------------------------------------------------------
+
+def _cell(psnr, ssim):
+    if psnr is None:
+        return MISSING
+    return f"{psnr:.2f} / {ssim:.4f}" if ssim is not None else f"{psnr:.2f} / {MISSING}"
+
+
+def table_rows(results, sets, published=PUBLISHED_X4):
+    """Rows of the combined table: ``(method, source, {set: (psnr, ssim) or None})``, first
+    ``results`` (source 'this run'), then the ``published`` methods that have a number on one
+    of ``sets`` (source 'published')."""
+    rows = []
+    for label, per_set in results.items():
+        rows.append((label, "this run", {s: (per_set[s]["psnr"], per_set[s]["ssim"])
+                                         if s in per_set else None for s in sets}))
+    for label, per_set in (published or {}).items():
+        if any(s in per_set for s in sets):
+            rows.append((PUBLISHED_PREFIX + label, "published",
+                         {s: per_set.get(s) for s in sets}))
+    return rows
+
+
+def results_markdown(results, sets, published=PUBLISHED_X4):
+    """The results as one Markdown table: rows = methods (this run, then published), columns =
+    sets, cells ``PSNR / SSIM`` (``–`` where there is no number)."""
+    rows = [[label] + [_cell(*v) if v else MISSING for v in cells.values()]
+            for label, _, cells in table_rows(results, sets, published)]
+    return markdown_table(["method"] + [f"{s} PSNR / SSIM" for s in sets], rows)
+
+
+def results_csv(results, sets, published=PUBLISHED_X4):
+    """The same table as CSV text: ``method, source, <set>_psnr, <set>_ssim, ...`` (empty cells
+    where there is no number)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["method", "source"] + [f"{s}_{m}" for s in sets for m in ("psnr", "ssim")])
+    for label, source, cells in table_rows(results, sets, published):
+        values = []
+        for v in cells.values():
+            psnr, ssim = v if v else (None, None)
+            values += ["" if psnr is None else f"{psnr:.4f}", "" if ssim is None else f"{ssim:.6f}"]
+        writer.writerow([label, source] + values)
+    return out.getvalue()
+
+
+def write_results(results, sets, out_dir, stem="results", published=PUBLISHED_X4, notes=()):
+    """Write ``out_dir/<stem>.csv`` and ``out_dir/<stem>.md`` (atomically). The Markdown file
+    holds the table, the source of the published numbers and ``notes`` (lines, e.g. the
+    missing sets/checkpoints). Returns ``(csv_path, md_path)``."""
+    out_dir = Path(out_dir)
+    csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
+    markdown = (f"## x{SCALE} results (PSNR dB / SSIM, Y channel, {SCALE} px shaved)\n\n"
+                + results_markdown(results, sets, published)
+                + f"\nPublished numbers: {PUBLISHED_SOURCE}\n")
+    if notes:
+        markdown += "\n" + "".join(f"- {n}\n" for n in notes)
+    with utils.atomic_write(csv_path, "w") as f:
+        f.write(results_csv(results, sets, published))
+    with utils.atomic_write(md_path, "w") as f:
+        f.write(markdown)
+    return csv_path, md_path
+
+
+# ----------------------------------------------------------------------------------------------
+# Side-by-side comparisons
+# ----------------------------------------------------------------------------------------------
+
+def nearest_upsample(img, scale=SCALE):
+    """uint8 ``(h,w[,C])`` -> ``(scale*h, scale*w[,C])`` by pixel repetition (shows the LR pixels)."""
+    return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+
+
+def zoom_region(img, fraction=ZOOM_FRACTION):
+    """The square of side ``fraction * min(H,W)`` with the most detail (largest sum of gradient
+    magnitude of the gray/mean image) -> ``(top, left, side)`` in pixels."""
+    gray = img.astype(np.float64)
+    if gray.ndim == 3:
+        gray = gray.mean(axis=2)
+    h, w = gray.shape
+    side = max(1, int(round(fraction * min(h, w))))
+    gy, gx = np.gradient(gray)
+    energy = np.hypot(gx, gy)
+    integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = (integral[side:, side:] - integral[:-side, side:]
+            - integral[side:, :-side] + integral[:-side, :-side])
+    top, left = np.unravel_index(np.argmax(sums), sums.shape)
+    return int(top), int(left), side
+
+
+def compare_on_set(methods, dataset, out_dir, progress=True):
+    """Super-resolve every image of ``dataset`` with every method, save the SR images and
+    measure them.
+
+    Args:
+        methods: ``{label: evaluate.SRMethod}`` (from :func:`load_methods`): ``lr -> sr``.
+        dataset: a ``datasets.TestDataset`` (items ``(lr, hr, name)``, uint8).
+        out_dir: where ``<image>_<method>.png`` is written (method = label lower-cased, spaces
+            -> ``_``), atomically.
+
+    Returns a list (one per image) of dicts: ``name``; ``panels`` = list of ``(title, image)``:
+    LR (nearest-upsampled to the HR size), every method with its PSNR/SSIM, HR; ``metrics`` =
+    ``{label: (psnr, ssim)}``; ``region`` = :func:`zoom_region` of the HR; ``files`` = the PNGs.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    items = []
+    for i in tqdm(range(len(dataset)), desc="images", disable=not progress, leave=False):
+        lr, hr, name = dataset[i]
+        panels, metrics, files = [("LR (nearest)", nearest_upsample(lr))], {}, []
+        for label, method in methods.items():
+            sr = method(lr)
+            p, s = utils.psnr(sr, hr, shave=SCALE), utils.ssim(sr, hr, shave=SCALE)
+            metrics[label] = (p, s)
+            panels.append((f"{label}\n{p:.2f} dB / {s:.4f}", sr))
+            path = out_dir / f"{name}_{label.lower().replace(' ', '_')}.png"
+            utils.save_image(path, sr)
+            files.append(path)
+        panels.append(("HR", hr))
+        items.append({"name": name, "panels": panels, "metrics": metrics,
+                      "region": zoom_region(hr), "files": files})
+    return items
+
+
+def comparison_markdown(items):
+    """Per-image PSNR / SSIM of :func:`compare_on_set` items as a Markdown table (rows: images
+    and their mean, columns: methods)."""
+    labels = list(items[0]["metrics"]) if items else []
+    rows = [[it["name"]] + [_cell(*it["metrics"][m]) for m in labels] for it in items]
+    if items:
+        rows.append(["mean"] + [_cell(float(np.mean([it["metrics"][m][0] for it in items])),
+                                      float(np.mean([it["metrics"][m][1] for it in items])))
+                                for m in labels])
+    return markdown_table(["image"] + labels, rows)
+
+
+def comparison_figure(item):
+    """One row of panels (LR nearest | methods | HR) of a :func:`compare_on_set` item, titles
+    with PSNR/SSIM, each panel with a zoomed inset of the same region (placed in the corner
+    farthest from it) and the region outlined. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    panels = item["panels"]
+    top, left, side = item["region"]
+    h, w = panels[-1][1].shape[:2]
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(PANEL_INCHES * len(panels), PANEL_INCHES * h / w + 0.8))
+    # inset corner opposite to the region's centre (axes fractions; y up)
+    below = top + side / 2 > h / 2
+    right = left + side / 2 > w / 2
+    x0 = 0.0 if right else 1.0 - INSET_FRACTION
+    y0 = 1.0 - INSET_FRACTION if below else 0.0
+    for ax, (title, img) in zip(axes[0], panels):
+        kw = {"cmap": "gray", "vmin": 0, "vmax": 255} if img.ndim == 2 else {}
+        ax.imshow(img, interpolation="nearest", **kw)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+        inset = ax.inset_axes([x0, y0, INSET_FRACTION, INSET_FRACTION])
+        inset.imshow(img, interpolation="nearest", **kw)
+        inset.set_xlim(left - 0.5, left + side - 0.5)
+        inset.set_ylim(top + side - 0.5, top - 0.5)
+        inset.set_xticks([])
+        inset.set_yticks([])
+        ax.indicate_inset_zoom(inset, edgecolor="yellow")
+    fig.suptitle(item["name"])
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,136 @@
+"""The three notebooks: committed without outputs and with a papermill ``parameters`` cell, and
+executed headless in smoke mode (``SR_SMOKE=1``, everything written under ``SR_RUN_DIR`` =
+a temporary folder): train first, then test and super_resolution on its checkpoints."""
+import ast
+import csv
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+import evaluate
+import models
+import report
+import utils
+from config import ROOT, SHARED_DATA
+from imresize import imresize
+
+NOTEBOOKS = ("train", "test", "super_resolution")
+CELL_TIMEOUT_S = 300      # per cell; a smoke notebook takes ~15 s in all on 2 CPU cores
+SHARED_SET5 = SHARED_DATA / "benchmark" / "Set5" / "HR"
+
+
+def _read(name):
+    return nbformat.read(ROOT / f"{name}.ipynb", as_version=4)
+
+
+def _code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _outputs(nb, output_type=None):
+    return [o for c in _code_cells(nb) for o in c.outputs
+            if output_type is None or o.output_type == output_type]
+
+
+# ----------------------------------------------------------------------------------------------
+# The committed files
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_clean_with_parameters_cell(name):
+    nb = _read(name)
+    nbformat.validate(nb)
+    cells = _code_cells(nb)
+    assert all(not c.outputs and c.execution_count is None for c in cells), \
+        f"{name}.ipynb is committed with outputs: clear them"
+    first = cells[0]
+    assert "parameters" in first.metadata.get("tags", [])
+    # papermill can only override plain assignments of literals
+    values = {}
+    for stmt in ast.parse(first.source).body:
+        assert isinstance(stmt, ast.Assign), ast.dump(stmt)
+        values[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+    # the defaults are the real run's (paper config, data/ and runs/), not the smoke run's
+    assert "smoke" not in repr(values)
+    assert "paper" in repr(values)
+    assert values.get("data_roots", ["data"]) == ["data"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Smoke runs
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Execute the notebooks in smoke mode; returns (run dir, {name: executed notebook})."""
+    run = tmp_path_factory.mktemp("smoke")
+    executed = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SR_SMOKE", "1")
+        mp.setenv("SR_RUN_DIR", str(run))
+        for name in NOTEBOOKS:
+            nb = _read(name)
+            # raises CellExecutionError (with the cell and traceback) on any cell error
+            NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                           resources={"metadata": {"path": str(ROOT)}}).execute()
+            executed[name] = nb
+    return run, executed
+
+
+def test_train_notebook(smoke_run):
+    run, executed = smoke_run
+    nb = executed["train"]
+    for name in ("srresnet", "srgan"):
+        model, ckpt = models.load_generator(run / f"{name}.pth")
+        assert ckpt["stage"] == name and ckpt["epoch"] == 1
+        assert report.load_history(run / f"{name}_log.csv")[0]["epoch"] == 1
+    # config table, one loss figure per stage, the table of files written
+    text = "".join(o.get("text", "") for o in _outputs(nb, "stream"))
+    assert "SMOKE run" in text
+    markdown = [o.data["text/markdown"] for o in _outputs(nb, "display_data")
+                if "text/markdown" in o.data]
+    assert any("stage1.lr" in m for m in markdown)
+    assert any(str(run / "srgan.pth") in m for m in markdown)
+    figures = [o for o in _outputs(nb) if "image/png" in o.get("data", {})]
+    assert len(figures) == 2
+
+
+def test_test_notebook(smoke_run):
+    run, _ = smoke_run
+    sets = ["test"] + (["Set5"] if SHARED_SET5.is_dir() else [])
+    with open(run / "results" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["method", "source"] + [f"{s}_{m}" for s in sets
+                                                      for m in ("psnr", "ssim")]
+    ours = {r["method"]: r for r in rows if r["source"] == "this run"}
+    assert list(ours) == ["Bicubic", "SRResNet", "SRGAN"]     # SRCNN / VDSR: no checkpoint
+    assert any(r["source"] == "published" for r in rows) == ("Set5" in sets)
+    # the numbers are evaluate.evaluate's
+    want = evaluate.evaluate(str(run / "srresnet.pth"), run / "data" / "demo", ["test"],
+                             progress=False)["test"]
+    assert float(ours["SRResNet"]["test_psnr"]) == pytest.approx(want["psnr"], abs=1e-4)
+    assert float(ours["SRResNet"]["test_ssim"]) == pytest.approx(want["ssim"], abs=1e-6)
+    md = (run / "results" / "results.md").read_text()
+    assert "| method | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " |" in md
+    assert "SRCNN: no checkpoint" in md and "VDSR: no checkpoint" in md
+
+
+def test_super_resolution_notebook(smoke_run):
+    run, executed = smoke_run
+    shared = SHARED_SET5.is_dir()
+    root = SHARED_DATA / "benchmark" if shared else run / "data" / "demo"
+    dataset = report.open_test_set("Set5" if shared else "test", [root])
+    names = []
+    for i in range(len(dataset)):
+        lr, hr, name = dataset[i]
+        names.append(name)
+        for method in ("bicubic", "srresnet", "srgan"):
+            sr = utils.load_image(run / "images" / f"{name}_{method}.png")
+            assert sr.shape == hr.shape, (name, method)
+        np.testing.assert_array_equal(utils.load_image(run / "images" / f"{name}_bicubic.png"),
+                                      imresize(lr, 4))
+    assert len(list((run / "images").iterdir())) == 3 * len(names)
+    figures = [o for o in _outputs(executed["super_resolution"]) if "image/png" in o.get("data", {})]
+    assert len(figures) == len(names)
