@@ -59,6 +59,14 @@ INSET_FRACTION = 0.42
 PANEL_INCHES = 3.2
 """Width of one image panel of a comparison figure, inches."""
 
+TITLE_INCHES = 0.8
+"""Height added to a comparison figure for the two-line panel titles, inches."""
+
+CURVE_PANEL_INCHES = (3.6, 3.0)
+"""Width and height of one panel of a training-curve figure, inches."""
+
+BYTES_PER_MB = 2 ** 20
+
 
 # ----------------------------------------------------------------------------------------------
 # Markdown helpers
@@ -104,7 +112,7 @@ def files_table(paths):
     for p in map(Path, paths):
         exists = p.is_file()
         rows.append((str(p), "yes" if exists else "no",
-                     f"{p.stat().st_size / 2**20:.2f}" if exists else MISSING))
+                     f"{p.stat().st_size / BYTES_PER_MB:.2f}" if exists else MISSING))
     return markdown_table(["file", "exists", "MB"], rows)
 
 
@@ -148,7 +156,8 @@ def plot_history(history, title=""):
     epochs = [row["epoch"] for row in history]
     panels = [(name, keys) for name, keys in HISTORY_PANELS
               if any(row.get(k) is not None for row in history for k in keys)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    width, height = CURVE_PANEL_INCHES
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
     for ax, (name, keys) in zip(axes[0], panels):
         for key in keys:
             values = [np.nan if row.get(key) is None else row[key] for row in history]
@@ -393,7 +402,7 @@ def comparison_figure(item):
     top, left, side = item["region"]
     h, w = panels[-1][1].shape[:2]
     fig, axes = plt.subplots(1, len(panels), squeeze=False,
-                             figsize=(PANEL_INCHES * len(panels), PANEL_INCHES * h / w + 0.8))
+                             figsize=(PANEL_INCHES * len(panels), PANEL_INCHES * h / w + TITLE_INCHES))
     # inset corner opposite to the region's centre (axes fractions; y up)
     below = top + side / 2 > h / 2
     right = left + side / 2 > w / 2
