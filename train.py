@@ -219,6 +219,50 @@ def _init_generator_from(generator, path, arch, scale):
                          f"(cfg.generator): {e}") from e
 
 
+def build_networks(cfg, stage, device, init=None):
+    """The networks of a stage on ``device``: ``(generator, discriminator, content_loss)``.
+
+    Stage 1: ``discriminator`` is None and ``content_loss`` the pixel loss of ``cfg.stage1``.
+    Stage 2: the paper's discriminator and the content loss ``cfg.stage2.content_loss`` (the VGG
+    loss phi_{i,j} of ``cfg.vgg``, or a pixel loss); the generator starts from the stage-1
+    checkpoint ``init`` when given. Seeds torch with ``cfg.seed`` first, so the initial weights
+    are the same in every run.
+    """
+    import models
+
+    scfg = stage_config(cfg, stage)
+    solver.seed_everything(cfg.seed)
+    channels_last = bool(cfg.train.channels_last)
+    generator = models.build_generator(cfg.generator.arch, scale=cfg.scale, **generator_kwargs(cfg))
+    if init is not None:
+        _init_generator_from(generator, init, cfg.generator.arch, cfg.scale)
+    discriminator = None
+    if stage == "srresnet":
+        content_loss = solver.PixelLoss(scfg.loss, generator.y_only)
+    else:
+        d = cfg.discriminator
+        discriminator = solver.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
+                                             device, channels_last)
+        if scfg.content_loss == "vgg":
+            vgg = models.TruncatedVGG19(cfg.vgg.i, cfg.vgg.j, weights=cfg.vgg.weights)
+            content_loss = solver.VGGLoss(vgg, cfg.vgg.feature_scale)
+        else:
+            content_loss = solver.PixelLoss(scfg.content_loss, generator.y_only)
+    return (solver.prepare_model(generator, device, channels_last), discriminator,
+            solver.prepare_model(content_loss, device, channels_last))
+
+
+def lr_schedule(scfg):
+    """The lr schedule of a stage config as a plain dict (stored in checkpoints) and its
+    ``lr_fn(progress) -> lr`` (see ``solver.make_lr_fn``)."""
+    schedule = {"schedule": scfg.lr_schedule, "base_lr": scfg.lr,
+                "decay_at": scfg.get("lr_decay_at", 0.5),
+                "decay_factor": scfg.get("lr_decay_factor", 0.1), "min_lr": scfg.get("lr_min", 0.0)}
+    lr_fn = solver.make_lr_fn(schedule["base_lr"], schedule["schedule"], schedule["decay_at"],
+                              schedule["decay_factor"], schedule["min_lr"])
+    return schedule, lr_fn
+
+
 def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     """Train one stage and return its history (list of per-epoch metric dicts).
 
@@ -234,56 +278,38 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     ``solver``) on a non-finite loss, with the previous checkpoint left intact.
     """
     import datasets
-    import models
 
     scfg = stage_config(cfg, stage)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = checkpoint_name(cfg, stage)
+    name, arch = checkpoint_name(cfg, stage), cfg.generator.arch
     ckpt_path, best_path = out_dir / f"{name}.pth", out_dir / f"{name}_best.pth"
     log_path = out_dir / f"{name}_log.csv"
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass --resume (resume=True) to continue it, "
                               f"or choose another output folder")
     checkpoint = solver.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if resume and checkpoint is None:
+        print(f"no checkpoint {ckpt_path} to resume: starting {name} from scratch", flush=True)
+    if checkpoint is not None and (checkpoint["arch"] != arch or checkpoint["stage"] != name):
+        raise ValueError(f"{ckpt_path} is a {checkpoint['stage']!r} checkpoint of "
+                         f"{checkpoint['arch']!r}, not {name!r} of {arch!r}")
+    init = None
+    if stage == "srgan" and checkpoint is None:
+        init = Path(scfg.get("init") or out_dir / f"{arch}.pth")
+        if not init.is_file():
+            raise FileNotFoundError(f"stage 'srgan' starts from a trained generator, but {init} "
+                                    f"does not exist: run --stage srresnet first, or set "
+                                    f"--set stage2.init=PATH")
 
     device = solver.resolve_device(cfg.train.device)
     channels_last, amp = bool(cfg.train.channels_last), cfg.train.amp
-    solver.seed_everything(cfg.seed)
-
-    arch, kwargs = cfg.generator.arch, generator_kwargs(cfg)
-    generator = models.build_generator(arch, scale=cfg.scale, **kwargs)
-    discriminator = content_loss = None
-    if stage == "srgan":
-        if checkpoint is None:
-            init = scfg.get("init") or out_dir / f"{arch}.pth"
-            if not Path(init).is_file():
-                raise FileNotFoundError(f"stage 'srgan' starts from a trained generator, but {init} "
-                                        f"does not exist: run --stage srresnet first, or set "
-                                        f"--set stage2.init=PATH")
-            _init_generator_from(generator, init, arch, cfg.scale)
-        d = cfg.discriminator
-        discriminator = models.Discriminator(d.n_channels, d.n_blocks, d.fc_size)
-        if scfg.content_loss == "vgg":
-            vgg = models.TruncatedVGG19(cfg.vgg.i, cfg.vgg.j, weights=cfg.vgg.weights)
-            content_loss = solver.VGGLoss(vgg, cfg.vgg.feature_scale)
-        else:
-            content_loss = solver.PixelLoss(scfg.content_loss, generator.y_only)
-        discriminator = solver.prepare_model(discriminator, device, channels_last)
-        content_loss = solver.prepare_model(content_loss, device, channels_last)
-    else:
-        content_loss = solver.PixelLoss(scfg.loss, generator.y_only)
-    generator = solver.prepare_model(generator, device, channels_last)
-
+    generator, discriminator, content_loss = build_networks(cfg, stage, device, init)
     betas = tuple(scfg.betas)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=scfg.lr, betas=betas)
     optimizer_d = (torch.optim.Adam(discriminator.parameters(), lr=scfg.lr, betas=betas)
                    if discriminator is not None else None)
-    schedule = {"schedule": scfg.lr_schedule, "base_lr": scfg.lr,
-                "decay_at": scfg.get("lr_decay_at", 0.5), "decay_factor": scfg.get("lr_decay_factor", 0.1),
-                "min_lr": scfg.get("lr_min", 0.0)}
-    lr_fn = solver.make_lr_fn(schedule["base_lr"], schedule["schedule"], schedule["decay_at"],
-                              schedule["decay_factor"], schedule["min_lr"])
+    schedule, lr_fn = lr_schedule(scfg)
 
     ensure_data(cfg)
     train_set = build_train_set(cfg, progress)
@@ -299,10 +325,7 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
 
     history, start_epoch, best_psnr = [], 1, -math.inf
     if checkpoint is not None:
-        if checkpoint["arch"] != arch or checkpoint["stage"] != name:
-            raise ValueError(f"{ckpt_path} is a {checkpoint['stage']!r} checkpoint of "
-                             f"{checkpoint['arch']!r}, not {name!r} of {arch!r}")
-        solver.unwrap(generator).load_state_dict(checkpoint["generator"])
+        generator.load_state_dict(checkpoint["generator"])
         optimizer_g.load_state_dict(checkpoint["optimizer_g"])
         if discriminator is not None:
             discriminator.load_state_dict(checkpoint["discriminator"])
@@ -348,7 +371,7 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
         history.append(row)
         _print_epoch(name, scfg.epochs, row)
 
-        state = dict(stage=name, arch=arch, arch_kwargs=kwargs, scale=cfg.scale,
+        state = dict(stage=name, arch=arch, arch_kwargs=generator_kwargs(cfg), scale=cfg.scale,
                      generator=generator, discriminator=discriminator, optimizer_g=optimizer_g,
                      optimizer_d=optimizer_d, scheduler_g=schedule,
                      scheduler_d=schedule if discriminator is not None else None, clock=clock,
@@ -443,9 +466,9 @@ def main(argv=None):
     except (FloatingPointError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    last = out / f"{checkpoint_name(cfg, stages[-1])}.pth"
-    report(cfg, last)
-    print(f"\ntrained in {time.perf_counter() - start:.0f} s; checkpoint {last}", flush=True)
+    for stage in stages:
+        report(cfg, out / f"{checkpoint_name(cfg, stage)}.pth")
+    print(f"\ndone in {time.perf_counter() - start:.0f} s; checkpoints in {out}", flush=True)
     return 0
 
 
