@@ -6,8 +6,9 @@ memory do not depend on the weights), in eval mode, float32, run by
 (``train_samples/DIV2K/DIV2K_train_LR_bicubic/X4/0004x4.png``, 510x336, -> 2040x1344) or, when
 the shared data is absent, a scikit-image photo resized to that size.
 
-Each mode runs in its own subprocess: the time is the median of ``REPEATS`` runs after one
-warm-up (``timing.median_time``) and the peak memory is the rise of the process's maximum
+Time: median of ``REPEATS`` runs after one warm-up (``timing.median_time``), whole and tiled
+interleaved in one process so that load changes on a shared machine hit both alike. Memory:
+each mode runs once in a fresh subprocess, and its peak is the rise of the process's maximum
 resident set size (``resource.getrusage``; on CUDA ``torch.cuda.max_memory_allocated``) over
 its value once the model and the image are loaded. The tiled output is compared with the whole
 one (max abs difference in gray levels). The 2K -> 8K case (the 2040x1344 photo itself as
@@ -17,9 +18,11 @@ input, tiled) takes about 16x the time of the tiled 2K row, so it only runs with
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,24 +74,40 @@ def _peak_bytes(device):
 
 
 def child(spec):
-    """Run one mode (in a subprocess) -> dict with time, peak memory rise, output file."""
+    """Run one mode once in a fresh process -> its peak memory rise (and output file)."""
     device = _device()
     torch.manual_seed(0)
     model = models.SRResNet().eval().to(device)
     img, source = _input(spec["input"])
     base = _peak_bytes(device)
-    out = {}
-
-    def run():
-        out["sr"] = super_resolve.upscale_image(model, img, device=device, tile=spec["tile"])
-
-    seconds = median_time(run, repeats=spec["repeats"], warmup=spec["warmup"])
+    start = time.perf_counter()
+    sr = super_resolve.upscale_image(model, img, device=device, tile=spec["tile"])
+    seconds = time.perf_counter() - start
     peak = _peak_bytes(device) - base
     if spec.get("save"):
-        np.save(spec["save"], out["sr"])
-    return {"seconds": seconds, "peak_mb": peak / MB, "in": img.shape[:2],
-            "out": out["sr"].shape[:2], "source": source, "device": device,
-            "overlap": super_resolve.receptive_margin(model, device)}
+        np.save(spec["save"], sr)
+    return {"seconds": seconds, "peak_mb": peak / MB, "in": img.shape[:2], "out": sr.shape[:2],
+            "source": source, "device": device}
+
+
+def _interleaved_times(tiles, repeats):
+    """Median seconds of ``upscale_image`` on the 2K-class LR input for each tile setting,
+    measured in this process with the settings interleaved (so that a change of machine load
+    hits all of them alike): one warm-up each, then ``repeats`` rounds."""
+    device = _device()
+    torch.manual_seed(0)
+    model = models.SRResNet().eval().to(device)
+    img, _ = _input("lr")
+    runs = {t: (lambda t=t: super_resolve.upscale_image(model, img, device=device, tile=t))
+            for t in tiles}
+    for fn in runs.values():
+        fn()
+    times = {t: [] for t in tiles}
+    for _ in range(repeats):
+        for t, fn in runs.items():
+            times[t].append(median_time(fn, repeats=1, warmup=0))
+    return {t: statistics.median(v) for t, v in times.items()}, \
+        super_resolve.receptive_margin(model, device)
 
 
 def _spawn(spec):
@@ -114,13 +133,13 @@ def _layout_times():
 
 def run():
     with tempfile.TemporaryDirectory() as tmp:
-        whole = _spawn({"input": "lr", "tile": None, "repeats": REPEATS, "warmup": 1,
-                        "save": f"{tmp}/whole.npy"})
-        tiled = _spawn({"input": "lr", "tile": TILE, "repeats": REPEATS, "warmup": 1,
-                        "save": f"{tmp}/tiled.npy"})
+        whole = _spawn({"input": "lr", "tile": None, "save": f"{tmp}/whole.npy"})
+        tiled = _spawn({"input": "lr", "tile": TILE, "save": f"{tmp}/tiled.npy"})
         diff = int(np.abs(np.load(f"{tmp}/whole.npy").astype(int)
                           - np.load(f"{tmp}/tiled.npy")).max())
-    big = _spawn({"input": "hr", "tile": TILE, "repeats": 1, "warmup": 0}) if RUN_8K else None
+    big = _spawn({"input": "hr", "tile": TILE}) if RUN_8K else None
+    times, margin = _interleaved_times((None, TILE), REPEATS)
+    whole["seconds"], tiled["seconds"], tiled["overlap"] = times[None], times[TILE], margin
     layout = _layout_times()
 
     (h, w), (H, W) = whole["in"], whole["out"]
@@ -130,8 +149,9 @@ def run():
         f"Full-size SRResNet (16 blocks x 64 channels, paper config) with **random weights**, "
         f"eval mode, float32 on {whole['device'].upper()}, through `super_resolve.upscale_image`. "
         f"Input: {whole['source']} ({w}x{h} LR, the x4 LR of a 2K photo) -> {W}x{H}. "
-        f"Median of {REPEATS} runs after one warm-up, each mode in its own process; memory = "
-        f"{mem} over the process's level after loading the model and the image.", "",
+        f"Time: median of {REPEATS} runs after one warm-up, the two modes interleaved in one "
+        f"process. Memory: {mem} over the level after loading the model and the image, each "
+        f"mode run once in a fresh process.", "",
         f"| mode | time (s) | {mem} (MB) | max abs diff vs whole (gray levels) |",
         "|---|---:|---:|---:|",
         f"| whole image, one pass | {whole['seconds']:.1f} | {whole['peak_mb']:.0f} | 0 |",
@@ -142,14 +162,18 @@ def run():
         (bh, bw), (BH, BW) = big["in"], big["out"]
         lines.append(f"| **2K -> 8K**: {bw}x{bh} -> {BW}x{BH}, tiled {TILE} px (1 run) | "
                      f"{big['seconds']:.1f} | {big['peak_mb']:.0f} | n/a |")
+    margin = tiled["overlap"]
+    computed = sum((min(h, y1 + margin) - max(0, y0 - margin)) * (min(w, x1 + margin) - max(0, x0 - margin))
+                   for y0, y1, x0, x1 in super_resolve.tile_grid(h, w, TILE))
     lines += ["",
-              f"Tiling costs {tiled['seconds'] / whole['seconds']:.2f}x the time here (the "
-              f"{tiled['overlap']} px overlap, the SRResNet's receptive-field radius + 2, is "
-              f"recomputed around every tile) and needs {tiled['peak_mb'] / whole['peak_mb']:.2f}x "
-              f"the memory; its output differs from the whole-image pass by at most {diff} gray level(s). "
-              f"Whole-image memory grows with the image (x16 for the 2K -> 8K case); tiled memory "
-              f"is one tile's activations plus the uint8 output canvas ({W * H * 3 / MB:.0f} MB "
-              f"here, {16 * W * H * 3 / MB:.0f} MB for 8K)."]
+              f"Tiled / whole: time x{tiled['seconds'] / whole['seconds']:.2f}, memory "
+              f"x{tiled['peak_mb'] / whole['peak_mb']:.2f}. The tiles run the network on "
+              f"{computed / (h * w):.2f}x the image's pixels (the {margin} px overlap, the "
+              f"SRResNet's receptive-field radius + 2, is recomputed around every tile), yet the "
+              f"output differs from the whole-image pass by at most {diff} gray level(s). "
+              f"Whole-image memory grows with the image (x16 for 2K -> 8K); tiled memory is one "
+              f"tile's activations plus the uint8 output canvas ({W * H * 3 / MB:.0f} MB here, "
+              f"{16 * W * H * 3 / MB:.0f} MB for 8K)."]
     if big is None:
         est = tiled["seconds"] * 16
         lines.append(f"\nNot measured by default: 2K -> 8K ({4 * w}x{4 * h} -> {4 * W}x{4 * H}), "
