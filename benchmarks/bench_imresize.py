@@ -3,17 +3,17 @@
 ``run()`` returns a Markdown section; ``python benchmarks/bench_imresize.py`` prints it.
 """
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from imresize import imresize, imresize_torch  # noqa: E402
+from timing import median_time  # noqa: E402
 
 HR_SHAPE = (2040, 1356, 3)
 """A DIV2K-sized RGB image (the largest side of DIV2K is 2040 px)."""
@@ -23,17 +23,6 @@ SCALE = 4  # the x4 factor of the SRGAN paper
 REPEATS = 7
 """Timed runs per case (after one warm-up run); the median is reported."""
 SEED = 0
-
-
-def _median_time(fn, repeats=REPEATS):
-    """Median wall time in seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run():
@@ -60,7 +49,7 @@ def run():
         "|---|---|",
     ]
     for name, fn in cases:
-        lines.append(f"| {name} | {_median_time(fn):.3f} |")
+        lines.append(f"| {name} | {median_time(fn, repeats=REPEATS):.3f} |")
     return "\n".join(lines) + "\n"
 
 
