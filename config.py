@@ -62,7 +62,7 @@ _PAPER = EasyDict({
         "name": "srresnet",
         "loss": "mse",                   # mse | l1 (pixel content loss)
         "epochs": 200,                   # = 10^6 iterations on DIV2K (800 images x 100 patches / 16)
-        "batch_size": 16,
+        "batch_size": 16,                # GLOBAL batch: split over the processes under torchrun
         "lr": 1e-4,
         "betas": (0.9, 0.999),
         "lr_schedule": "constant",       # constant | cosine | step, over the stage's progress (solver.make_lr_fn)
@@ -75,7 +75,7 @@ _PAPER = EasyDict({
         "content_loss": "vgg",           # vgg (phi_{i,j} above) | mse
         "adv_weight": 1e-3,              # generator loss = content + adv_weight * adversarial
         "epochs": 40,                    # = 2 x 10^5 iterations on DIV2K
-        "batch_size": 16,
+        "batch_size": 16,                # GLOBAL batch: split over the processes under torchrun
         "lr": 1e-4,
         "lr_schedule": "step",           # the paper: 1e-4, then 1e-5 (see stage1.lr_schedule)
         "lr_decay_at": 0.5,              # lr x 0.1 after this fraction of the epochs (1e-4 -> 1e-5)
@@ -91,6 +91,8 @@ _PAPER = EasyDict({
         "amp": None,                     # None | "bf16": bfloat16 autocast (CUDA and CPU)
         "channels_last": True,           # NHWC memory format (faster on CPU and on tensor cores)
         "compile": False,                # torch.compile the generator
+        "sync_bn": False,                # torchrun with >1 GPU: SyncBatchNorm (BN statistics over the
+                                         #   global batch) instead of per-GPU BN (train.py docstring)
         "out_dir": str(ROOT / "runs"),   # checkpoints, CSV logs
         "checkpoint_every": 1,           # epochs between checkpoints
         "log_every": 100,                # iterations between log lines

@@ -225,7 +225,7 @@ def _torch_load_dict(path, what):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
-        raise ValueError(f"{path}: not a readable torch file ({_load_failure(path, exc)})") from exc
+        raise ValueError(f"{path}: not a readable torch file ({load_failure_reason(path, exc)})") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a dict ({what}), found {type(obj).__name__}")
     return obj
@@ -235,7 +235,7 @@ TORCH_ZIP_MAGIC = b"PK\x03\x04"
 """First bytes of a file written by ``torch.save`` (a zip archive since PyTorch 1.6)."""
 
 
-def _load_failure(path, exc):
+def load_failure_reason(path, exc):
     """One line saying why ``torch.load`` failed on ``path`` (torch's own text spans many lines)."""
     try:
         with open(path, "rb") as f:

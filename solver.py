@@ -15,12 +15,19 @@ The epoch functions take ready-made objects (models, a DataLoader, optimisers, a
 notebook can drive them step by step; ``train.py`` builds those objects from the config and
 strings the epochs together with checkpoints and logs.
 
+Multi-process training (``torchrun``, see ``train.py``): :func:`init_distributed` joins the
+process group, the models are wrapped in DistributedDataParallel, and the helpers of the section
+"Multi-process training" keep the ranks in lock-step -- a non-finite loss on any rank stops every
+rank (:func:`check_finite`), the time budget is measured on one shared clock (:class:`RunClock`),
+and :func:`unwrap` gives the plain module whose weights are saved.
+
 Learning rate: every iteration the optimisers' lr is set to ``lr_fn(clock.progress())``, where the
 :class:`RunClock` progress is the fraction of the planned iterations done (or of the wall-clock
 budget spent, whichever is further) -- see :func:`make_lr_fn`. Stage 2's "1e-4, then 1e-5 for the
 second half" is the ``step`` schedule.
 """
 import contextlib
+import datetime
 import math
 import os
 import random
@@ -31,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
@@ -87,8 +95,132 @@ def prepare_model(model, device, channels_last=False):
 
 
 def unwrap(model):
-    """The plain module behind a ``torch.compile`` wrapper (itself when not compiled)."""
-    return getattr(model, "_orig_mod", model)
+    """The plain module behind ``torch.compile`` and DistributedDataParallel wrappers (in any
+    order and number; the module itself when not wrapped): the one whose state dict is saved,
+    without ``_orig_mod.`` / ``module.`` key prefixes."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-process training (DistributedDataParallel)
+# ----------------------------------------------------------------------------------------------
+
+DIST_TIMEOUT = datetime.timedelta(minutes=30)
+"""How long a rank waits at a collective (e.g. for rank 0's validation and checkpoint) before
+the run is declared hung."""
+
+
+def init_distributed(device_spec="auto"):
+    """Join the process group when started by ``torchrun`` (environment ``WORLD_SIZE`` > 1).
+
+    Backend NCCL when ``device_spec`` resolves to CUDA (each rank then uses ``cuda:LOCAL_RANK``),
+    gloo on the CPU. A no-op without torchrun or when already initialised. Returns the
+    world size.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or is_distributed():
+        return world_size()
+    device = rank_device(device_spec)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", timeout=DIST_TIMEOUT, device_id=device)
+    else:
+        dist.init_process_group("gloo", timeout=DIST_TIMEOUT)
+    return world_size()
+
+
+def close_distributed():
+    """Leave the process group (when in one)."""
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def is_distributed():
+    """True inside an initialised process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank():
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size():
+    """Number of processes training together (1 without a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process():
+    """True on rank 0: the process that validates and writes checkpoints and logs."""
+    return rank() == 0
+
+
+def rank_device(spec="auto"):
+    """:func:`resolve_device`, except that a CUDA device under torchrun is ``cuda:LOCAL_RANK``
+    (one GPU per rank; the index of ``spec`` is then ignored)."""
+    device = resolve_device(spec)
+    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def _collective_device():
+    """Where small tensors for collectives live: the rank's GPU for NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_max(value):
+    """The largest float ``value`` over all ranks (``value`` itself without a process group)."""
+    if not is_distributed():
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
+def all_reduce_mean(metrics, keys):
+    """``metrics`` (dict) with the float entries ``keys`` averaged over all ranks (in place)."""
+    keys = [k for k in keys if k in metrics]
+    if is_distributed() and keys:
+        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
+                         device=_collective_device())
+        dist.all_reduce(t)
+        for k, v in zip(keys, (t / world_size()).tolist()):
+            metrics[k] = v
+    return metrics
+
+
+class RankFailure(RuntimeError):
+    """Raised on the ranks that were fine when another rank of the run failed."""
+
+
+def agree(ok, what="another rank failed"):
+    """A barrier that also carries failure: every rank calls it with ``ok`` (its own success);
+    if any rank passes False, the ranks that passed True raise :class:`RankFailure`. Without
+    a process group it does nothing. Used where rank 0 alone validates and writes files, so a
+    failure there stops the others instead of leaving them waiting (:class:`RankFailure`)."""
+    if not is_distributed():
+        return
+    failed = all_reduce_max(0.0 if ok else 1.0)
+    if failed and ok:
+        raise RankFailure(f"rank {rank()} stops: {what}")
+
+
+def broadcast_buffers(model):
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, so that all ranks
+    hold the module that rank 0 saves. (DDP broadcasts them at the start of every forward, so
+    after the last step of an epoch they differ by that step's update.)"""
+    if is_distributed():
+        for buf in unwrap(model).buffers():
+            dist.broadcast(buf, src=0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,12 +354,19 @@ def check_finite(loss, name, stage, epoch, step):
     """Raise FloatingPointError naming the loss, stage, epoch and step when ``loss`` is NaN/inf.
 
     Called before every optimiser step, so non-finite values never reach the weights or a
-    checkpoint. Returns ``loss.item()``.
+    checkpoint. In a multi-process run the ranks agree first (one small all-reduce): a
+    non-finite loss on any rank stops all of them at the same step, none is left waiting.
+    Returns ``loss.item()``.
     """
     value = loss.item()
-    if not math.isfinite(value):
+    bad = not math.isfinite(value)
+    if is_distributed():
+        bad = all_reduce_max(float(bad)) > 0
+    if bad:
+        what = (f"non-finite {name} loss ({value})" if not math.isfinite(value) else
+                f"non-finite {name} loss on another rank (this is rank {rank()})")
         raise FloatingPointError(
-            f"non-finite {name} loss ({value}) in stage {stage!r}, epoch {epoch}, step {step}: "
+            f"{what} in stage {stage!r}, epoch {epoch}, step {step}: "
             f"training stopped before the optimiser step and before any checkpoint of this epoch "
             f"was written (the previous checkpoint is intact). Lower the learning rate, or check "
             f"the data and the model.")
@@ -246,6 +385,10 @@ class RunClock:
     still follows its lr schedule to the end; without one the progress depends only on ``step``,
     so runs are reproducible. ``elapsed_s`` counts the wall time since :meth:`start` plus the
     time of earlier sessions (restored from a checkpoint).
+
+    In a multi-process run with a time budget the progress uses the largest elapsed time over
+    the ranks, agreed at :meth:`start` and at every :meth:`tick`, so every rank sets the same
+    lr and stops at the same step.
     """
 
     def __init__(self, total_steps=None, time_budget_s=None, step=0, elapsed_s=0.0):
@@ -254,10 +397,16 @@ class RunClock:
         self.step = int(step)
         self._elapsed_before = float(elapsed_s)
         self._started = None
+        self._shared_elapsed = None    # the agreed elapsed time of a multi-process run
+
+    def _share(self):
+        if self.time_budget_s and is_distributed():
+            self._shared_elapsed = all_reduce_max(self.elapsed_s)
 
     def start(self):
         """Start (or restart) counting wall time."""
         self._started = time.perf_counter()
+        self._share()
         return self
 
     @property
@@ -270,7 +419,8 @@ class RunClock:
         if self.total_steps:
             fractions.append(self.step / self.total_steps)
         if self.time_budget_s:
-            fractions.append(self.elapsed_s / self.time_budget_s)
+            elapsed = self.elapsed_s if self._shared_elapsed is None else self._shared_elapsed
+            fractions.append(elapsed / self.time_budget_s)
         return min(1.0, max(fractions))
 
     def finished(self):
@@ -280,6 +430,7 @@ class RunClock:
     def tick(self):
         """Count one iteration."""
         self.step += 1
+        self._share()
 
     def state_dict(self):
         return {"step": self.step, "elapsed_s": self.elapsed_s, "total_steps": self.total_steps,
@@ -440,11 +591,12 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
         max_fake, min_real = max(max_fake, d_fake), min(min_real, d_real)
 
         if g_turn:
-            # Generator step: D is frozen so its weights get no gradient from the G loss.
+            # Generator step: D is frozen so its weights get no gradient from the G loss. The
+            # plain D is used (not a DDP wrapper, which would wait for gradients of D).
             _set_requires_grad(discriminator, False)
             with autocast(device, amp):
                 content = content_loss_fn(sr, hr_img)
-                adversarial = generator_adversarial_loss(discriminator(sr))
+                adversarial = generator_adversarial_loss(unwrap(discriminator)(sr))
                 g_loss = content + adv_weight * adversarial
             check_finite(g_loss, "generator", stage, epoch, step)
             optimizer_g.zero_grad(set_to_none=True)
@@ -524,10 +676,26 @@ def to_plain(obj):
     return obj
 
 
+class WriteError(OSError):
+    """A checkpoint or log could not be written (e.g. a full disk); the previous file is intact.
+    ``errno`` is the cause's; the message names the file."""
+
+    def __str__(self):
+        return str(self.strerror)
+
+
+def write_failed(path, error, what="checkpoint"):
+    """The :class:`WriteError` for ``error`` (an OSError) raised while replacing ``path``."""
+    kept = f"the previous {what} is intact" if Path(path).exists() else "nothing was written"
+    return WriteError(error.errno, f"cannot write {what} {path}: {error.strerror or error}; {kept}")
+
+
 def save_checkpoint(path, state):
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, flushed and
-    fsynced, then ``os.replace``d over ``path``. A crash leaves either the old or the new file,
-    never a truncated one. Makes the parent folder."""
+    """Write ``state`` to ``path`` atomically: a temp file ``.<name>.*.tmp`` in the same folder,
+    flushed and fsynced, then ``os.replace``d over ``path``. A crash (SIGKILL, OOM, power loss)
+    leaves either the old or the new file, never a truncated one; a failing write (e.g. a full
+    disk) removes its temp file and raises :class:`WriteError` naming the file, with
+    the previous checkpoint untouched. Makes the parent folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -538,9 +706,11 @@ def save_checkpoint(path, state):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            raise write_failed(path, e) from e
         raise
     with contextlib.suppress(OSError):   # make the rename itself durable (not possible everywhere)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -548,6 +718,17 @@ def save_checkpoint(path, state):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def remove_stale_temp_files(path):
+    """Delete the temp files ``.<name>.*.tmp`` that writing ``path`` atomically left behind when
+    the writing process was killed (they are never complete files). Returns their paths."""
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return stale
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -562,7 +743,9 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types (pickle, zip, runtime) for a bad file
-        raise ValueError(f"{path} is not a readable checkpoint: {type(e).__name__}: {e}") from e
+        from models import load_failure_reason
+        raise ValueError(f"{path} is not a readable checkpoint: "
+                         f"{load_failure_reason(path, e)}") from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not a checkpoint of this project: format {found!r}, "
@@ -572,10 +755,11 @@ def load_checkpoint(path, map_location="cpu"):
 
 def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, config, history,
                     optimizer_g=None, scheduler_g=None, discriminator=None, optimizer_d=None,
-                    scheduler_d=None, clock=None, finished=False):
+                    scheduler_d=None, clock=None, finished=False, world_size=1):
     """The checkpoint dict of the contract (see module docstring of models.py).
 
-    Models may be ``torch.compile``d (their plain module's weights are stored); ``config`` may be
+    Models may be ``torch.compile``d or DDP-wrapped (the plain module's weights are stored, keys
+    without prefixes); ``world_size`` records how many processes trained; ``config`` may be
     an EasyDict (stored as plain dicts/lists); ``scheduler_*`` are dicts (see :func:`make_lr_fn`
     and :class:`RunClock`). The RNG states are captured now.
     """
@@ -598,6 +782,7 @@ def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, 
         "epoch": int(epoch),
         "step": int(step),
         "finished": bool(finished),
+        "world_size": int(world_size),
         "rng": get_rng_state(),
         "config": to_plain(config),
         "history": to_plain(history),

@@ -17,10 +17,38 @@ and in stage 1 ``OUT/<name>_best.pth`` keeps the epoch with the best validation 
 ``--resume`` continues a stage from its checkpoint with the same weights, optimiser state,
 schedule and data order as an uninterrupted run.
 
+Faults: checkpoints and logs are written atomically (temp file, fsync, rename), so a run
+killed at any moment (SIGKILL, out of memory) or stopped by a full disk leaves the last complete
+checkpoint; ``--resume`` restarts the interrupted epoch from it (each epoch's data depends only
+on the seed and the epoch number, so on the CPU the result is bit-identical to an uninterrupted
+run) and deletes the half-written temp files of the killed run. A non-finite loss stops the run
+before the optimiser step, naming the stage, epoch and step; a collapsed discriminator is
+reported with its epoch and step.
+
+Several GPUs: one process per GPU with DistributedDataParallel::
+
+    torchrun --nproc_per_node=4 train.py --config paper --out runs/paper
+
+* Each rank trains on ``cuda:LOCAL_RANK`` (NCCL); without CUDA the ranks use the CPU (gloo).
+* Batch: ``stage1.batch_size`` / ``stage2.batch_size`` is the **global** batch, split evenly
+  over the ranks (the paper's 16 on 4 GPUs = 4 patches per GPU; it must divide evenly). DDP
+  averages the gradients over the ranks, so each optimiser step uses the mean gradient of 16
+  patches, as on one GPU; steps per epoch, lr schedule and checkpoint epochs/steps do not
+  depend on the number of GPUs. A DistributedSampler gives each rank its share of an epoch's
+  patches (``set_epoch`` every epoch); each rank crops with its own seed.
+* BatchNorm: by default each rank normalises with the statistics of its own share of the batch
+  (plain per-GPU BN, noisier with fewer patches per GPU); ``--set train.sync_bn=True`` uses
+  SyncBatchNorm (CUDA only): statistics over the global batch, as on one GPU, for one
+  all-reduce per BN layer. The running statistics kept are rank 0's.
+* Rank 0 alone validates and writes checkpoints (the plain module's state dict: no
+  ``module.`` prefix), logs and messages; the others wait for it (and stop if it fails).
+  A checkpoint can be resumed with any number of processes.
+
 The notebooks call :func:`build_config` and :func:`run_stage` directly.
 """
 import argparse
 import ast
+import contextlib
 import csv
 import math
 import os
@@ -36,6 +64,13 @@ from config import PRESETS, get_config
 
 STAGES = ("srresnet", "srgan")
 """Stage names: 'srresnet' = stage 1 (pixel loss, any generator arch), 'srgan' = stage 2."""
+
+RANK_SEED_OFFSET = 2 ** 20
+"""Rank r draws its patches with seed ``cfg.seed + epoch + r * RANK_SEED_OFFSET`` (more than
+any number of epochs, so no two (rank, epoch) pairs share a seed; rank 0 = single process)."""
+
+AVERAGED_METRICS = ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")
+"""Epoch metrics averaged over the ranks of a multi-process run before they are logged."""
 
 LOG_COLUMNS = ("epoch", "step", "content_loss", "adv_loss", "d_loss", "d_real", "d_fake",
                "val_psnr", "val_ssim", "lr", "it_per_s", "epoch_s", "time_s")
@@ -189,8 +224,10 @@ def write_log(path, history):
                 writer.writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
         os.chmod(tmp, 0o644)             # mkstemp makes 0600 files; a log is for everyone to read
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise solver.write_failed(path, e, "log") from e
         raise
 
 
@@ -263,6 +300,31 @@ def lr_schedule(scfg):
     return schedule, lr_fn
 
 
+def _main_rank_first(fn, what):
+    """Run ``fn()`` on rank 0 while the other ranks wait; then (if it succeeded) return its
+    result on rank 0 and None elsewhere. A failure on rank 0 is raised there and stops the
+    others (``solver.agree``) instead of leaving them waiting. Single process: just ``fn()``."""
+    result, error = None, None
+    if solver.is_main_process():
+        try:
+            result = fn()
+        except BaseException as e:    # re-raised below, after telling the other ranks
+            error = e
+    solver.agree(error is None, f"rank 0 failed while {what}")
+    if error is not None:
+        raise error
+    return result
+
+
+def _ddp(model, device, sync_bn):
+    """``model`` wrapped in DistributedDataParallel (SyncBatchNorm first when ``sync_bn``)."""
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=None
+                                                     if ids is None else ids[0])
+
+
 def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     """Train one stage and return its history (list of per-epoch metric dicts).
 
@@ -276,9 +338,15 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     ``solver.RunClock``). ``resume`` continues from ``out_dir/<name>.pth``; without it an
     existing checkpoint is an error (nothing is overwritten). Raises FloatingPointError (from
     ``solver``) on a non-finite loss, with the previous checkpoint left intact.
+
+    Inside a process group (``torchrun``, see the module docstring) every rank calls this; the
+    models are trained with DistributedDataParallel, ``batch_size`` is the global batch, and
+    rank 0 alone validates and writes files. ``progress`` bars are shown by rank 0 only.
     """
     import datasets
 
+    world, is_main = solver.world_size(), solver.is_main_process()
+    progress = progress and is_main
     scfg = stage_config(cfg, stage)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -291,6 +359,10 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     checkpoint = solver.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if resume and checkpoint is None:
         print(f"no checkpoint {ckpt_path} to resume: starting {name} from scratch", flush=True)
+    if resume and is_main:                    # half-written files of a killed run
+        for path in (ckpt_path, best_path, log_path):
+            for tmp in solver.remove_stale_temp_files(path):
+                print(f"removed {tmp}: an incomplete write of an interrupted run", flush=True)
     if checkpoint is not None and (checkpoint["arch"] != arch or checkpoint["stage"] != name):
         raise ValueError(f"{ckpt_path} is a {checkpoint['stage']!r} checkpoint of "
                          f"{checkpoint['arch']!r}, not {name!r} of {arch!r}")
@@ -302,8 +374,15 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
                                     f"does not exist: run --stage srresnet first, or set "
                                     f"--set stage2.init=PATH")
 
-    device = solver.resolve_device(cfg.train.device)
+    device = solver.rank_device(cfg.train.device)
     channels_last, amp = bool(cfg.train.channels_last), cfg.train.amp
+    sync_bn = bool(cfg.train.get("sync_bn")) and world > 1
+    if sync_bn and device.type != "cuda":
+        raise ValueError("train.sync_bn=True needs CUDA: SyncBatchNorm does not run on the CPU")
+    if scfg.batch_size % world:
+        raise ValueError(f"{stage} batch_size {scfg.batch_size} is the global batch and must be "
+                         f"divisible by the {world} processes of the run")
+    rank_batch = scfg.batch_size // world
     generator, discriminator, content_loss = build_networks(cfg, stage, device, init)
     betas = tuple(scfg.betas)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=scfg.lr, betas=betas)
@@ -311,11 +390,14 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
                    if discriminator is not None else None)
     schedule, lr_fn = lr_schedule(scfg)
 
-    ensure_data(cfg)
-    train_set = build_train_set(cfg, progress)
-    val_set = build_val_set(cfg)
+    _main_rank_first(lambda: ensure_data(cfg), "preparing the data")
+    # rank 0 decodes first (and fills data.cache_dir), the others then read its cache
+    train_set = _main_rank_first(lambda: build_train_set(cfg, progress), "decoding the data")
+    if not is_main:
+        train_set = build_train_set(cfg, progress)
+    val_set = build_val_set(cfg) if is_main else None
     d_steps = int(scfg.get("d_steps", 1)) if stage == "srgan" else 1
-    batches = len(train_set) // scfg.batch_size
+    batches = (len(train_set) // world) // rank_batch     # = len // batch_size on one process
     if batches < 1:
         raise ValueError(f"the training set has {len(train_set)} patches, fewer than one batch of "
                          f"{scfg.batch_size}: raise data.patches_per_image or lower the batch size")
@@ -339,7 +421,11 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
         print(f"resuming {name} from {ckpt_path}: epoch {checkpoint['epoch']} done, "
               f"step {clock.step}", flush=True)
 
-    model = torch.compile(generator) if cfg.train.compile else generator
+    model, critic = generator, discriminator      # what the epochs train (DDP-wrapped if needed)
+    if world > 1:
+        model = _ddp(generator, device, sync_bn)
+        critic = _ddp(discriminator, device, sync_bn) if discriminator is not None else None
+    model = torch.compile(model) if cfg.train.compile else model
     collapse = (scfg.get("collapse_fake"), scfg.get("collapse_real"))
     clock.start()
     for epoch in range(start_epoch, scfg.epochs + 1):
@@ -348,9 +434,11 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
         # The data of an epoch depends only on (seed, epoch): the loader's shuffling generator
         # and the patch RNG of datasets.TrainDataset (seeded from torch.initial_seed() in the
         # main process, from the loader's worker seeds otherwise).
-        torch.manual_seed(cfg.seed + epoch)
-        loader = datasets.make_train_loader(train_set, scfg.batch_size, cfg.data.workers,
-                                            cfg.seed + epoch)
+        torch.manual_seed(cfg.seed + epoch + solver.rank() * RANK_SEED_OFFSET)
+        loader = datasets.make_train_loader(train_set, rank_batch, cfg.data.workers,
+                                            cfg.seed + epoch, distributed=world > 1)
+        if world > 1:
+            loader.sampler.set_epoch(epoch)
         epoch_start = time.perf_counter()
         common = dict(clock=clock, lr_fn=lr_fn, amp=amp, channels_last=channels_last,
                       stage=name, epoch=epoch, progress=progress)
@@ -358,30 +446,42 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
             metrics = solver.train_epoch_mse(model, loader, optimizer_g, content_loss, device, **common)
         else:
             metrics = solver.train_epoch_gan(
-                model, discriminator, loader, optimizer_g, optimizer_d, content_loss, device,
+                model, critic, loader, optimizer_g, optimizer_d, content_loss, device,
                 adv_weight=scfg.adv_weight, d_steps=d_steps, collapse_fake=collapse[0],
                 collapse_real=collapse[1], **common)
         del loader
         finished = clock.finished() or epoch == scfg.epochs
+        solver.all_reduce_mean(metrics, AVERAGED_METRICS)
+        for net in (generator, discriminator):         # every rank holds rank 0's BN statistics
+            if net is not None:
+                solver.broadcast_buffers(net)
         row = {"epoch": epoch, "step": clock.step, **metrics}
-        if val_set is not None and (epoch % cfg.train.val_every == 0 or finished):
-            val = solver.validate(generator, val_set, cfg.scale, device)
-            row.update(val_psnr=val["psnr"], val_ssim=val["ssim"])
-        row.update(epoch_s=time.perf_counter() - epoch_start, time_s=clock.elapsed_s)
-        history.append(row)
-        _print_epoch(name, scfg.epochs, row)
 
-        state = dict(stage=name, arch=arch, arch_kwargs=generator_kwargs(cfg), scale=cfg.scale,
-                     generator=generator, discriminator=discriminator, optimizer_g=optimizer_g,
-                     optimizer_d=optimizer_d, scheduler_g=schedule,
-                     scheduler_d=schedule if discriminator is not None else None, clock=clock,
-                     epoch=epoch, step=clock.step, config=cfg, history=history, finished=finished)
-        if epoch % cfg.train.checkpoint_every == 0 or finished:
-            solver.save_checkpoint(ckpt_path, solver.make_checkpoint(**state))
-        if stage == "srresnet" and row.get("val_psnr") is not None and row["val_psnr"] > best_psnr:
-            best_psnr = row["val_psnr"]
-            solver.save_checkpoint(best_path, solver.make_checkpoint(**state))
-        write_log(log_path, history)
+        def validate_and_save():
+            nonlocal best_psnr
+            if val_set is not None and (epoch % cfg.train.val_every == 0 or finished):
+                val = solver.validate(generator, val_set, cfg.scale, device)
+                row.update(val_psnr=val["psnr"], val_ssim=val["ssim"])
+            row.update(epoch_s=time.perf_counter() - epoch_start, time_s=clock.elapsed_s)
+            history.append(row)
+            _print_epoch(name, scfg.epochs, row)
+            state = dict(stage=name, arch=arch, arch_kwargs=generator_kwargs(cfg),
+                         scale=cfg.scale, generator=generator, discriminator=discriminator,
+                         optimizer_g=optimizer_g, optimizer_d=optimizer_d, scheduler_g=schedule,
+                         scheduler_d=schedule if discriminator is not None else None,
+                         clock=clock, epoch=epoch, step=clock.step, config=cfg,
+                         history=history, finished=finished, world_size=world)
+            if epoch % cfg.train.checkpoint_every == 0 or finished:
+                solver.save_checkpoint(ckpt_path, solver.make_checkpoint(**state))
+            if (stage == "srresnet" and row.get("val_psnr") is not None
+                    and row["val_psnr"] > best_psnr):
+                best_psnr = row["val_psnr"]
+                solver.save_checkpoint(best_path, solver.make_checkpoint(**state))
+            write_log(log_path, history)
+
+        _main_rank_first(validate_and_save, f"validating or saving epoch {epoch}")
+        if not is_main:
+            history.append(row)      # (without validation scores: rank 0 keeps the full log)
     return history
 
 
@@ -456,16 +556,31 @@ def main(argv=None):
         for stage in stages:
             stage_config(cfg, stage).epochs = args.epochs
     out = args.out or Path(cfg.train.out_dir) / args.config
-    device = solver.resolve_device(cfg.train.device)
-    print(f"config {args.config!r}, stages {stages}, arch {cfg.generator.arch!r}, device {device}, "
-          f"output {out}", flush=True)
     try:
-        ensure_data(cfg)
-        for stage in stages:
-            run_stage(cfg, stage, out, resume=args.resume, progress=not args.no_progress)
-    except (FloatingPointError, FileExistsError, FileNotFoundError, ValueError) as e:
+        world = solver.init_distributed(cfg.train.device)      # torchrun: join the group
+        device = solver.rank_device(cfg.train.device)
+    except (RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    rank = solver.rank()
+    prefix = f"rank {rank}: " if world > 1 else ""
+    # ranks other than 0 stay quiet (their errors and warnings still reach stderr)
+    quiet = contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext()
+    try:
+        with quiet:
+            print(f"config {args.config!r}, stages {stages}, arch {cfg.generator.arch!r}, "
+                  f"device {device}" + (f" x {world} processes" if world > 1 else "")
+                  + f", output {out}", flush=True)
+            for stage in stages:
+                run_stage(cfg, stage, out, resume=args.resume, progress=not args.no_progress)
+    except (FloatingPointError, OSError, ValueError, solver.RankFailure) as e:
+        # data, checkpoints, disk, non-finite losses, another rank's failure: one clear line
+        print(f"{prefix}error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        solver.close_distributed()
+    if rank:
+        return 0
     for stage in stages:
         report(cfg, out / f"{checkpoint_name(cfg, stage)}.pth")
     print(f"\ndone in {time.perf_counter() - start:.0f} s; checkpoints in {out}", flush=True)
