@@ -95,7 +95,6 @@ _PAPER = EasyDict({
                                          #   global batch) instead of per-GPU BN (train.py docstring)
         "out_dir": str(ROOT / "runs"),   # checkpoints, CSV logs
         "checkpoint_every": 1,           # epochs between checkpoints
-        "log_every": 100,                # iterations between log lines
         "val_every": 1,                  # epochs between validations
         "time_budget_s": None,           # stop a stage after this many seconds of training; the lr
                                          #   schedule then runs over min(epochs, budget) (solver.RunClock)

@@ -31,7 +31,7 @@ def _batch(scale, channels_last, seed=0):
 
 
 def srresnet_step(cfg, channels_last):
-    """A closure doing one stage-1 step of the full SRResNet (pixel MSE)."""
+    """A closure doing one stage-1 step of ``cfg``'s SRResNet (pixel MSE)."""
     torch.manual_seed(0)
     g = solver.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
                              "cpu", channels_last)
@@ -84,18 +84,23 @@ def time_interleaved(steps, repeats=REPEATS, warmup=WARMUP):
 
 
 def run():
-    cfg = get_config("paper")
+    cfg, demo = get_config("paper"), get_config("demo")
     steps = {
         "srresnet": srresnet_step(cfg, channels_last=False),
         "srresnet_cl": srresnet_step(cfg, channels_last=True),
+        "demo": srresnet_step(demo, channels_last=False),
+        "demo_cl": srresnet_step(demo, channels_last=True),
         "srgan": srgan_step(cfg, channels_last=False),
         "srgan_cl": srgan_step(cfg, channels_last=True),
     }
     t = time_interleaved(steps)
     hr = LR_PATCH * cfg.scale
+    small = f"demo SRResNet ({demo.generator.n_blocks} x {demo.generator.n_channels})"
     rows = [
         ("SRResNet (stage 1, MSE)", "NCHW", t["srresnet"], 1.0),
         ("SRResNet (stage 1, MSE)", "channels_last", t["srresnet_cl"], t["srresnet"] / t["srresnet_cl"]),
+        (small, "NCHW", t["demo"], 1.0),
+        (small, "channels_last", t["demo_cl"], t["demo"] / t["demo_cl"]),
         ("SRGAN (stage 2: D step + G step, VGG22)", "NCHW", t["srgan"], 1.0),
         ("SRGAN (stage 2: D step + G step, VGG22)", "channels_last", t["srgan_cl"], t["srgan"] / t["srgan_cl"]),
     ]
@@ -105,9 +110,9 @@ def run():
         f"One optimiser step (forward + backward + Adam) of the paper's models on a batch of "
         f"{BATCH} random {LR_PATCH}x{LR_PATCH} LR / {hr}x{hr} HR patches, "
         f"{torch.get_num_threads()} torch threads: full SRResNet ({cfg.generator.n_blocks} blocks x "
-        f"{cfg.generator.n_channels} channels); the SRGAN step adds the paper's discriminator and the "
+        f"{cfg.generator.n_channels} channels) and the demo preset's reduced one; the SRGAN step adds the paper's discriminator and the "
         f"VGG22 content loss (random VGG weights: same time as the ImageNet ones). Median of "
-        f"{REPEATS} steps after {WARMUP} warm-up steps, the four variants timed in turns in one process.",
+        f"{REPEATS} steps after {WARMUP} warm-up steps, all variants timed in turns in one process.",
         "",
         "| step | memory format | median s/step | speed-up vs NCHW |",
         "|---|---|---:|---:|",

@@ -126,6 +126,17 @@ def test_mse_steps_on_a_fixed_batch_lower_the_loss(arch):
     assert last["content_loss"] < 0.7 * first["content_loss"]
 
 
+def test_bf16_autocast_and_channels_last_train_on_the_cpu():
+    generator = solver.prepare_model(smoke_generator(), "cpu", channels_last=True)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    m = solver.train_epoch_mse(generator, [smooth_batch(9)] * 3, optimizer, solver.PixelLoss("l1"),
+                               "cpu", amp="bf16", channels_last=True, progress=False)
+    assert m["steps"] == 3 and math.isfinite(m["content_loss"])
+    assert all(p.dtype == torch.float32 for p in generator.parameters())   # master weights stay fp32
+    with pytest.raises(ValueError, match="unknown amp mode"):
+        solver.autocast(torch.device("cpu"), "fp8")
+
+
 def test_gan_steps_on_a_fixed_batch_lower_content_and_discriminator_losses():
     generator, discriminator = smoke_generator(), smoke_discriminator()
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
