@@ -1,20 +1,40 @@
-"""PSNR/SSIM of a super-resolution method on the benchmark test sets.
+"""Scores of a super-resolution method on the benchmark test sets: fidelity (PSNR/SSIM),
+consistency with the LR input (LR-PSNR) and perceptual quality (NIQE, LPIPS).
 
-Protocol of the EDSR/RCAN/SwinIR tables (RCAN ``Evaluate_PSNR_SSIM.m``; see ``utils.psnr`` and
-``utils.ssim``): the SR output is rounded to uint8 and compared with the modcropped HR image on
-the Y channel (float, 16..235; a single-channel image on its raw values), with ``scale`` pixels
-shaved from every border; the set score is the mean over its images.
+Metrics (:data:`METRICS`; :data:`DIRECTION` says which way is better):
+
+* ``psnr``, ``ssim``: protocol of the EDSR/RCAN/SwinIR tables (RCAN ``Evaluate_PSNR_SSIM.m``;
+  see ``utils.psnr`` and ``utils.ssim``): the SR output is rounded to uint8 and compared with the
+  modcropped HR image on the Y channel (float, 16..235; a single-channel image on its raw
+  values), with ``scale`` pixels shaved from every border. Higher is better.
+* ``psnr_rgb``: the same PSNR over all three RGB channels (``utils.psnr_rgb``), ``scale`` px shaved.
+* ``lr_psnr``: PSNR between ``imresize(SR, 1/scale)`` and the LR input, whole image, all RGB
+  values (``utils.lr_psnr``): does the SR image explain its input? NTIRE 2021 "Learning the
+  super-resolution space" required >= 45 dB. Higher is better.
+* ``niqe``: no-reference NIQE of the SR image (``utils.niqe``), :data:`NIQE_CROP_BORDER_PER_SCALE`
+  x ``scale`` px cropped first. Lower is better. It needs images of at least 96x96 px (after the
+  crop): a smaller image gets None and is listed under ``"skipped"``.
+* ``lpips``: LPIPS v0.1 distance to the HR image (``models.LPIPS``, AlexNet by default),
+  ``scale`` px shaved; gray images replicated to RGB. Lower is better. Its weights (torchvision's
+  backbone + the release's linear layers) come through the torch.hub cache or from files
+  (``--lpips-backbone`` / ``--lpips-weights``); offline without them it is reported unavailable.
+
+The set score is the mean over its images (over the scored images for NIQE and LPIPS).
 
 Usage::
 
     python evaluate.py --model bicubic --data-root ../shared/data/benchmark --sets Set5 Set14
     python evaluate.py --model runs/paper/srgan.pth --sets Set5 Set14 B100 Urban100 --json r.json
+    python evaluate.py --model runs/paper/srgan.pth --metrics psnr ssim lr_psnr niqe lpips \\
+        --lpips-net alex --lpips-backbone alexnet-owt-7be5be79.pth --lpips-weights alex.pth
 
 ``--model`` is ``bicubic`` (MATLAB-exact bicubic upscaling of the LR file) or a checkpoint
 written by ``train.py``. ``--data-root`` holds the sets in the EDSR layout
 ``<Set>/HR/<name>.png`` + ``<Set>/LR_bicubic/X4/<name>x4.png`` (default:
 ``config.data.benchmark_root``); without an LR folder the LR images are made with
-``imresize(modcrop(HR, scale), 1/scale)``.
+``imresize(modcrop(HR, scale), 1/scale)``. Every set is looked up before any work starts; a
+set that fails while being scored does not lose the others (the table and JSON hold what was
+computed, the failure is reported, the exit status is 1).
 """
 import argparse
 import json
@@ -35,6 +55,41 @@ from solver import resolve_device
 from super_resolve import upscale_image
 
 BICUBIC = "bicubic"  # the --model name of the bicubic baseline
+
+METRICS = ("psnr", "ssim", "psnr_rgb", "lr_psnr", "niqe", "lpips")
+"""Every metric :func:`evaluate` can compute, in table order."""
+
+DIRECTION = {"psnr": "higher", "ssim": "higher", "psnr_rgb": "higher", "lr_psnr": "higher",
+             "niqe": "lower", "lpips": "lower"}
+"""Which way each metric is better ('higher' / 'lower'), for table headers."""
+
+ARROWS = {"higher": "↑", "lower": "↓"}
+"""Header arrow of each :data:`DIRECTION`."""
+
+METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnr_rgb": "PSNR-RGB (dB)",
+                 "lr_psnr": "LR-PSNR (dB)", "niqe": "NIQE", "lpips": "LPIPS"}
+"""Display names of the metrics."""
+
+METRIC_DECIMALS = {"psnr": 2, "ssim": 4, "psnr_rgb": 2, "lr_psnr": 2, "niqe": 3, "lpips": 4}
+"""Decimals shown in tables (the JSON keeps full precision)."""
+
+NO_VALUE = "–"
+"""Table cell of a metric that was not computed."""
+
+NIQE_CROP_BORDER_PER_SCALE = 1
+"""NIQE is computed after cropping ``NIQE_CROP_BORDER_PER_SCALE * scale`` px from every side
+(4 px at x4), as in the SR literature: the PIRM 2018 challenge's ``calc_scores.m`` shaves the
+scale before NIQE / Ma, and BasicSR's ``calculate_niqe`` is run with ``crop_border = scale``;
+it also matches the ``scale`` px shaved for PSNR/SSIM/LPIPS."""
+
+NIQE_PROBE_SIDE = 192
+"""Side of the noise image :func:`prepare_metrics` scores once to see whether NIQE can run here
+(two 96x96 blocks per side)."""
+
+LPIPS_DEFAULT_NET = "alex"
+"""LPIPS backbone when none is named (the release's recommended 'forward metric')."""
+
+_LPIPS_LOADED = {}   # (net, backbone path, linear path, device) -> loaded models.LPIPS
 
 
 class SRMethod:
@@ -97,8 +152,245 @@ def load_method(spec, device="cpu", scale=4):
                     f"got {type(spec).__name__}")
 
 
-def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_image=False):
-    """Mean PSNR/SSIM of ``model`` on each test set.
+# --------------------------------------------------------------------------------------------
+# Metrics of one image
+# --------------------------------------------------------------------------------------------
+
+def check_metrics(metrics):
+    """``metrics`` (names of :data:`METRICS`, any order) -> a tuple in :data:`METRICS` order;
+    ValueError naming the unknown ones. ``None`` -> all of :data:`METRICS`."""
+    if metrics is None:
+        return METRICS
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+    return tuple(m for m in METRICS if m in metrics)
+
+
+def niqe_crop_border(scale):
+    """Pixels cropped from every side before NIQE at ``scale`` (see
+    :data:`NIQE_CROP_BORDER_PER_SCALE`)."""
+    return NIQE_CROP_BORDER_PER_SCALE * int(scale)
+
+
+def lpips_score(model, sr, hr, shave=0):
+    """LPIPS distance between two uint8 images with a :class:`models.LPIPS` ``model``.
+
+    Args:
+        model: a ``models.LPIPS`` (its device is used).
+        sr, hr: uint8 ``(H,W,3)`` or gray ``(H,W)`` / ``(H,W,1)`` (replicated to RGB), same shape.
+        shave: pixels removed from every border first (the protocol shaves the scale).
+
+    Returns:
+        float >= 0 (0 for identical images); lower is more similar.
+
+    Raises:
+        TypeError / ValueError: not uint8, shapes differ, a bad ``shave``, or an image (after
+            the shave) smaller than the backbone accepts (``models.LPIPS_MIN_SIZE``).
+    """
+    for name, img in (("sr", sr), ("hr", hr)):
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+            raise TypeError(f"lpips_score: {name} must be a uint8 numpy array, got "
+                            f"{type(img).__name__} {getattr(img, 'dtype', '')}")
+    if sr.shape != hr.shape:
+        raise ValueError(f"lpips_score: shape mismatch, sr {sr.shape} vs hr {hr.shape}")
+    if isinstance(shave, bool) or int(shave) != shave or shave < 0:
+        raise ValueError(f"lpips_score: shave must be a non-negative integer, got {shave!r}")
+    shave = int(shave)
+    h, w = sr.shape[:2]
+    if h <= 2 * shave or w <= 2 * shave:
+        raise ValueError(f"lpips_score: image {sr.shape} too small to shave {shave} px per side")
+    device = model.shift.device
+    tensors = []
+    for img in (sr, hr):
+        t = utils.image_to_tensor(np.ascontiguousarray(img[shave:h - shave, shave:w - shave]))
+        tensors.append(t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t)
+    with torch.inference_mode():
+        return float(model(tensors[0].to(device), tensors[1].to(device))[0])
+
+
+def score_image(sr, hr, lr, scale, metrics=METRICS, lpips_model=None):
+    """Every metric of ``metrics`` for one SR image (see the module docstring).
+
+    Args:
+        sr: uint8 ``(s*h, s*w[,3])`` SR output; hr: uint8 HR image of the same shape (modcropped);
+        lr: uint8 ``(h,w[,3])`` the LR input of ``sr``; scale: the factor ``s`` (also the shave).
+        metrics: names from :data:`METRICS`.
+        lpips_model: a ``models.LPIPS``, needed when ``'lpips'`` is in ``metrics``.
+
+    Returns:
+        ``(scores, skipped)``: ``scores`` = ``{metric: float}`` in ``metrics`` order, None for
+        NIQE / LPIPS when this image is too small for them; ``skipped`` = ``{metric: reason}``
+        for those None.
+
+    Raises:
+        ValueError: the images cannot be compared (shapes, too small for the shave / SSIM window).
+    """
+    scores, skipped = {}, {}
+    for m in check_metrics(metrics):
+        if m == "psnr":
+            scores[m] = utils.psnr(sr, hr, shave=scale)
+        elif m == "ssim":
+            scores[m] = utils.ssim(sr, hr, shave=scale)
+        elif m == "psnr_rgb":
+            scores[m] = utils.psnr_rgb(sr, hr, shave=scale)
+        elif m == "lr_psnr":
+            scores[m] = utils.lr_psnr(sr, lr, scale)
+        else:
+            if m == "lpips" and lpips_model is None:
+                raise ValueError("score_image: 'lpips' needs an lpips_model (models.LPIPS)")
+            try:
+                if m == "niqe":
+                    scores[m] = float(utils.niqe(sr, crop_border=niqe_crop_border(scale)))
+                else:
+                    scores[m] = lpips_score(lpips_model, sr, hr, shave=scale)
+            except ValueError as e:   # the image is smaller than the metric needs
+                scores[m], skipped[m] = None, str(e)
+    return scores, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# What can run here
+# --------------------------------------------------------------------------------------------
+
+def niqe_unavailable_reason():
+    """None when ``utils.niqe`` runs here, else why not (missing function, model file or
+    dependency). Scores one noise image of :data:`NIQE_PROBE_SIDE` px."""
+    if not callable(getattr(utils, "niqe", None)):
+        return "utils.niqe is not in this version of utils.py"
+    probe = np.random.default_rng(0).integers(0, utils.UINT8_MAX + 1,
+                                              (NIQE_PROBE_SIDE, NIQE_PROBE_SIDE), dtype=np.uint8)
+    try:
+        utils.niqe(probe)
+    except (OSError, ImportError, RuntimeError) as e:
+        return f"NIQE cannot run here: {type(e).__name__}: {e}"
+    return None
+
+
+def load_lpips(net=LPIPS_DEFAULT_NET, backbone_weights=None, linear_weights=None, device="cpu"):
+    """A ``models.LPIPS`` on ``device``, loaded once per process for the same arguments.
+
+    ``None`` weights come through the torch.hub cache (downloaded when missing); paths are
+    read as given. Raises what ``models.LPIPS`` raises: RuntimeError (naming the URLs, the cache
+    folder and how to provide the files) when the weights cannot be had; FileNotFoundError /
+    ValueError for bad files. Failures are not remembered: a later call tries again.
+    """
+    key = (net, None if backbone_weights is None else str(backbone_weights),
+           None if linear_weights is None else str(linear_weights), str(device))
+    if key not in _LPIPS_LOADED:
+        _LPIPS_LOADED[key] = models.LPIPS(net, backbone_weights, linear_weights).to(device)
+    return _LPIPS_LOADED[key]
+
+
+def prepare_metrics(metrics=None, device="cpu", lpips_model=None, lpips_net=LPIPS_DEFAULT_NET,
+                    lpips_backbone=None, lpips_weights=None):
+    """Decide which metrics run: ``(metrics, lpips_model, unavailable)``.
+
+    Args:
+        metrics: names from :data:`METRICS`, or None = all that can run here.
+        device: where a loaded LPIPS model goes.
+        lpips_model: a ``models.LPIPS`` to use; None -> :func:`load_lpips` (``lpips_net``,
+            ``lpips_backbone``, ``lpips_weights``) when ``'lpips'`` is wanted.
+
+    Returns:
+        ``metrics``: the tuple to compute (:data:`METRICS` order); ``lpips_model``: the model
+        (None without ``'lpips'``); ``unavailable``: ``{metric: reason}`` of the metrics left
+        out (only when ``metrics`` is None).
+
+    Raises:
+        ValueError: an unknown metric name.
+        RuntimeError: a metric asked for by name cannot run here (LPIPS weights that cannot be
+            had, NIQE without its model); FileNotFoundError / ValueError: bad LPIPS files given
+            by path (even when ``metrics`` is None: a file named by the user must work).
+    """
+    auto = metrics is None
+    wanted = check_metrics(metrics)
+    unavailable = {}
+    if "niqe" in wanted:
+        reason = niqe_unavailable_reason()
+        if reason and not auto:
+            raise RuntimeError(reason)
+        if reason:
+            unavailable["niqe"] = reason
+    if "lpips" in wanted and lpips_model is None:
+        try:
+            lpips_model = load_lpips(lpips_net, lpips_backbone, lpips_weights, device)
+        except RuntimeError as e:   # weights cannot be downloaded (files given by path raise)
+            if not auto:
+                raise
+            unavailable["lpips"] = str(e)
+    metrics = tuple(m for m in wanted if m not in unavailable)
+    return metrics, (lpips_model if "lpips" in metrics else None), unavailable
+
+
+def check_sets(data_root, sets, scale=4):
+    """Look every set up before any work: ``{name: (hr_dir, lr_dir)}`` in the order of ``sets``.
+    Raises FileNotFoundError with one line naming every missing set and where it was looked for."""
+    found, missing = {}, []
+    for name in sets:
+        try:
+            found[name] = datasets.find_test_set(data_root, name, scale)
+        except FileNotFoundError as e:
+            missing.append(str(e))
+    if missing:
+        head = f"{len(missing)} of {len(sets)} test sets not found: " if len(missing) > 1 else ""
+        raise FileNotFoundError(head + " | ".join(missing))
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+def evaluate_set(method, data_root, name, scale=4, metrics=("psnr", "ssim"), lpips_model=None,
+                 unavailable=None, progress=True, per_image=False):
+    """Scores of the :class:`SRMethod` ``method`` on one test set (the body of :func:`evaluate`).
+
+    ``metrics``, ``lpips_model`` and ``unavailable`` as returned by :func:`prepare_metrics`.
+    Returns the set's result dict (see :func:`evaluate`). Raises like :func:`evaluate`.
+    """
+    hr_dir, lr_dir = datasets.find_test_set(data_root, name, scale)
+    data = datasets.TestDataset(hr_dir, lr_dir, scale)
+    if len(data) == 0:
+        raise ValueError(f"test set {name}: no images in {hr_dir}")
+    scores, skipped = [], {}
+    for i in tqdm(range(len(data)), desc=f"{method.name} {name}", unit="img",
+                  disable=not progress, leave=False):
+        lr, hr, image_name = data[i]
+        sr = method(lr)
+        if sr.shape != hr.shape:
+            raise ValueError(f"{name}/{image_name}: SR output {sr.shape} from LR {lr.shape} "
+                             f"does not match HR {hr.shape} (in {hr_dir})")
+        try:
+            values, why = score_image(sr, hr, lr, scale, metrics, lpips_model)
+        except ValueError as e:  # e.g. an image too small for the shave + SSIM window
+            raise ValueError(f"{data.pairs[i][0]}: cannot score this image: {e}") from e
+        for m, reason in why.items():
+            skipped.setdefault(m, {})[image_name] = reason
+        scores.append({"name": image_name, **values})
+    result, set_unavailable = {}, dict(unavailable or {})
+    for m in metrics:
+        values = [s[m] for s in scores if s[m] is not None]
+        if values:
+            result[m] = float(np.mean(values))
+        else:
+            first = next(iter(skipped[m].values()))
+            set_unavailable[m] = f"no image of {name} could be scored ({first})"
+    result["images"] = len(scores)
+    if set_unavailable:
+        result["unavailable"] = set_unavailable
+    if skipped:
+        result["skipped"] = skipped
+    if per_image:
+        result["per_image"] = scores
+    return result
+
+
+def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_image=False,
+             metrics=None, lpips_model=None):
+    """Scores of ``model`` on each test set: PSNR/SSIM (Y), PSNR-RGB, LR-PSNR, NIQE, LPIPS.
 
     Args:
         model: ``'bicubic'``, a checkpoint path, an nn.Module or an :class:`SRMethod`
@@ -106,60 +398,109 @@ def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_i
         data_root: folder holding the sets (see ``datasets.find_test_set``).
         sets: set name or list of names, e.g. ``['Set5', 'Set14', 'B100', 'Urban100']``.
         scale: upscaling factor; also the number of border pixels shaved.
-        device: torch device for a model.
+        device: torch device for a model (and an LPIPS model loaded here).
         progress: show a tqdm bar per set (on stderr).
         per_image: also return the per-image scores.
+        metrics: names from :data:`METRICS`; None = all that can run here (LPIPS only when its
+            weights can be had, NIQE only when ``utils.niqe`` runs; the others are listed
+            under ``"unavailable"`` with the reason). A metric named here that cannot run is an
+            error.
+        lpips_model: a ``models.LPIPS`` to use; None -> AlexNet LPIPS through
+            :func:`load_lpips` when LPIPS is wanted.
 
     Returns:
-        ``{set: {"psnr": float dB, "ssim": float, "images": int}}`` in the order of ``sets``;
-        with ``per_image=True`` each set also has ``"per_image": [{"name", "psnr", "ssim"}, ...]``
-        (in file-name order).
+        ``{set: {"psnr": dB, "ssim": float, "psnr_rgb": dB, "lr_psnr": dB, "niqe": float,
+        "lpips": float, "images": int}}`` in the order of ``sets``, with only the metrics
+        computed (set means; NIQE/LPIPS over the images large enough). Optional keys per set:
+        ``"unavailable": {metric: reason}`` (a metric of ``METRICS`` not computed on this set),
+        ``"skipped": {metric: {image name: reason}}`` (images too small for NIQE / LPIPS),
+        ``"per_image": [{"name", <metrics>...}, ...]`` with ``per_image=True`` (file-name
+        order; None for a skipped image).
 
     Raises:
-        FileNotFoundError: a set folder is missing (the message names the paths tried).
-        ValueError: an empty set folder, an unreadable image, an LR/HR size mismatch or an SR
-            output of the wrong size (the messages name the file).
+        FileNotFoundError: some sets are missing: all are checked before any work starts, and
+            one message names every missing set and the paths tried.
+        ValueError: an unknown metric, an empty set folder, an unreadable image, an LR/HR size
+            mismatch or an SR output of the wrong size (the messages name the file).
+        RuntimeError: a metric named in ``metrics`` cannot run here.
+        Any error while scoring a set carries ``partial_results`` (the sets completed before)
+        and ``failed_set`` (its name) as attributes, so finished work is not lost.
     """
+    if isinstance(sets, str):
+        sets = [sets]
+    check_sets(data_root, sets, scale)
     method = model if isinstance(model, SRMethod) else load_method(model, device, scale)
     if method.scale != scale:
         raise ValueError(f"{method!r} does not match the requested scale x{scale}")
-    if isinstance(sets, str):
-        sets = [sets]
+    metrics, lpips_model, unavailable = prepare_metrics(metrics, device, lpips_model)
     results = {}
     for name in sets:
-        hr_dir, lr_dir = datasets.find_test_set(data_root, name, scale)
-        data = datasets.TestDataset(hr_dir, lr_dir, scale)
-        if len(data) == 0:
-            raise ValueError(f"test set {name}: no images in {hr_dir}")
-        scores = []
-        for i in tqdm(range(len(data)), desc=f"{method.name} {name}", unit="img",
-                      disable=not progress, leave=False):
-            lr, hr, image_name = data[i]
-            sr = method(lr)
-            if sr.shape != hr.shape:
-                raise ValueError(f"{name}/{image_name}: SR output {sr.shape} from LR {lr.shape} "
-                                 f"does not match HR {hr.shape} (in {hr_dir})")
-            try:
-                scores.append({"name": image_name, "psnr": utils.psnr(sr, hr, shave=scale),
-                               "ssim": utils.ssim(sr, hr, shave=scale)})
-            except ValueError as e:  # e.g. an image too small for the shave + SSIM window
-                raise ValueError(f"{data.pairs[i][0]}: cannot score this image: {e}") from e
-        results[name] = {"psnr": float(np.mean([s["psnr"] for s in scores])),
-                         "ssim": float(np.mean([s["ssim"] for s in scores])),
-                         "images": len(scores)}
-        if per_image:
-            results[name]["per_image"] = scores
+        try:
+            results[name] = evaluate_set(method, data_root, name, scale, metrics, lpips_model,
+                                         unavailable, progress, per_image)
+        except Exception as e:
+            e.partial_results, e.failed_set = dict(results), name
+            if hasattr(e, "add_note"):   # Python >= 3.11: shown with the traceback
+                e.add_note(f"evaluate: failed on test set {name!r}; the sets completed before "
+                           f"it ({list(results) or 'none'}) are in its partial_results")
+            raise
     return results
 
 
+# --------------------------------------------------------------------------------------------
+# Tables and files
+# --------------------------------------------------------------------------------------------
+
+def metric_header(metric):
+    """Column header of ``metric`` with the arrow of its better direction, e.g. ``'NIQE ↓'``."""
+    return f"{METRIC_LABELS[metric]} {ARROWS[DIRECTION[metric]]}"
+
+
+def format_value(metric, value):
+    """Table cell of one value: :data:`METRIC_DECIMALS` decimals, ``inf``, or :data:`NO_VALUE`
+    for None."""
+    if value is None:
+        return NO_VALUE
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{METRIC_DECIMALS[metric]}f}"
+
+
+def result_metrics(results):
+    """The metrics present in any set of :func:`evaluate` ``results``, in :data:`METRICS` order."""
+    return [m for m in METRICS if any(m in r for r in results.values())]
+
+
 def format_table(results, title="Method"):
-    """Markdown table of :func:`evaluate` results: one row per set, PSNR (dB, 2 decimals) and
-    SSIM (4 decimals). ``title`` heads the metric column (e.g. the method name)."""
-    lines = [f"| Set | Images | {title} PSNR (dB) | {title} SSIM |", "|---|---:|---:|---:|"]
+    """Markdown table of :func:`evaluate` results: one row per set, a column per metric
+    computed (header with the better direction: ``PSNR (dB) ↑``, ``NIQE ↓`` ...).
+    ``title`` prefixes the metric headers (e.g. the method name)."""
+    metrics = result_metrics(results)
+    prefix = f"{title} " if title else ""
+    lines = ["| Set | Images | " + " | ".join(prefix + metric_header(m) for m in metrics) + " |",
+             "|---|---:|" + "---:|" * len(metrics)]
     for name, r in results.items():
-        p = "inf" if math.isinf(r["psnr"]) else f"{r['psnr']:.2f}"
-        lines.append(f"| {name} | {r['images']} | {p} | {r['ssim']:.4f} |")
+        cells = [format_value(m, r.get(m)) for m in metrics]
+        lines.append(f"| {name} | {r['images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def result_notes(results):
+    """Lines naming what :func:`evaluate` ``results`` lack: metrics unavailable (with the
+    reason, once per distinct reason) and images skipped by NIQE / LPIPS (with the reason, e.g.
+    too small for NIQE's two 96x96 blocks)."""
+    notes, seen = [], set()
+    for name, r in results.items():
+        for m, reason in r.get("unavailable", {}).items():
+            if (m, reason) not in seen:
+                seen.add((m, reason))
+                notes.append(f"{METRIC_LABELS[m]} not computed: {reason}")
+        for m, images in r.get("skipped", {}).items():
+            if m in r:   # otherwise "unavailable" already says it
+                notes.append(f"{METRIC_LABELS[m]} on {name}: {len(images)} image(s) left out "
+                             f"of the mean: " + "; ".join(f"{image} ({reason})"
+                                                          for image, reason in images.items()))
+    return notes
 
 
 def write_json(path, payload):
@@ -168,6 +509,10 @@ def write_json(path, payload):
         json.dump(payload, f, indent=2)
         f.write("\n")
 
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
     cfg = get_config()
@@ -182,10 +527,26 @@ def parse_args(argv=None):
                    help="test set names (default: %(default)s)")
     p.add_argument("--scale", type=int, default=cfg.scale, help="upscaling factor (default: 4)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")
+    p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, metavar="METRIC",
+                   help=f"metrics to compute, from {' '.join(METRICS)} (default: all that can "
+                        "run here; a metric named here that cannot run is an error)")
+    p.add_argument("--lpips-net", choices=models.LPIPS_NETS, default=LPIPS_DEFAULT_NET,
+                   help="LPIPS backbone (default: %(default)s)")
+    p.add_argument("--lpips-weights", type=Path, default=None,
+                   help="LPIPS v0.1 linear-layer file (alex.pth / vgg.pth of the release); "
+                        "default: through the torch.hub cache")
+    p.add_argument("--lpips-backbone", type=Path, default=None,
+                   help="torchvision backbone file (alexnet-owt-7be5be79.pth / "
+                        "vgg16-397923af.pth); default: through the torch.hub cache")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     p.add_argument("--per-image", action="store_true", help="per-image scores in the JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def _error(message):
+    print(f"evaluate.py: error: {message}", file=sys.stderr)
+    return 1
 
 
 def main(argv=None):
@@ -193,22 +554,37 @@ def main(argv=None):
     try:
         device = resolve_device(args.device)
     except RuntimeError as e:  # CUDA asked for but not available
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 1
+        return _error(e)
     try:
+        check_sets(args.data_root, args.sets, args.scale)   # before any work
         method = load_method(args.model, device, args.scale)
-        results = evaluate(method, args.data_root, args.sets, args.scale, device,
-                           progress=not args.quiet, per_image=args.per_image)
-    except (OSError, ValueError) as e:  # missing/unreadable files, bad sets or checkpoints
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        return 1
-    print(f"x{args.scale}, Y channel, {args.scale} px shaved, model {args.model}\n")
-    print(format_table(results, title=method.name))
+        metrics, lpips_model, unavailable = prepare_metrics(
+            args.metrics, device, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
+            lpips_weights=args.lpips_weights)
+    except (OSError, ValueError, RuntimeError) as e:  # missing sets/files, bad checkpoints
+        return _error(e)
+    results, failed = {}, {}
+    for name in args.sets:   # a failing set is reported; the others are still scored
+        try:
+            results[name] = evaluate_set(method, args.data_root, name, args.scale, metrics,
+                                         lpips_model, unavailable, not args.quiet, args.per_image)
+        except (OSError, ValueError, RuntimeError) as e:
+            failed[name] = f"{type(e).__name__}: {e}"
+    print(f"x{args.scale}, model {args.model}; PSNR/SSIM on Y, {args.scale} px shaved; "
+          f"LR-PSNR on the whole image\n")
+    if results:
+        print(format_table(results, title=method.name))
+    for note in result_notes(results):
+        print(f"- {note}")
     if args.json is not None:
         write_json(args.json, {"model": str(args.model), "scale": args.scale,
-                               "data_root": str(args.data_root), "results": results})
+                               "data_root": str(args.data_root), "metrics": list(metrics),
+                               "unavailable": unavailable, "results": results,
+                               "failed": failed})
         print(f"\nwrote {args.json}")
-    return 0
+    for name, message in failed.items():
+        print(f"evaluate.py: error: test set {name} not scored: {message}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -551,3 +551,269 @@ def load_generator(path, device="cpu", expect_scale=None):
         raise ValueError(f"{path}: the generator weights do not fit {arch!r} "
                          f"(scale={scale}, arch_kwargs={kwargs}): {why}") from exc
     return model.to(device).eval(), ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual
+# Metric", CVPR 2018), version 0.1 of the official release
+# --------------------------------------------------------------------------------------------
+LPIPS_NETS = ("alex", "vgg")
+"""Backbones of :class:`LPIPS`: torchvision's ImageNet AlexNet ('alex', the release's default
+"forward metric") or VGG16 ('vgg')."""
+
+LPIPS_BACKBONE_URLS = {
+    "alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "vgg": "https://download.pytorch.org/models/vgg16-397923af.pth",
+}
+"""torchvision's official ImageNet weights of the backbones (IMAGENET1K_V1); their file names
+carry the sha256 prefix that ``torch.hub`` checks on download."""
+
+LPIPS_RELEASE = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1"
+LPIPS_LINEAR_URLS = {net: f"{LPIPS_RELEASE}/{net}.pth" for net in LPIPS_NETS}
+"""The learned linear layers of LPIPS v0.1 (keys ``lin0.model.1.weight`` ... ``lin4...``)."""
+
+LPIPS_LINEAR_CACHE_NAMES = {net: f"lpips_v0.1_{net}.pth" for net in LPIPS_NETS}
+"""File names of the linear weights in the torch.hub cache (the URLs end in the generic
+``alex.pth`` / ``vgg.pth``, which other projects could cache under the same name)."""
+
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)   # ScalingLayer: (x - shift) / scale, x in [-1,1]
+LPIPS_SCALE = (0.458, 0.448, 0.450)      # (ImageNet mean/std expressed on the [-1,1] range)
+LPIPS_NORM_EPS = 1e-10                   # unit-normalisation of channels: f / (||f||_2 + eps)
+LPIPS_DROPOUT = 0.5                      # dropout before each linear layer (identity in eval)
+
+# AlexNet ``features`` (torchvision layout): (out channels, kernel, stride, padding) of its five
+# convs, each followed by a ReLU; a max-pool (3x3, stride 2) after the 1st and 2nd ReLU.
+ALEXNET_CONVS = ((64, 11, 4, 2), (192, 5, 1, 2), (384, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1))
+ALEXNET_POOL_AFTER = (0, 1)              # conv indices followed by a max-pool
+ALEXNET_POOL_KERNEL, ALEXNET_POOL_STRIDE = 3, 2
+VGG16_BLOCK_SIZES = (2, 2, 3, 3, 3)      # 3x3 convs before each max-pool of VGG16
+VGG_POOL = 2                             # VGG max-pools: 2x2, stride 2
+
+LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16}
+"""Smallest image side each backbone accepts: AlexNet's relu5 needs a 3x3 input to its second
+max-pool (conv1 output >= 7 px: side >= 31); VGG16's relu5_3 lies after 4 halvings (>= 16)."""
+
+
+def _alexnet_features():
+    """The layers of torchvision's ``alexnet().features`` up to its 5th ReLU (indices 0..11: convs
+    at 0, 3, 6, 8, 10) and the indices of the 5 ReLUs LPIPS reads (relu1..relu5)."""
+    layers, taps, in_ch = [], [], 3
+    for k, (out_ch, kernel, stride, pad) in enumerate(ALEXNET_CONVS):
+        layers += [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=pad),
+                   nn.ReLU(inplace=False)]
+        taps.append(len(layers) - 1)
+        if k in ALEXNET_POOL_AFTER:
+            layers.append(nn.MaxPool2d(ALEXNET_POOL_KERNEL, ALEXNET_POOL_STRIDE))
+        in_ch = out_ch
+    return nn.Sequential(*layers), tuple(taps)
+
+
+def _vgg16_features():
+    """The layers of torchvision's ``vgg16().features`` up to relu5_3 (indices 0..29: convs at
+    0, 2, 5, 7, 10, ...) and the indices of the ReLUs LPIPS reads (relu1_2, relu2_2, relu3_3,
+    relu4_3, relu5_3: the last of each block)."""
+    layers, taps, in_ch = [], [], 3
+    for block, (n_convs, ch) in enumerate(zip(VGG16_BLOCK_SIZES, VGG19_BLOCK_CHANNELS)):
+        if block:
+            layers.append(nn.MaxPool2d(kernel_size=VGG_POOL, stride=VGG_POOL))
+        for _ in range(n_convs):
+            layers += [nn.Conv2d(in_ch, ch, SMALL_KERNEL, padding=SMALL_KERNEL // 2),
+                       nn.ReLU(inplace=False)]
+            in_ch = ch
+        taps.append(len(layers) - 1)
+    return nn.Sequential(*layers), tuple(taps)
+
+
+class _LPIPSBackbone(nn.Module):
+    """``features`` (torchvision's key layout, ``features.0.weight`` ...) returning the
+    activations of the 5 tapped ReLUs: ``(N,3,H,W)`` normalised input -> list of 5
+    ``(N,C_k,H_k,W_k)``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.features, self.taps = _alexnet_features() if net == "alex" else _vgg16_features()
+        self.channels = tuple(self.features[t - 1].out_channels for t in self.taps)
+
+    def forward(self, x):
+        outs = []
+        for k, layer in enumerate(self.features):
+            x = layer(x)
+            if k in self.taps:
+                outs.append(x)
+        return outs
+
+
+class _LPIPSLinear(nn.Module):
+    """The release's ``NetLinLayer``: dropout then a 1x1 conv to one channel, no bias (key
+    ``model.1.weight``, shape ``(1,C,1,1)``). ``(N,C,H,W) -> (N,1,H,W)``."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(LPIPS_DROPOUT), nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def lpips_weight_files(net="alex"):
+    """Where ``torch.hub`` caches the two files of :class:`LPIPS` ``net``:
+    ``{"backbone": Path, "linear": Path}`` (they may not exist)."""
+    _check_lpips_net(net)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    return {"backbone": cache / Path(LPIPS_BACKBONE_URLS[net]).name,
+            "linear": cache / LPIPS_LINEAR_CACHE_NAMES[net]}
+
+
+def _check_lpips_net(net):
+    if net not in LPIPS_NETS:
+        raise ValueError(f"LPIPS: net must be one of {LPIPS_NETS}, got {net!r}")
+
+
+def _lpips_from_hub(net, part):
+    """``(state, source)`` of ``part`` ('backbone' | 'linear') of LPIPS ``net`` through the
+    torch.hub cache (downloaded when missing); ``(None, reason)`` when it cannot be had."""
+    url = (LPIPS_BACKBONE_URLS if part == "backbone" else LPIPS_LINEAR_URLS)[net]
+    cached = lpips_weight_files(net)[part]
+    try:
+        state = torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", weights_only=True, file_name=cached.name,
+            check_hash=part == "backbone")  # the torchvision names carry their hash prefix
+    except Exception as exc:  # URLError, HTTPError, hash mismatch, corrupt cache file ...
+        return None, f"{type(exc).__name__}: {exc}"
+    if not isinstance(state, dict):
+        return None, f"{cached} is not a state dict ({type(state).__name__})"
+    return state, f"{url} (cached as {cached})"
+
+
+def _load_lpips_part(net, part, path):
+    """``(state, source)`` of one file of LPIPS ``net``: ``path`` if given (FileNotFoundError /
+    ValueError for a missing / unreadable file), else the torch.hub cache or a download
+    (``(None, reason)`` when that fails)."""
+    if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"LPIPS: {part} weights must be None or a path, "
+                            f"got {type(path).__name__}")
+        return _torch_load_dict(path, f"LPIPS {net} {part} weights"), str(path)
+    return _lpips_from_hub(net, part)
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 perceptual distance (lower = more similar), official weights only.
+
+    ScalingLayer (input mapped from [0,1] to [-1,1], then ``(x - LPIPS_SHIFT) / LPIPS_SCALE``),
+    the 5 ReLU activations of the ImageNet backbone (AlexNet relu1..5 or VGG16 relu1_2 ..
+    relu5_3), each unit-normalised over channels, squared difference, the learned 1x1 linear
+    layer (non-negative weights of the release, no bias), spatial mean, sum over the 5 layers.
+    Frozen and always in eval mode (dropout off), but differentiable w.r.t. its inputs.
+
+    Args:
+        net: 'alex' or 'vgg' (see :data:`LPIPS_NETS`).
+        backbone_weights: ``None`` -> torchvision's official file (:data:`LPIPS_BACKBONE_URLS`)
+            through the torch.hub cache; or a path to a state dict of the whole torchvision
+            model or of its ``features`` (keys ``features.0.weight`` or ``0.weight``).
+        linear_weights: ``None`` -> the release's file (:data:`LPIPS_LINEAR_URLS`) through the
+            torch.hub cache (saved as :data:`LPIPS_LINEAR_CACHE_NAMES`); or a path to it
+            (keys ``lin0.model.1.weight`` ... ``lin4.model.1.weight``).
+
+    Raises:
+        RuntimeError: a file to be had from the internet cannot be (offline): the message names
+            each URL, the cache file it would be saved as and how to provide it. Weights are
+            never left random.
+        FileNotFoundError / ValueError: a given path is missing, not a torch file, or lacks /
+            mis-shapes the needed tensors (the message names the file).
+
+    Shapes: ``forward(x, y)``: ``(N,3,H,W)`` float in [0,1] each (same shape, sides >=
+    ``LPIPS_MIN_SIZE[net]``) -> ``(N,)`` float distances >= 0 (0 for identical images).
+    """
+
+    def __init__(self, net="alex", backbone_weights=None, linear_weights=None):
+        super().__init__()
+        _check_lpips_net(net)
+        self.net = net
+        self.backbone = _LPIPSBackbone(net)
+        self.n_layers = len(self.backbone.channels)
+        for k, ch in enumerate(self.backbone.channels):
+            setattr(self, f"lin{k}", _LPIPSLinear(ch))
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).reshape(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).reshape(1, 3, 1, 1),
+                             persistent=False)
+        backbone, b_source = _load_lpips_part(net, "backbone", backbone_weights)
+        linear, l_source = _load_lpips_part(net, "linear", linear_weights)
+        unavailable = [(part, why) for part, state, why in
+                       (("backbone", backbone, b_source), ("linear", linear, l_source))
+                       if state is None]
+        if unavailable:
+            raise RuntimeError(self._unavailable_message(unavailable))
+        self._load_backbone(backbone, b_source)
+        self._load_linear(linear, l_source)
+        self.sources = {"backbone": b_source, "linear": l_source}
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.train(False)
+
+    def _unavailable_message(self, failures):
+        """One line: which files could not be had and why, and how to provide them."""
+        files = lpips_weight_files(self.net)
+        urls = {"backbone": LPIPS_BACKBONE_URLS[self.net], "linear": LPIPS_LINEAR_URLS[self.net]}
+        args = {"backbone": ("backbone_weights", "--lpips-backbone"),
+                "linear": ("linear_weights", "--lpips-weights")}
+        got = "; ".join(f"{part} {urls[part]} ({why})" for part, why in failures)
+        put = " and ".join(f"{urls[part]} as {files[part].name}" for part, _ in failures)
+        kwargs = ", ".join(f"{args[part][0]}=PATH" for part, _ in failures)
+        flags = " ".join(f"{args[part][1]} PATH" for part, _ in failures)
+        return (f"LPIPS ({self.net}) weights unavailable (offline?): could not get {got}. "
+                f"Download {put} into the torch.hub cache folder {files['linear'].parent} "
+                f"(torch.hub.get_dir()/checkpoints; TORCH_HOME moves it), or pass the files: "
+                f"LPIPS({self.net!r}, {kwargs}), evaluate.py {flags}")
+
+    def _load_backbone(self, state, source):
+        """Copy the ``features`` convs of a torchvision state dict (``features.``-prefixed or
+        not; other keys ignored) into the backbone; ValueError naming ``source`` if some are
+        missing or mis-shaped."""
+        feats = {}
+        for key, value in state.items():
+            feats.setdefault(key[len("features."):] if key.startswith("features.") else key, value)
+        needed = self.backbone.features.state_dict()
+        subset = {k: feats[k] for k in needed if isinstance(feats.get(k), torch.Tensor)}
+        why = _state_mismatch(needed, subset)
+        if why:
+            raise ValueError(f"{source}: not the torchvision {self.net} weights LPIPS needs "
+                             f"({LPIPS_BACKBONE_URLS[self.net]}): {why}")
+        self.backbone.features.load_state_dict(subset)
+
+    def _load_linear(self, state, source):
+        """Load the ``lin{k}.model.1.weight`` tensors (strict); ValueError naming ``source``."""
+        needed = {k: v for k, v in self.state_dict().items() if k.startswith("lin")}
+        why = _state_mismatch(needed, {k: v for k, v in state.items()
+                                       if isinstance(v, torch.Tensor)})
+        if why:
+            raise ValueError(f"{source}: not the LPIPS v0.1 {self.net} linear weights "
+                             f"({LPIPS_LINEAR_URLS[self.net]}): {why}")
+        self.load_state_dict(state, strict=False)
+
+    def train(self, mode=True):
+        """Always stays in eval mode (dropout off), whatever a parent's ``.train()`` asks."""
+        return super().train(False)
+
+    def forward(self, x, y):
+        """``(N,3,H,W)`` float in [0,1] twice -> ``(N,)`` LPIPS distances (gradients flow)."""
+        for name, t in (("x", x), ("y", y)):
+            if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t) \
+                    or t.dim() != 4 or t.shape[1] != 3:
+                raise ValueError(f"LPIPS: {name} must be a float (N,3,H,W) tensor, got "
+                                 f"{getattr(t, 'dtype', type(t).__name__)} "
+                                 f"{tuple(getattr(t, 'shape', ()))}")
+        if x.shape != y.shape:
+            raise ValueError(f"LPIPS: shape mismatch, {tuple(x.shape)} vs {tuple(y.shape)}")
+        if min(x.shape[2:]) < LPIPS_MIN_SIZE[self.net]:
+            raise ValueError(f"LPIPS ({self.net}): images of {x.shape[2]}x{x.shape[3]} px are "
+                             f"smaller than the {LPIPS_MIN_SIZE[self.net]} px its backbone needs")
+        both = (torch.cat([x, y]) * 2 - 1 - self.shift) / self.scale   # [0,1] -> [-1,1] -> scaled
+        n = x.shape[0]
+        total = 0
+        for k, feat in enumerate(self.backbone(both)):
+            feat = feat / (torch.sqrt(torch.sum(feat * feat, dim=1, keepdim=True)) + LPIPS_NORM_EPS)
+            diff = (feat[:n] - feat[n:]) ** 2
+            total = total + getattr(self, f"lin{k}")(diff).mean(dim=(1, 2, 3))
+        return total

@@ -386,6 +386,79 @@ def psnr(sr, hr, shave=0):
     return float(10 * np.log10(UINT8_MAX ** 2 / mse))
 
 
+def _psnr_all_channels(a, b, what):
+    """PSNR in dB (peak 255) over every value of two uint8 arrays of equal shape; inf if equal."""
+    for name, img in (("a", a), ("b", b)):
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+            raise TypeError(f"{what}: needs uint8 numpy arrays, got {type(img).__name__} "
+                            f"{getattr(img, 'dtype', '')}")
+    if a.shape != b.shape:
+        raise ValueError(f"{what}: shape mismatch, {a.shape} vs {b.shape}")
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    if mse == 0:
+        return float("inf")
+    return float(10 * np.log10(UINT8_MAX ** 2 / mse))
+
+
+def psnr_rgb(sr, hr, shave=0):
+    """PSNR in dB (peak 255) over all RGB channels of two uint8 images of equal shape.
+
+    Args:
+        sr, hr: uint8 ``(H,W,3)`` (all three channels compared) or ``(H,W)`` / ``(H,W,1)``
+            (the one channel: the same value as for its gray->RGB replication).
+        shave: pixels removed from every border first (same convention as :func:`psnr`).
+
+    Returns:
+        float; ``inf`` for identical (shaved) images.
+    """
+    _metric_plane(sr, hr, shave, "psnr_rgb")  # the checks of psnr (dtype, shape, shave)
+    h, w = sr.shape[:2]
+    shave = int(shave)
+    crop = (slice(shave, h - shave), slice(shave, w - shave))
+    return _psnr_all_channels(sr[crop], hr[crop], "psnr_rgb")
+
+
+def lr_psnr(sr, lr, scale):
+    """LR-PSNR: PSNR in dB between the SR image downscaled back and the LR input.
+
+    The consistency measure of the NTIRE 2021 "Learning the super-resolution space" challenge
+    (entries needed LR-PSNR >= 45 dB): ``imresize(sr, 1/scale)`` - the MATLAB-exact bicubic
+    degradation the LR images were made with, uint8 in and out - compared with ``lr`` on every
+    RGB value (uint8 scale, peak 255, no shave).
+
+    Args:
+        sr: uint8 ``(scale*H, scale*W[,3])`` super-resolved image.
+        lr: uint8 ``(H,W[,3])`` the LR input it was made from (gray ``(H,W)`` with a gray ``sr``).
+        scale: the integer upscaling factor (>= 1).
+
+    Returns:
+        float dB; ``inf`` when the downscaled SR equals the LR exactly.
+
+    Raises:
+        TypeError: not uint8 numpy arrays.
+        ValueError: a bad ``scale``, or ``sr`` is not ``lr``'s shape times ``scale`` (with the
+            same channels).
+    """
+    from imresize import imresize  # imported here: imresize.py is a sibling module, no cycle
+
+    for name, img in (("sr", sr), ("lr", lr)):
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+            raise TypeError(f"lr_psnr: {name} must be a uint8 numpy array, got "
+                            f"{type(img).__name__} {getattr(img, 'dtype', '')}")
+        if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3))) or 0 in img.shape:
+            raise ValueError(f"lr_psnr: {name} must be a non-empty (H,W) or (H,W,3) image, "
+                             f"got {img.shape}")
+    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+        raise ValueError(f"lr_psnr: scale must be a positive integer, got {scale!r}")
+    scale = int(scale)
+    want = (lr.shape[0] * scale, lr.shape[1] * scale) + lr.shape[2:]
+    if sr.shape != want:
+        raise ValueError(f"lr_psnr: sr {sr.shape} is not the LR {lr.shape} upscaled x{scale} "
+                         f"(expected {want})")
+    # output_shape = the LR size: the scale 1/scale of MATLAB, without ceil() rounding surprises
+    return _psnr_all_channels(imresize(sr, output_shape=lr.shape[:2]), lr, "lr_psnr")
+
+
 def _gaussian_1d(size=SSIM_WINDOW, sigma=SSIM_SIGMA):
     """Normalised 1-D Gaussian ``(size,)``; its outer product is MATLAB's
     ``fspecial('gaussian', size, sigma)``."""

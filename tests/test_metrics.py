@@ -1,0 +1,253 @@
+"""Tests of the metrics beyond PSNR/SSIM on Y: ``utils.psnr_rgb``, ``utils.lr_psnr`` and
+``models.LPIPS`` (weights from files written here, through a path, a pre-filled torch.hub cache
+and a download from an HTTP server on 127.0.0.1; never the real weights, which are not needed)."""
+import functools
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+import models
+import utils
+from imresize import imresize
+
+SCALE = 4
+RNG_SEED = 0
+IMAGE_SIDE = 64          # LPIPS test images (>= both backbones' minimum)
+BLUR_SCALE = 4           # the blurred image: down and up x4 with bicubic
+
+
+def _image(rng, h, w, channels=3):
+    """A smooth random uint8 image (low-frequency content, like a photo)."""
+    small = rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, channels)).astype(np.float64)
+    img = np.clip(np.round(imresize(small, output_shape=(h, w))), 0, 255).astype(np.uint8)
+    return img[:, :, 0] if channels == 1 else img
+
+
+# ------------------------------------------------------------------------------------------
+# psnr_rgb, lr_psnr
+# ------------------------------------------------------------------------------------------
+
+def test_psnr_rgb_is_the_mse_over_every_value():
+    rng = np.random.default_rng(RNG_SEED)
+    hr = _image(rng, 40, 48)
+    sr = np.clip(hr.astype(int) + rng.integers(-9, 10, hr.shape), 0, 255).astype(np.uint8)
+    crop = sr[SCALE:-SCALE, SCALE:-SCALE].astype(float) - hr[SCALE:-SCALE, SCALE:-SCALE]
+    want = 10 * np.log10(255 ** 2 / np.mean(crop ** 2))
+    assert utils.psnr_rgb(sr, hr, shave=SCALE) == pytest.approx(want, abs=1e-12)
+    assert utils.psnr_rgb(hr, hr, shave=SCALE) == float("inf")
+    # a gray image: its one channel, the same as its RGB replication
+    g_sr, g_hr = sr[:, :, 1], hr[:, :, 1]
+    rep = [np.repeat(x[:, :, None], 3, 2) for x in (g_sr, g_hr)]
+    assert utils.psnr_rgb(g_sr, g_hr, 2) == pytest.approx(utils.psnr_rgb(*rep, 2), abs=1e-12)
+    # differs from the Y-channel PSNR in general
+    assert utils.psnr_rgb(sr, hr, SCALE) != utils.psnr(sr, hr, SCALE)
+    with pytest.raises(ValueError, match="shape"):
+        utils.psnr_rgb(sr, hr[:-1])
+    with pytest.raises(TypeError):
+        utils.psnr_rgb(sr.astype(np.float32), hr)
+
+
+def test_lr_psnr_downscales_the_sr_with_matlab_bicubic():
+    rng = np.random.default_rng(RNG_SEED)
+    hr = _image(rng, 48, 56)
+    lr = imresize(hr, 1 / SCALE)
+    sr = imresize(lr, SCALE)
+    down = imresize(sr, 1 / SCALE).astype(float)
+    want = 10 * np.log10(255 ** 2 / np.mean((down - lr) ** 2))
+    assert utils.lr_psnr(sr, lr, SCALE) == pytest.approx(want, abs=1e-12)
+    # the HR image explains its own LR exactly: LR-PSNR is infinite
+    assert utils.lr_psnr(hr, lr, SCALE) == float("inf")
+    # gray images
+    assert utils.lr_psnr(hr[:, :, 0].copy(), imresize(hr[:, :, 0].copy(), 1 / SCALE),
+                         SCALE) == float("inf")
+    # another scale (ceil() rounding of 1/3 must not change the LR size)
+    lr3 = imresize(hr[:45], 1 / 3)
+    assert np.isfinite(utils.lr_psnr(imresize(lr3, 3), lr3, 3))
+    with pytest.raises(ValueError, match="upscaled x4"):
+        utils.lr_psnr(sr[:-4], lr, SCALE)
+    with pytest.raises(ValueError, match="upscaled x4"):
+        utils.lr_psnr(sr, lr[:, :, 0], SCALE)          # colour SR, gray LR
+    with pytest.raises(ValueError, match="scale"):
+        utils.lr_psnr(sr, lr, 0)
+    with pytest.raises(TypeError):
+        utils.lr_psnr(sr.astype(float), lr, SCALE)
+
+
+# ------------------------------------------------------------------------------------------
+# LPIPS: weight files of the official layout with random values
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def weight_files(fake_lpips_weights):
+    """{net: (backbone path, linear path)}: official layouts, random values (conftest.py)."""
+    return {net: fake_lpips_weights(net) for net in models.LPIPS_NETS}
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch):
+    """An empty torch.hub cache: ``TORCH_HOME`` points into tmp_path."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert Path(torch.hub.get_dir()) == tmp_path / "torch" / "hub"
+    return Path(torch.hub.get_dir())
+
+
+def _pair(rng, side=IMAGE_SIDE):
+    img = _image(rng, side, side)
+    blurred = imresize(imresize(img, 1 / BLUR_SCALE), BLUR_SCALE)
+    return img, blurred
+
+
+@pytest.mark.parametrize("net", models.LPIPS_NETS)
+def test_lpips_from_files_is_a_distance(net, weight_files):
+    backbone, linear = weight_files[net]
+    model = models.LPIPS(net, backbone_weights=backbone, linear_weights=linear)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    model.train()
+    assert not model.training                               # dropout stays off
+    # the keys of the official files, and their values
+    keys = set(model.state_dict())
+    assert {f"lin{k}.model.1.weight" for k in range(5)} <= keys
+    assert "backbone.features.0.weight" in keys
+    torch.testing.assert_close(model.lin0.model[1].weight,
+                               torch.load(linear)["lin0.model.1.weight"])
+    torch.testing.assert_close(model.backbone.features[0].weight,
+                               torch.load(backbone)["features.0.weight"])
+
+    rng = np.random.default_rng(RNG_SEED)
+    img, blurred = _pair(rng)
+    x = utils.image_to_tensor(img)
+    y = utils.image_to_tensor(blurred)
+    other = utils.image_to_tensor(_image(rng, IMAGE_SIDE, IMAGE_SIDE))
+    batch_x, batch_y = torch.cat([x, x]), torch.cat([x, other])
+    d = model(batch_x, batch_y)
+    assert d.shape == (2,) and d[0] == 0 and d[1] > 0          # d(x, x) = 0
+    torch.testing.assert_close(model(batch_y, batch_x), d)      # symmetric
+    assert model(x, y)[0] > 0                                   # the blurred image is farther
+    # gradients flow to the input (usable as a loss)
+    xg = y.clone().requires_grad_(True)
+    model(x, xg).sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+    # the uint8 helper of evaluate.py: same value, gray replicated, shave
+    assert evaluate.lpips_score(model, img, img) == 0
+    assert evaluate.lpips_score(model, blurred, img) == pytest.approx(float(model(y, x)), rel=1e-5)
+    assert evaluate.lpips_score(model, blurred[:, :, 0], img[:, :, 0], shave=SCALE) > 0
+    with pytest.raises(ValueError, match="smaller"):
+        evaluate.lpips_score(model, img[:12, :12], img[:12, :12])
+    with pytest.raises(ValueError, match="shape"):
+        model(x, y[:, :, :-1])
+
+
+def test_lpips_min_size_is_what_the_backbones_accept(weight_files):
+    for net in models.LPIPS_NETS:
+        backbone = models._LPIPSBackbone(net)
+        side = models.LPIPS_MIN_SIZE[net]
+        feats = backbone(torch.zeros(1, 3, side, side))
+        assert len(feats) == 5 and all(min(f.shape[2:]) >= 1 for f in feats)
+        with pytest.raises(RuntimeError):
+            backbone(torch.zeros(1, 3, side - 1, side - 1))
+
+
+def test_lpips_backbone_layout_matches_torchvision():
+    alex, vgg = models._LPIPSBackbone("alex"), models._LPIPSBackbone("vgg")
+    assert alex.channels == (64, 192, 384, 256, 256)
+    assert vgg.channels == (64, 128, 256, 512, 512)
+    # conv indices of torchvision's alexnet().features and vgg16().features
+    conv = torch.nn.Conv2d
+    assert [i for i, m in enumerate(alex.features) if isinstance(m, conv)] == [0, 3, 6, 8, 10]
+    assert [i for i, m in enumerate(vgg.features) if isinstance(m, conv)] == \
+        [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+    assert alex.taps == (1, 4, 7, 9, 11) and vgg.taps == (3, 8, 15, 22, 29)
+
+
+def test_lpips_through_a_prefilled_hub_cache(weight_files, hub_dir):
+    files = models.lpips_weight_files("alex")
+    assert files["backbone"] == hub_dir / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    files["backbone"].parent.mkdir(parents=True)
+    for path, part in zip(weight_files["alex"], ("backbone", "linear")):
+        files[part].write_bytes(path.read_bytes())
+    model = models.LPIPS("alex")       # no paths: the URL code path finds the cached files
+    ref = models.LPIPS("alex", *weight_files["alex"])
+    x = torch.rand(1, 3, IMAGE_SIDE, IMAGE_SIDE, generator=torch.Generator().manual_seed(1))
+    y = x.flip(-1)
+    assert float(model(x, y)) == float(ref(x, y)) > 0
+    assert "cached as" in model.sources["linear"]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_lpips_downloads_from_the_url(weight_files, hub_dir, tmp_path, monkeypatch):
+    """The real download code (torch.hub) against an HTTP server on 127.0.0.1, with the
+    sha256-prefix check of the torchvision file names."""
+    served = tmp_path / "served"
+    served.mkdir()
+    backbone, linear = weight_files["vgg"]
+    digest = hashlib.sha256(backbone.read_bytes()).hexdigest()
+    good_name = f"vgg16-{digest[:8]}.pth"
+    (served / good_name).write_bytes(backbone.read_bytes())
+    (served / "vgg16-00000000.pth").write_bytes(backbone.read_bytes())   # wrong hash prefix
+    (served / "vgg.pth").write_bytes(linear.read_bytes())
+    handler = functools.partial(_QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        monkeypatch.setitem(models.LPIPS_BACKBONE_URLS, "vgg", f"{base}/{good_name}")
+        monkeypatch.setitem(models.LPIPS_LINEAR_URLS, "vgg", f"{base}/vgg.pth")
+        model = models.LPIPS("vgg")
+        cache = hub_dir / "checkpoints"
+        assert sorted(p.name for p in cache.iterdir()) == sorted([good_name,
+                                                                   "lpips_v0.1_vgg.pth"])
+        x = torch.rand(1, 3, IMAGE_SIDE, IMAGE_SIDE, generator=torch.Generator().manual_seed(2))
+        ref = models.LPIPS("vgg", backbone, linear)
+        assert float(model(x, x.flip(-2))) == float(ref(x, x.flip(-2)))
+
+        # a corrupted download (hash prefix mismatch) is refused with the clear error
+        (cache / good_name).unlink()
+        monkeypatch.setitem(models.LPIPS_BACKBONE_URLS, "vgg", f"{base}/vgg16-00000000.pth")
+        with pytest.raises(RuntimeError, match="vgg16-00000000.pth"):
+            models.LPIPS("vgg")
+        assert not (cache / "vgg16-00000000.pth").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_lpips_missing_weights_give_the_clear_error(hub_dir, weight_files, tmp_path,
+                                                     monkeypatch):
+    # an unreachable URL (a closed port on 127.0.0.1): the message names the URLs, the cache
+    # folder, the file names to use and the arguments / flags that take the files
+    closed = "http://127.0.0.1:9"     # the discard port: nothing listens there
+    monkeypatch.setitem(models.LPIPS_BACKBONE_URLS, "alex", f"{closed}/alexnet-owt-7be5be79.pth")
+    monkeypatch.setitem(models.LPIPS_LINEAR_URLS, "alex", f"{closed}/alex.pth")
+    with pytest.raises(RuntimeError) as info:
+        models.LPIPS("alex")
+    msg = str(info.value)
+    for part in ("http://127.0.0.1:9/alexnet-owt-7be5be79.pth", "http://127.0.0.1:9/alex.pth",
+                 str(hub_dir / "checkpoints"), "lpips_v0.1_alex.pth", "backbone_weights=",
+                 "linear_weights=", "--lpips-backbone", "--lpips-weights"):
+        assert part in msg, part
+    assert len(msg.splitlines()) == 1
+    # only the linear file missing: only it is named
+    with pytest.raises(RuntimeError) as info:
+        models.LPIPS("alex", backbone_weights=weight_files["alex"][0])
+    assert "alex.pth" in str(info.value) and "--lpips-backbone" not in str(info.value)
+
+    # files given by path: missing / wrong layout -> errors naming the file
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        models.LPIPS("alex", tmp_path / "nope.pth", weight_files["alex"][1])
+    with pytest.raises(ValueError, match="torchvision alex weights"):
+        models.LPIPS("alex", *reversed(weight_files["alex"]))      # swapped files
+    with pytest.raises(ValueError, match="linear weights"):
+        models.LPIPS("vgg", weight_files["vgg"][0], weight_files["alex"][1])   # other net
+    with pytest.raises(ValueError, match="net must be"):
+        models.LPIPS("squeeze")
