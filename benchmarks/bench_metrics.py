@@ -5,6 +5,8 @@ so no data is needed; scikit-image's ``structural_similarity`` with the same set
 weights, sigma 1.5, population covariance) on the same Y planes is timed beside it as a
 reference and its value compared. The bicubic evaluation of Set5 + Set14 (``evaluate.evaluate``,
 reading the PNG files of ``../shared/data/benchmark``) is timed when that data is present.
+The no-reference ``utils.niqe`` is timed on the HR image of the pair and, when present, on the
+2K DIV2K sample ``train_samples/DIV2K/DIV2K_train_HR/0004.png``.
 
 ``run()`` returns a Markdown section; ``python benchmarks/bench_metrics.py`` prints it.
 """
@@ -28,6 +30,8 @@ SCALE = 4                      # x4: also the border shaved by the protocol
 REPEATS = 7                    # timed runs of each metric (median reported)
 EVAL_REPEATS = 3               # timed runs of the Set5 + Set14 evaluation
 EVAL_SETS = ["Set5", "Set14"]
+NIQE_REPEATS = 3               # timed runs of utils.niqe (median reported)
+NIQE_2K = Path("train_samples") / "DIV2K" / "DIV2K_train_HR" / "0004.png"  # under SHARED_DATA
 SEED = 0
 
 
@@ -57,6 +61,21 @@ def _skimage_row(sr, hr, ours):
             f"{abs(sk() - ours):.1e} |")
 
 
+def _niqe_rows(hr):
+    """Table rows timing ``utils.niqe`` on ``hr`` and on the 2K DIV2K sample when present."""
+    images = [(f"{hr.shape[1]}x{hr.shape[0]} RGB of the pair (noise)", hr)]
+    path = SHARED_DATA / NIQE_2K
+    if path.is_file():
+        img = utils.load_image(path)
+        images.append((f"{img.shape[1]}x{img.shape[0]} `{NIQE_2K.name}` (DIV2K)", img))
+    rows = []
+    for what, img in images:
+        t = median_time(lambda: utils.niqe(img), repeats=NIQE_REPEATS)
+        rows.append(f"| `utils.niqe` (no reference; {what}; median of {NIQE_REPEATS}) "
+                    f"| {t * 1e3:.1f} | NIQE {utils.niqe(img):.4f} |")
+    return rows
+
+
 def run():
     """Time psnr/ssim and the bicubic Set5+Set14 evaluation; return a Markdown section."""
     sr, hr = _pair()
@@ -74,6 +93,7 @@ def run():
     row = _skimage_row(sr, hr, ours)
     if row:
         lines.append(row)
+    lines += _niqe_rows(hr)
     lines.append("")
 
     bench_root = SHARED_DATA / "benchmark"
