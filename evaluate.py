@@ -485,10 +485,10 @@ def format_table(results, title="Method"):
     return "\n".join(lines)
 
 
-def result_notes(results):
+def result_notes(results, prefix=""):
     """Lines naming what :func:`evaluate` ``results`` lack: metrics unavailable (with the
     reason, once per distinct reason) and images skipped by NIQE / LPIPS (with the reason, e.g.
-    too small for NIQE's two 96x96 blocks)."""
+    too small for NIQE's two 96x96 blocks); ``prefix`` goes before the latter (e.g. a method)."""
     notes, seen = [], set()
     for name, r in results.items():
         for m, reason in r.get("unavailable", {}).items():
@@ -497,9 +497,9 @@ def result_notes(results):
                 notes.append(f"{METRIC_LABELS[m]} not computed: {reason}")
         for m, images in r.get("skipped", {}).items():
             if m in r:   # otherwise "unavailable" already says it
-                notes.append(f"{METRIC_LABELS[m]} on {name}: {len(images)} image(s) left out "
-                             f"of the mean: " + "; ".join(f"{image} ({reason})"
-                                                          for image, reason in images.items()))
+                left_out = "; ".join(f"{image} ({reason})" for image, reason in images.items())
+                notes.append(f"{prefix}{METRIC_LABELS[m]} on {name}: {len(images)} image(s) "
+                             f"left out of the mean: {left_out}")
     return notes
 
 

@@ -7,8 +7,9 @@ functions and only display what they return; the metrics themselves come from ``
 
 Conventions: images are uint8 numpy arrays ``(H,W)`` (gray) or ``(H,W,3)`` (RGB); a *method*
 is an ``evaluate.SRMethod`` (bicubic or a generator: ``lr -> sr``), keyed by a display label;
-results are ``{method label: {set: {"psnr": float dB, "ssim": float, "images": int}}}``, the
-per-set dicts of ``evaluate.evaluate``.
+results are ``{method label: {set: {"psnr": float dB, "ssim": float, "psnr_rgb": dB,
+"lr_psnr": dB, "niqe": float, "lpips": float, "images": int, ...}}}``, the per-set dicts of
+``evaluate.evaluate`` (only the metrics computed; see ``evaluate.METRICS`` / ``DIRECTION``).
 """
 import csv
 import io
@@ -235,81 +236,144 @@ def missing_notes(missing_methods=None, missing_sets=()):
     return notes
 
 
-def evaluate_methods(methods, sets, device="cpu", progress=True):
-    """PSNR/SSIM of every method on every set, measured by ``evaluate.evaluate``.
+def load_lpips(net="alex", backbone_weights=None, linear_weights=None, device="cpu"):
+    """The LPIPS model for the notebooks: ``(model, None)``, or ``(None, reason)`` when its
+    weights cannot be had (offline, not in the torch.hub cache). Files given by path must work
+    (FileNotFoundError / ValueError otherwise). See ``evaluate.load_lpips``."""
+    import evaluate
+
+    try:
+        return evaluate.load_lpips(net, backbone_weights, linear_weights, device), None
+    except RuntimeError as e:
+        return None, f"LPIPS not computed: {e}"
+
+
+def evaluate_methods(methods, sets, device="cpu", progress=True, metrics=None, lpips_model=None,
+                     lpips_net="alex", lpips_backbone=None, lpips_weights=None):
+    """Every metric of every method on every set, measured by ``evaluate.evaluate_set``.
 
     ``methods``: ``{label: SRMethod | 'bicubic' | nn.Module | checkpoint path}``; ``sets``:
-    ``{name: root}`` (from :func:`find_sets`). Returns ``{label: {set: {"psnr", "ssim",
-    "images"}}}``.
+    ``{name: root}`` (from :func:`find_sets`); ``metrics``: names of ``evaluate.METRICS``, None =
+    all that can run here (decided once, see ``evaluate.prepare_metrics``, with the LPIPS
+    arguments). Returns ``{label: {set: result}}``, each result the per-set dict of
+    ``evaluate.evaluate`` (``"psnr"``, ``"ssim"``, ..., ``"images"``, optional ``"unavailable"``
+    / ``"skipped"``).
     """
     import evaluate
 
+    metrics, lpips_model, unavailable = evaluate.prepare_metrics(
+        metrics, device, lpips_model, lpips_net, lpips_backbone, lpips_weights)
     results = {}
     for label, method in methods.items():
-        results[label] = {}
-        for name, root in sets.items():
-            results[label].update(evaluate.evaluate(method, root, [name], scale=SCALE,
-                                                    device=device, progress=progress))
+        if not isinstance(method, evaluate.SRMethod):
+            method = evaluate.load_method(method, device, SCALE)
+        results[label] = {name: evaluate.evaluate_set(method, root, name, SCALE, metrics,
+                                                      lpips_model, unavailable, progress)
+                          for name, root in sets.items()}
     return results
+
+
+def metric_notes(results):
+    """Lines naming the metrics not computed (once per reason) and the images left out of a
+    mean, over every method of :func:`evaluate_methods` ``results``."""
+    import evaluate
+
+    notes = []
+    for label, per_set in results.items():
+        notes += [n for n in evaluate.result_notes(per_set, prefix=f"{label}, ") if n not in notes]
+    return notes
 
 
 # ----------------------------------------------------------------------------------------------
 # Results tables
 # ----------------------------------------------------------------------------------------------
 
-def _cell(psnr, ssim):
-    if psnr is None:
-        return MISSING
-    return f"{psnr:.2f} / {ssim:.4f}" if ssim is not None else f"{psnr:.2f} / {MISSING}"
+CSV_DECIMALS = {"psnr": 4, "ssim": 6, "psnr_rgb": 4, "lr_psnr": 4, "niqe": 4, "lpips": 6}
+"""Decimals of each metric in ``results.csv``."""
+
+METRICS_LEGEND = (
+    f"PSNR / SSIM: Y channel of MATLAB rgb2ycbcr, {SCALE} px shaved (RCAN protocol); "
+    f"PSNR-RGB: all RGB values, {SCALE} px shaved; LR-PSNR: MATLAB-bicubic downscaled SR vs the "
+    f"LR input, whole image (NTIRE 2021 required >= 45 dB); NIQE: no-reference, {SCALE} px "
+    f"cropped (PIRM 2018 / BasicSR); LPIPS v0.1 to the HR image, {SCALE} px shaved. "
+    "↑ higher is better, ↓ lower is better.")
+"""What each column of the results tables means."""
+
+
+def _metrics_of(results, published=None):
+    """Metrics with a value in ``results`` (any method, any set), in ``evaluate.METRICS`` order;
+    PSNR and SSIM always when ``published`` rows are shown."""
+    import evaluate
+
+    present = {m for per_set in results.values() for r in per_set.values() for m in r
+               if m in evaluate.METRICS}
+    if published:
+        present |= {"psnr", "ssim"}
+    return [m for m in evaluate.METRICS if m in present]
 
 
 def table_rows(results, sets, published=PUBLISHED_X4):
-    """Rows of the combined table: ``(method, source, {set: (psnr, ssim) or None})``, first
+    """Rows of the combined table: ``(method, source, {set: {metric: value} or None})``, first
     ``results`` (source 'this run'), then the ``published`` methods that have a number on one
-    of ``sets`` (source 'published')."""
+    of ``sets`` (source 'published'; PSNR and SSIM only, SSIM None where not published)."""
     rows = []
     for label, per_set in results.items():
-        rows.append((label, "this run", {s: (per_set[s]["psnr"], per_set[s]["ssim"])
-                                         if s in per_set else None for s in sets}))
+        rows.append((label, "this run", {s: per_set.get(s) for s in sets}))
     for label, per_set in (published or {}).items():
         if any(s in per_set for s in sets):
             rows.append((PUBLISHED_PREFIX + label, "published",
-                         {s: per_set.get(s) for s in sets}))
+                         {s: dict(zip(("psnr", "ssim"), per_set[s])) if s in per_set else None
+                          for s in sets}))
     return rows
 
 
 def results_markdown(results, sets, published=PUBLISHED_X4):
-    """The results as one Markdown table: rows = methods (this run, then published), columns =
-    sets, cells ``PSNR / SSIM`` (``–`` where there is no number)."""
-    rows = [[label] + [_cell(*v) if v else MISSING for v in cells.values()]
-            for label, _, cells in table_rows(results, sets, published)]
-    return markdown_table(["method"] + [f"{s} PSNR / SSIM" for s in sets], rows)
+    """The results as one Markdown table: a block of rows per set (this run's methods, then the
+    published ones below them), a column per metric with the better direction in its header
+    (``PSNR (dB) ↑`` ... ``NIQE ↓``, ``LPIPS ↓``); ``–`` where there is no number."""
+    import evaluate
+
+    metrics = _metrics_of(results, published)
+    rows = []
+    for s in sets:
+        for label, _, cells in table_rows(results, [s], published):
+            if cells[s] is not None or label in results:
+                rows.append([s, label] + [evaluate.format_value(m, (cells[s] or {}).get(m))
+                                          for m in metrics])
+    return markdown_table(["set", "method"] + [evaluate.metric_header(m) for m in metrics], rows)
+
+
+def _csv_value(metric, value):
+    if value is None:
+        return ""
+    return "inf" if value == float("inf") else f"{value:.{CSV_DECIMALS[metric]}f}"
 
 
 def results_csv(results, sets, published=PUBLISHED_X4):
-    """The same table as CSV text: ``method, source, <set>_psnr, <set>_ssim, ...`` (empty cells
+    """The same numbers as CSV text, one row per method: ``method, source`` then
+    ``<set>_<metric>`` for every set and every metric of ``evaluate.METRICS`` (empty cells
     where there is no number)."""
+    import evaluate
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["method", "source"] + [f"{s}_{m}" for s in sets for m in ("psnr", "ssim")])
+    writer.writerow(["method", "source"] + [f"{s}_{m}" for s in sets for m in evaluate.METRICS])
     for label, source, cells in table_rows(results, sets, published):
-        values = []
-        for v in cells.values():
-            psnr, ssim = v if v else (None, None)
-            values += ["" if psnr is None else f"{psnr:.4f}", "" if ssim is None else f"{ssim:.6f}"]
-        writer.writerow([label, source] + values)
+        writer.writerow([label, source] + [_csv_value(m, (cells[s] or {}).get(m))
+                                           for s in sets for m in evaluate.METRICS])
     return out.getvalue()
 
 
 def write_results(results, sets, out_dir, stem="results", published=PUBLISHED_X4, notes=()):
     """Write ``out_dir/<stem>.csv`` and ``out_dir/<stem>.md`` (atomically). The Markdown file
-    holds the table, the source of the published numbers and ``notes`` (lines, e.g. the
-    missing sets/checkpoints). Returns ``(csv_path, md_path)``."""
+    holds the table, what the metrics are, the source of the published numbers and ``notes``
+    (lines, e.g. the missing sets/checkpoints and the metrics not computed). Returns
+    ``(csv_path, md_path)``."""
     out_dir = Path(out_dir)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    markdown = (f"## x{SCALE} results (PSNR dB / SSIM, Y channel, {SCALE} px shaved)\n\n"
+    markdown = (f"## x{SCALE} results\n\n"
                 + results_markdown(results, sets, published)
-                + f"\nPublished numbers: {PUBLISHED_SOURCE}\n")
+                + f"\n{METRICS_LEGEND}\n\nPublished numbers: {PUBLISHED_SOURCE}\n")
     if notes:
         markdown += "\n" + "".join(f"- {n}\n" for n in notes)
     with utils.atomic_write(csv_path, "w") as f:
@@ -345,7 +409,26 @@ def zoom_region(img, fraction=ZOOM_FRACTION):
     return int(top), int(left), side
 
 
-def compare_on_set(methods, dataset, out_dir, progress=True):
+COMPARE_METRICS = ("psnr", "ssim", "lpips", "niqe")
+"""Per-image metrics of :func:`compare_on_set` (LPIPS when a model is given)."""
+
+TITLE_METRICS = ("psnr", "lpips", "niqe")
+"""Metrics in the panel titles of :func:`comparison_figure` (PSNR shown as ``xx.xx dB``)."""
+
+
+def _title(label, scores):
+    """Panel title: the label, then PSNR / LPIPS / NIQE (those computed) on a second line."""
+    import evaluate
+
+    parts = []
+    for m in TITLE_METRICS:
+        if scores.get(m) is not None:
+            value = evaluate.format_value(m, scores[m])
+            parts.append(f"{value} dB" if m == "psnr" else f"{evaluate.METRIC_LABELS[m]} {value}")
+    return f"{label}\n" + " / ".join(parts) if parts else label
+
+
+def compare_on_set(methods, dataset, out_dir, progress=True, lpips_model=None):
     """Super-resolve every image of ``dataset`` with every method, save the SR images and
     measure them.
 
@@ -354,47 +437,84 @@ def compare_on_set(methods, dataset, out_dir, progress=True):
         dataset: a ``datasets.TestDataset`` (items ``(lr, hr, name)``, uint8).
         out_dir: where ``<image>_<method>.png`` is written (method = label lower-cased, spaces
             -> ``_``), atomically.
+        lpips_model: a ``models.LPIPS`` (from :func:`load_lpips`); None -> no LPIPS.
 
     Returns a list (one per image) of dicts: ``name``; ``panels`` = list of ``(title, image)``:
-    LR (nearest-upsampled to the HR size), every method with its PSNR/SSIM, HR; ``metrics`` =
-    ``{label: (psnr, ssim)}``; ``region`` = :func:`zoom_region` of the HR; ``files`` = the PNGs.
+    LR (nearest-upsampled to the HR size), every method with its PSNR / LPIPS / NIQE, HR with
+    its own NIQE; ``metrics`` = ``{label: {"psnr", "ssim", "lpips", "niqe"}}`` (those computed;
+    None for an image too small for NIQE / LPIPS); ``hr_niqe`` (float or None); ``unavailable``
+    = ``{metric: reason}`` of :data:`COMPARE_METRICS` not computed; ``region`` =
+    :func:`zoom_region` of the HR; ``files`` = the PNGs.
     """
+    import evaluate
     from tqdm.auto import tqdm
 
+    unavailable = {}
+    if lpips_model is None:
+        unavailable["lpips"] = "no LPIPS model (see report.load_lpips)"
+    reason = evaluate.niqe_unavailable_reason()
+    if reason:
+        unavailable["niqe"] = reason
+    metrics = [m for m in COMPARE_METRICS if m not in unavailable]
     out_dir = Path(out_dir)
     items = []
     for i in tqdm(range(len(dataset)), desc="images", disable=not progress, leave=False):
         lr, hr, name = dataset[i]
-        panels, metrics, files = [("LR (nearest)", nearest_upsample(lr))], {}, []
+        panels, scores, files = [("LR (nearest)", nearest_upsample(lr))], {}, []
         for label, method in methods.items():
             sr = method(lr)
-            p, s = utils.psnr(sr, hr, shave=SCALE), utils.ssim(sr, hr, shave=SCALE)
-            metrics[label] = (p, s)
-            panels.append((f"{label}\n{p:.2f} dB / {s:.4f}", sr))
+            scores[label], _ = evaluate.score_image(sr, hr, lr, SCALE, metrics, lpips_model)
+            panels.append((_title(label, scores[label]), sr))
             path = out_dir / f"{name}_{label.lower().replace(' ', '_')}.png"
             utils.save_image(path, sr)
             files.append(path)
-        panels.append(("HR", hr))
-        items.append({"name": name, "panels": panels, "metrics": metrics,
-                      "region": zoom_region(hr), "files": files})
+        hr_niqe = None
+        if "niqe" in metrics:
+            hr_niqe = evaluate.score_image(hr, hr, lr, SCALE, ["niqe"])[0]["niqe"]
+        panels.append((_title("HR", {"niqe": hr_niqe}), hr))
+        items.append({"name": name, "panels": panels, "metrics": scores, "hr_niqe": hr_niqe,
+                      "unavailable": unavailable, "region": zoom_region(hr), "files": files})
     return items
 
 
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def comparison_markdown(items):
-    """Per-image PSNR / SSIM of :func:`compare_on_set` items as a Markdown table (rows: images
-    and their mean, columns: methods)."""
-    labels = list(items[0]["metrics"]) if items else []
-    rows = [[it["name"]] + [_cell(*it["metrics"][m]) for m in labels] for it in items]
-    if items:
-        rows.append(["mean"] + [_cell(float(np.mean([it["metrics"][m][0] for it in items])),
-                                      float(np.mean([it["metrics"][m][1] for it in items])))
-                                for m in labels])
-    return markdown_table(["image"] + labels, rows)
+    """Per-image metrics of :func:`compare_on_set` items as a Markdown table: rows = images
+    and their mean; a column per method with cells ``PSNR / SSIM / LPIPS / NIQE`` (those
+    computed; the header says which, with the better direction), and the HR image's NIQE."""
+    import evaluate
+
+    if not items:
+        return markdown_table(["image"], [])
+    labels = list(items[0]["metrics"])
+    metrics = [m for m in COMPARE_METRICS if any(m in it["metrics"][label]
+                                                  for it in items for label in labels)]
+    what = " / ".join(evaluate.metric_header(m) for m in metrics)
+    has_niqe = "niqe" in metrics
+
+    def cells(scores_of, hr_niqe):
+        row = [" / ".join(evaluate.format_value(m, scores_of(label).get(m)) for m in metrics)
+               for label in labels]
+        return row + ([evaluate.format_value("niqe", hr_niqe)] if has_niqe else [])
+
+    rows = [[it["name"]] + cells(lambda label, it=it: it["metrics"][label], it["hr_niqe"])
+            for it in items]
+    mean = {label: {m: _mean([it["metrics"][label].get(m) for it in items]) for m in metrics}
+            for label in labels}
+    rows.append(["mean"] + cells(lambda label: mean[label],
+                                 _mean([it["hr_niqe"] for it in items])))
+    header = ["image"] + [f"{label}: {what}" for label in labels]
+    return markdown_table(header + ([f"HR: {evaluate.metric_header('niqe')}"] if has_niqe
+                                    else []), rows)
 
 
 def comparison_figure(item):
     """One row of panels (LR nearest | methods | HR) of a :func:`compare_on_set` item, titles
-    with PSNR/SSIM, each panel with a zoomed inset of the same region (placed in the corner
+    with PSNR / LPIPS / NIQE (the HR: its NIQE), each panel with a zoomed inset of the same region (placed in the corner
     farthest from it) and the region outlined. Returns the Figure."""
     import matplotlib.pyplot as plt
 

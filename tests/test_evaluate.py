@@ -245,3 +245,173 @@ def test_upscale_image_errors():
         scale = 2
     with pytest.raises(ValueError, match="output"):
         upscale_image(Wrong(), img)
+
+
+# ------------------------------------------------------------------------------------------
+# All the metrics: LR-PSNR, PSNR-RGB, NIQE, LPIPS; availability; bad input
+# ------------------------------------------------------------------------------------------
+
+NIQE_OK = (104, 200)  # an HR size NIQE can score after the 4 px crop (two 96x96 blocks)
+
+
+@pytest.fixture
+def mixed_root(tmp_path):
+    """A set of two colour images large enough for NIQE, one gray one, one too small."""
+    rng = np.random.default_rng(11)
+    h, w = NIQE_OK
+    _make_set(tmp_path, "Mixed", [(h, w), (w + 4, h), (h, w), (48, 64)], rng, gray=(2,))
+    return tmp_path
+
+
+@pytest.fixture
+def lpips_alex(fake_lpips_weights):
+    return models.LPIPS("alex", *fake_lpips_weights("alex"))
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty torch.hub cache and unreachable LPIPS URLs: LPIPS weights cannot be had."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    for urls in (models.LPIPS_BACKBONE_URLS, models.LPIPS_LINEAR_URLS):
+        for net in models.LPIPS_NETS:
+            monkeypatch.setitem(urls, net, f"http://127.0.0.1:9/{net}.pth")   # nothing listens
+    monkeypatch.setattr(evaluate, "_LPIPS_LOADED", {})
+
+
+def test_every_metric_per_image(mixed_root, lpips_alex):
+    res = evaluate.evaluate("bicubic", mixed_root, ["Mixed"], progress=False, per_image=True,
+                            lpips_model=lpips_alex)["Mixed"]
+    assert list(res)[:7] == list(evaluate.METRICS) + ["images"]
+    assert res["images"] == 4 and "unavailable" not in res
+    for r in res["per_image"]:
+        hr = utils.modcrop(utils.load_image(mixed_root / "Mixed" / "HR" / f"{r['name']}.png"),
+                           SCALE)
+        lr = utils.load_image(mixed_root / "Mixed" / "LR_bicubic" / "X4" / f"{r['name']}x4.png")
+        sr = imresize(lr, SCALE)
+        assert r["psnr"] == utils.psnr(sr, hr, SCALE)
+        assert r["psnr_rgb"] == utils.psnr_rgb(sr, hr, SCALE)
+        assert r["lr_psnr"] == utils.lr_psnr(sr, lr, SCALE)           # whole image
+        assert r["lpips"] == evaluate.lpips_score(lpips_alex, sr, hr, shave=SCALE)
+        if r["name"] != "img3":
+            assert r["niqe"] == utils.niqe(sr, crop_border=evaluate.niqe_crop_border(SCALE))
+        else:
+            assert r["niqe"] is None
+            with pytest.raises(ValueError):
+                utils.niqe(sr, crop_border=evaluate.niqe_crop_border(SCALE))
+    # the small image is skipped by NIQE (named, with the reason) and left out of its mean
+    assert list(res["skipped"]) == ["niqe"] and list(res["skipped"]["niqe"]) == ["img3"]
+    assert res["niqe"] == pytest.approx(np.mean([r["niqe"] for r in res["per_image"][:3]]))
+    for m in ("psnr", "psnr_rgb", "lr_psnr", "lpips"):
+        assert res[m] == pytest.approx(np.mean([r[m] for r in res["per_image"]]))
+    assert 20 < res["lr_psnr"] < 60 and res["lpips"] > 0
+    notes = evaluate.result_notes({"Mixed": res})
+    assert notes == [f"NIQE on Mixed: 1 image(s) left out of the mean: "
+                     f"img3 ({res['skipped']['niqe']['img3']})"]
+
+
+def test_metric_selection_and_availability(mixed_root, fake_root, offline_hub):
+    res = evaluate.evaluate("bicubic", mixed_root, ["Mixed"], progress=False,
+                            metrics=["lr_psnr", "psnr"])["Mixed"]
+    assert list(res) == ["psnr", "lr_psnr", "images"]               # METRICS order
+    with pytest.raises(ValueError, match="unknown metric"):
+        evaluate.evaluate("bicubic", mixed_root, ["Mixed"], progress=False, metrics=["fid"])
+    # LPIPS named but its weights cannot be had: the clear error
+    with pytest.raises(RuntimeError, match="lpips-weights"):
+        evaluate.evaluate("bicubic", mixed_root, ["Mixed"], progress=False, metrics=["lpips"])
+    # default (None): everything that can run; LPIPS listed as unavailable with the reason
+    res = evaluate.evaluate("bicubic", mixed_root, ["Mixed"], progress=False)["Mixed"]
+    assert "lpips" not in res and "niqe" in res
+    assert "127.0.0.1:9" in res["unavailable"]["lpips"]
+    # a set where no image is large enough for NIQE: NIQE unavailable there, with the reason
+    res = evaluate.evaluate("bicubic", fake_root, ["Fake"], progress=False)["Fake"]
+    assert "niqe" not in res and "no image of Fake" in res["unavailable"]["niqe"]
+    assert sorted(res["skipped"]["niqe"]) == ["img0", "img1", "img2"]
+    table = evaluate.format_table({"Fake": res}, title="")
+    assert "NIQE" not in table and "LR-PSNR (dB) ↑" in table
+
+
+def test_lpips_through_the_hub_cache(mixed_root, lpips_torch_home, lpips_alex, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(lpips_torch_home))
+    monkeypatch.setattr(evaluate, "_LPIPS_LOADED", {})
+    res = evaluate.evaluate("bicubic", mixed_root, ["Mixed"], progress=False,
+                            metrics=["lpips"])["Mixed"]
+    want = evaluate.evaluate("bicubic", mixed_root, ["Mixed"], progress=False,
+                             metrics=["lpips"], lpips_model=lpips_alex)["Mixed"]
+    assert res == want and res["lpips"] > 0
+
+
+def test_table_shows_the_better_direction():
+    results = {"S": {"psnr": 30.0, "ssim": 0.9, "niqe": 5.1234, "lpips": 0.25, "images": 2},
+               "T": {"psnr": float("inf"), "ssim": 1.0, "images": 1}}
+    lines = evaluate.format_table(results, title="m").splitlines()
+    assert lines[0] == "| Set | Images | m PSNR (dB) ↑ | m SSIM ↑ | m NIQE ↓ | m LPIPS ↓ |"
+    assert lines[2] == "| S | 2 | 30.00 | 0.9000 | 5.123 | 0.2500 |"
+    assert lines[3] == f"| T | 1 | inf | 1.0000 | {evaluate.NO_VALUE} | {evaluate.NO_VALUE} |"
+    assert set(evaluate.DIRECTION) == set(evaluate.METRICS) == set(evaluate.METRIC_LABELS)
+
+
+class _Recorder(_NearestX4):
+    calls = 0
+
+    def forward(self, x):
+        type(self).calls += 1
+        return super().forward(x)
+
+
+def test_every_set_is_checked_before_any_work(fake_root):
+    net = _Recorder()
+    with pytest.raises(FileNotFoundError) as info:
+        evaluate.evaluate(net, fake_root, ["Fake", "Nope", "Gone"], progress=False)
+    msg = str(info.value)
+    assert "2 of 3 test sets not found" in msg and len(msg.splitlines()) == 1
+    assert str(fake_root / "Nope" / "HR") in msg and str(fake_root / "Gone" / "HR") in msg
+    assert _Recorder.calls == 0
+
+
+def _break_set(root, name):
+    """A second set whose first HR file is corrupt."""
+    shutil.copytree(root / "Fake", root / name)
+    (root / name / "HR" / "img0.png").write_bytes(b"not a png")
+
+
+def test_a_failing_set_keeps_the_finished_ones(fake_root):
+    _break_set(fake_root, "Broken")
+    with pytest.raises(ValueError, match="img0.png") as info:
+        evaluate.evaluate("bicubic", fake_root, ["Fake", "Broken", "Fake"], progress=False,
+                          metrics=["psnr"])
+    assert info.value.failed_set == "Broken"
+    assert list(info.value.partial_results) == ["Fake"]
+    assert info.value.partial_results["Fake"]["images"] == 3
+
+
+def test_cli_metrics_lpips_files_and_partial_failure(fake_root, mixed_root, tmp_path,
+                                                      fake_lpips_weights):
+    # mixed_root and fake_root are the same tmp_path: both sets are there
+    _break_set(fake_root, "Broken")
+    backbone, linear = fake_lpips_weights("alex")
+    out = tmp_path / "r.json"
+    proc = _cli("--data-root", fake_root, "--sets", "Mixed", "Broken", "Fake", "--quiet",
+                "--metrics", "psnr", "lr_psnr", "niqe", "lpips", "--lpips-backbone", backbone,
+                "--lpips-weights", linear, "--per-image", "--json", out)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert "test set Broken not scored" in proc.stderr and "img0.png" in proc.stderr
+    # the sets before and after the failing one are scored, shown and written
+    assert "PSNR (dB) ↑" in proc.stdout and "LR-PSNR (dB) ↑" in proc.stdout
+    assert "NIQE ↓" in proc.stdout and "LPIPS ↓" in proc.stdout
+    assert "| Mixed | 4 |" in proc.stdout and "| Fake | 3 |" in proc.stdout
+    payload = json.loads(out.read_text())
+    assert list(payload["results"]) == ["Mixed", "Fake"] and list(payload["failed"]) == ["Broken"]
+    assert payload["metrics"] == ["psnr", "lr_psnr", "niqe", "lpips"]
+    mixed = payload["results"]["Mixed"]
+    assert list(mixed["per_image"][0]) == ["name", "psnr", "lr_psnr", "niqe", "lpips"]
+    model = models.LPIPS("alex", backbone, linear)
+    want = evaluate.evaluate("bicubic", fake_root, ["Mixed"], progress=False, per_image=True,
+                             metrics=payload["metrics"], lpips_model=model)["Mixed"]
+    assert mixed == want
+
+    # a bad LPIPS file given by path is an error even with the default metrics
+    proc = _cli("--data-root", fake_root, "--sets", "Fake", "--quiet",
+                "--lpips-weights", tmp_path / "nope.pth")
+    assert proc.returncode == 1 and "nope.pth" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

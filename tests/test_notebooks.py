@@ -63,13 +63,16 @@ def test_committed_notebook_is_clean_with_parameters_cell(name):
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """Execute the notebooks in smoke mode; returns (run dir, {name: executed notebook})."""
+def smoke_run(tmp_path_factory, lpips_torch_home):
+    """Execute the notebooks in smoke mode; returns (run dir, {name: executed notebook}).
+    The torch.hub cache holds fake (random) LPIPS weights, so the LPIPS columns are exercised
+    offline (see conftest.lpips_torch_home)."""
     run = tmp_path_factory.mktemp("smoke")
     executed = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SR_SMOKE", "1")
         mp.setenv("SR_RUN_DIR", str(run))
+        mp.setenv("TORCH_HOME", str(lpips_torch_home))
         for name in NOTEBOOKS:
             nb = _read(name)
             # raises CellExecutionError (with the cell and traceback) on any cell error
@@ -97,24 +100,34 @@ def test_train_notebook(smoke_run):
     assert len(figures) == 2
 
 
-def test_test_notebook(smoke_run):
-    run, _ = smoke_run
+def test_test_notebook(smoke_run, lpips_torch_home, monkeypatch):
+    run, executed = smoke_run
     sets = ["test"] + (["Set5"] if SHARED_SET5.is_dir() else [])
     with open(run / "results" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["method", "source"] + [f"{s}_{m}" for s in sets
-                                                      for m in ("psnr", "ssim")]
+                                                      for m in evaluate.METRICS]
     ours = {r["method"]: r for r in rows if r["source"] == "this run"}
     assert list(ours) == ["Bicubic", "SRResNet", "SRGAN"]     # SRCNN / VDSR: no checkpoint
     assert any(r["source"] == "published" for r in rows) == ("Set5" in sets)
-    # the numbers are evaluate.evaluate's
+    # the numbers are evaluate.evaluate's, every metric (LPIPS with the same fake weights)
+    monkeypatch.setenv("TORCH_HOME", str(lpips_torch_home))
     want = evaluate.evaluate(str(run / "srresnet.pth"), run / "data" / "demo", ["test"],
                              progress=False)["test"]
-    assert float(ours["SRResNet"]["test_psnr"]) == pytest.approx(want["psnr"], abs=1e-4)
-    assert float(ours["SRResNet"]["test_ssim"]) == pytest.approx(want["ssim"], abs=1e-6)
+    assert set(evaluate.METRICS) <= set(want)
+    for m in evaluate.METRICS:
+        decimals = report.CSV_DECIMALS[m]
+        assert float(ours["SRResNet"][f"test_{m}"]) == pytest.approx(want[m],
+                                                                     abs=2 * 10 ** -decimals), m
     md = (run / "results" / "results.md").read_text()
-    assert "| method | " + " | ".join(f"{s} PSNR / SSIM" for s in sets) + " |" in md
+    header = "| set | method | " + " | ".join(evaluate.metric_header(m)
+                                             for m in evaluate.METRICS) + " |"
+    assert header in md and "NIQE ↓" in header and "LPIPS ↓" in header
+    assert "| test | SRResNet | " in md and report.METRICS_LEGEND in md
     assert "SRCNN: no checkpoint" in md and "VDSR: no checkpoint" in md
+    shown = [o.data["text/markdown"] for o in _outputs(executed["test"], "display_data")
+             if "text/markdown" in o.data]
+    assert any(header in m for m in shown)
 
 
 def test_super_resolution_notebook(smoke_run):
@@ -134,3 +147,10 @@ def test_super_resolution_notebook(smoke_run):
     assert len(list((run / "images").iterdir())) == 3 * len(names)
     figures = [o for o in _outputs(executed["super_resolution"]) if "image/png" in o.get("data", {})]
     assert len(figures) == len(names)
+    # the per-image table: PSNR / SSIM / LPIPS / NIQE of every method, the HR's NIQE, the mean
+    (table,) = [o.data["text/markdown"] for o in _outputs(executed["super_resolution"],
+                                                           "display_data")
+                if "text/markdown" in o.data]
+    what = " / ".join(evaluate.metric_header(m) for m in report.COMPARE_METRICS)
+    assert f"| image | Bicubic: {what} | SRResNet: {what} | SRGAN: {what} | HR: NIQE ↓ |" in table
+    assert all(f"| {name} | " in table for name in names) and "| mean | " in table
