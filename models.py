@@ -738,13 +738,14 @@ class LPIPS(nn.Module):
                              persistent=False)
         self.register_buffer("scale", torch.tensor(LPIPS_SCALE).reshape(1, 3, 1, 1),
                              persistent=False)
-        backbone, b_source = _load_lpips_part(net, "backbone", backbone_weights)
-        linear, l_source = _load_lpips_part(net, "linear", linear_weights)
-        unavailable = [(part, why) for part, state, why in
-                       (("backbone", backbone, b_source), ("linear", linear, l_source))
-                       if state is None]
-        if unavailable:
-            raise RuntimeError(self._unavailable_message(unavailable))
+        given = {"backbone": backbone_weights, "linear": linear_weights}
+        # the files given by path first: a bad one fails before any download
+        order = sorted(given, key=lambda part: given[part] is None)
+        loaded = {part: _load_lpips_part(net, part, given[part]) for part in order}
+        failures = [(part, loaded[part][1]) for part in given if loaded[part][0] is None]
+        if failures:
+            raise RuntimeError(self._unavailable_message(failures))
+        (backbone, b_source), (linear, l_source) = loaded["backbone"], loaded["linear"]
         self._load_backbone(backbone, b_source)
         self._load_linear(linear, l_source)
         self.sources = {"backbone": b_source, "linear": l_source}

@@ -251,3 +251,7 @@ def test_lpips_missing_weights_give_the_clear_error(hub_dir, weight_files, tmp_p
         models.LPIPS("vgg", weight_files["vgg"][0], weight_files["alex"][1])   # other net
     with pytest.raises(ValueError, match="net must be"):
         models.LPIPS("squeeze")
+    # a bad file given by path fails before anything is downloaded
+    monkeypatch.setattr(models, "_lpips_from_hub", lambda *a: pytest.fail("download tried"))
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        models.LPIPS("alex", linear_weights=tmp_path / "nope.pth")
