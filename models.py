@@ -67,14 +67,20 @@ def _upsample_factors(scale):
     return [PIXEL_SHUFFLE_X2] * int(math.log2(scale))
 
 
-class ResidualBlock(nn.Module):
-    """conv3x3-BN-PReLU-conv3x3-BN plus identity skip. ``(N,C,H,W) -> (N,C,H,W)``."""
+def _norm(n_channels, batch_norm):
+    """BatchNorm2d(n_channels), or the identity when ``batch_norm`` is False."""
+    return nn.BatchNorm2d(n_channels) if batch_norm else nn.Identity()
 
-    def __init__(self, n_channels):
+
+class ResidualBlock(nn.Module):
+    """conv3x3-BN-PReLU-conv3x3-BN plus identity skip (without the BNs when ``batch_norm`` is
+    False). ``(N,C,H,W) -> (N,C,H,W)``."""
+
+    def __init__(self, n_channels, batch_norm=True):
         super().__init__()
         self.body = nn.Sequential(
-            _conv(n_channels, n_channels, SMALL_KERNEL), nn.BatchNorm2d(n_channels), nn.PReLU(),
-            _conv(n_channels, n_channels, SMALL_KERNEL), nn.BatchNorm2d(n_channels),
+            _conv(n_channels, n_channels, SMALL_KERNEL), _norm(n_channels, batch_norm), nn.PReLU(),
+            _conv(n_channels, n_channels, SMALL_KERNEL), _norm(n_channels, batch_norm),
         )
 
     def forward(self, x):
@@ -94,6 +100,30 @@ class SubPixelBlock(nn.Module):
         return self.act(self.shuffle(self.conv(x)))
 
 
+class ResizeConvBlock(nn.Module):
+    """Nearest-neighbour upsampling by ``factor``, conv3x3, PReLU: ``(N,C,H,W) -> (N,C,fH,fW)``.
+
+    The "resize-convolution" of Odena, Dumoulin and Olah ("Deconvolution and Checkerboard
+    Artifacts", Distill 2016), which ESRGAN uses in place of sub-pixel layers: every output
+    pixel is made by the same kernel, so the layer cannot paint the periodic f x f pattern
+    that a sub-pixel layer produces when its f*f sub-kernels drift apart (as they do under the
+    VGG and adversarial losses of stage 2). Same FLOPs as :class:`SubPixelBlock`.
+    """
+
+    def __init__(self, n_channels, factor=PIXEL_SHUFFLE_X2):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=factor, mode="nearest")
+        self.conv = _conv(n_channels, n_channels, SMALL_KERNEL)
+        self.act = nn.PReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(self.up(x)))
+
+
+UPSAMPLERS = {"pixel_shuffle": SubPixelBlock, "nearest": ResizeConvBlock}
+"""SRResNet upsampling blocks: the paper's sub-pixel convolution, or nearest + conv."""
+
+
 class SRResNet(nn.Module):
     """SRResNet of Ledig et al. (Fig. 4), the SRGAN generator.
 
@@ -105,6 +135,12 @@ class SRResNet(nn.Module):
         scale: 2, 4, 8, ... (a power of 2) or 3.
         n_blocks: residual blocks B (paper: 16).
         n_channels: feature maps (paper: 64).
+        batch_norm: the paper's BatchNorm layers (default). ``False`` drops them, as EDSR (Lim et
+            al. 2017) and ESRGAN (Wang et al. 2018) do: BN normalises with the statistics of the
+            training batch, which differ from those of a whole test image, and the difference
+            shows as colour and brightness shifts (a documented option, used by the CPU demo).
+        upsample: ``'pixel_shuffle'`` (the paper's sub-pixel blocks) or ``'nearest'``
+            (:class:`ResizeConvBlock`, free of checkerboard artefacts; used by the CPU demo).
 
     Shapes: ``(N,3,h,w)`` float in [0,1] -> ``(N,3,scale*h,scale*w)`` float, ~[0,1], unclamped
     (no tanh: see the module docstring for the [0,1] vs [-1,1] choice).
@@ -112,19 +148,23 @@ class SRResNet(nn.Module):
 
     y_only = False
 
-    def __init__(self, scale=4, n_blocks=16, n_channels=64):
+    def __init__(self, scale=4, n_blocks=16, n_channels=64, batch_norm=True,
+                 upsample="pixel_shuffle"):
         super().__init__()
         factors = _upsample_factors(scale)
+        if upsample not in UPSAMPLERS:
+            raise ValueError(f"SRResNet: upsample must be one of {sorted(UPSAMPLERS)}, "
+                             f"got {upsample!r}")
         if n_blocks < 1 or n_channels < 1:
             raise ValueError(f"SRResNet: n_blocks and n_channels must be >= 1, "
                              f"got {n_blocks}, {n_channels}")
         self.scale = int(scale)
         self.head = nn.Sequential(_conv(3, n_channels, LARGE_KERNEL), nn.PReLU())
         self.body = nn.Sequential(
-            *[ResidualBlock(n_channels) for _ in range(n_blocks)],
-            _conv(n_channels, n_channels, SMALL_KERNEL), nn.BatchNorm2d(n_channels),
+            *[ResidualBlock(n_channels, batch_norm) for _ in range(n_blocks)],
+            _conv(n_channels, n_channels, SMALL_KERNEL), _norm(n_channels, batch_norm),
         )
-        self.upsample = nn.Sequential(*[SubPixelBlock(n_channels, f) for f in factors])
+        self.upsample = nn.Sequential(*[UPSAMPLERS[upsample](n_channels, f) for f in factors])
         self.tail = _conv(n_channels, 3, LARGE_KERNEL)
 
     def forward(self, x):
@@ -271,6 +311,11 @@ def _state_mismatch(expected, found):
         parts.append(f"{len(shapes)} tensor(s) of another shape, e.g. {k!r}: checkpoint "
                      f"{tuple(found[k].shape)}, model {tuple(expected[k].shape)}")
     return "; ".join(parts)
+
+
+def vgg19_hub_cache_file():
+    """Where ``torch.hub`` keeps the official VGG19 file once downloaded (it may not exist)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_URL).name
 
 
 def _download_vgg19():
@@ -539,7 +584,7 @@ def load_generator(path, device="cpu", expect_scale=None):
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: cannot build {arch!r} with scale={scale}, "
                          f"arch_kwargs={kwargs}: {exc}") from exc
-    state = ckpt["generator"]
+    state = ckpt.get("generator_ema") or ckpt["generator"]   # the EMA generator when trained with one
     if not isinstance(state, dict):
         raise ValueError(f"{path}: 'generator' should be a state dict, "
                          f"found {type(state).__name__}")

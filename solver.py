@@ -27,6 +27,7 @@ budget spent, whichever is further) -- see :func:`make_lr_fn`. Stage 2's "1e-4, 
 second half" is the ``step`` schedule.
 """
 import contextlib
+import copy
 import datetime
 import math
 import os
@@ -333,6 +334,26 @@ class VGGLoss(torch.nn.Module):
         return F.mse_loss(self.vgg(sr).float() * self.feature_scale, target)
 
 
+class ContentLoss(torch.nn.Module):
+    """A weighted sum of content losses: ``forward(sr, hr) = sum(w * loss(sr, hr))``.
+
+    ``terms`` is a list of ``(weight, loss_module)``, e.g. ``[(1.0, VGGLoss(...)), (1e-2,
+    PixelLoss('l1'))]`` (stage 2 with ``stage2.pixel_weight``: the VGG loss keeps the textures,
+    the small pixel term holds the colours and the low frequencies in place). ``sr``, ``hr``
+    ``(N,3,H,W)`` float in [0,1]; returns a float32 scalar.
+    """
+
+    def __init__(self, terms):
+        super().__init__()
+        if not terms:
+            raise ValueError("ContentLoss needs at least one (weight, loss) term")
+        self.weights = [float(w) for w, _ in terms]
+        self.losses = torch.nn.ModuleList([loss for _, loss in terms])
+
+    def forward(self, sr, hr):
+        return sum(w * loss(sr, hr) for w, loss in zip(self.weights, self.losses))
+
+
 def generator_adversarial_loss(fake_logits):
     """``-log D(G(LR))`` averaged over the batch: BCE-with-logits of D's logits ``(N,)`` vs 1."""
     fake_logits = fake_logits.float()
@@ -524,19 +545,98 @@ def _set_requires_grad(model, flag):
         p.requires_grad_(flag)
 
 
-def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, content_loss_fn,
-                    device, *, adv_weight=1e-3, d_steps=1, clock=None, lr_fn=None, amp=None,
-                    channels_last=False, stage="srgan", epoch=1, progress=True,
-                    collapse_fake=None, collapse_real=None):
-    """One epoch of stage 2 (SRGAN): a discriminator step every batch, a generator step every
-    ``d_steps``-th batch (``k`` of Goodfellow et al.; the paper uses k = 1).
+class GeneratorEMA:
+    """Exponential moving average of a generator's weights (an option of stage 2).
 
-    ``loader`` yields ``(lr, hr)`` float in [0,1] as for :func:`train_epoch_mse`.
-    D step: ``discriminator_loss(D(hr), D(G(lr).detach()))``. G step (after the D step, on the
-    same batch): ``content_loss_fn(sr, hr) + adv_weight * generator_adversarial_loss(D(sr))``.
-    The lr of both optimisers is set to ``lr_fn(clock.progress())`` before each batch; the clock
-    counts generator steps. Raises FloatingPointError on a non-finite loss before the optimiser
-    step it would poison.
+    After every generator step: ``ema = decay * ema + (1 - decay) * w`` for every floating-point
+    parameter and buffer ``w`` (BatchNorm running statistics included; integer buffers such as
+    ``num_batches_tracked`` are copied). The averaged generator is steadier than the raw one,
+    whose weights jitter with every adversarial step; it is the one validated and the one
+    ``models.load_generator`` loads (checkpoint key ``generator_ema``). ``decay`` in [0, 1).
+    """
+
+    def __init__(self, model, decay):
+        if not 0.0 <= float(decay) < 1.0:
+            raise ValueError(f"stage2.ema_decay must be in [0, 1), got {decay!r}")
+        self.decay = float(decay)
+        self.model = copy.deepcopy(unwrap(model)).eval()
+        _set_requires_grad(self.model, False)
+
+    @torch.no_grad()
+    def update(self, model):
+        """Blend the current weights of ``model`` (the trained generator) into the average."""
+        source = unwrap(model).state_dict()
+        for name, avg in self.model.state_dict().items():
+            new = source[name].detach()
+            if avg.dtype.is_floating_point:
+                avg.mul_(self.decay).add_(new.to(avg.dtype), alpha=1.0 - self.decay)
+            else:
+                avg.copy_(new)
+
+    def state_dict(self):
+        return self.model.state_dict()
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state)
+
+
+def discriminator_step(discriminator, optimizer_d, hr, sr, amp=None, device="cpu",
+                       where=("srgan", 1, 1)):
+    """One update of D: real HR patches should score 1, generated ones 0.
+
+    ``hr``, ``sr``: ``(N,3,H,W)`` float in [0,1]; ``sr`` is detached here, so this step never
+    trains the generator. ``where`` = ``(stage, epoch, step)`` names the step if the loss is
+    not finite (FloatingPointError before the update, see :func:`check_finite`). Returns ``(d_loss, d_real, d_fake)`` as 0-dim tensors (D's loss and its
+    mean probabilities on the real and the fake batch) without reading them on the host.
+    """
+    _set_requires_grad(discriminator, True)
+    with autocast(torch.device(device), amp):
+        real_logits = discriminator(hr)                         # (N,) logits
+        fake_logits = discriminator(sr.detach())                # (N,) logits
+        d_loss = discriminator_loss(real_logits, fake_logits)   # BCE(real, 1) + BCE(fake, 0)
+    check_finite(d_loss, "discriminator", *where)
+    optimizer_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    optimizer_d.step()
+    return (d_loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
+            torch.sigmoid(fake_logits.detach().float()).mean())
+
+
+def generator_step(discriminator, optimizer_g, sr, hr, content_loss_fn, adv_weight, amp=None,
+                   device="cpu", where=("srgan", 1, 1)):
+    """One update of G with the paper's perceptual loss (eq. 3):
+    ``l_SR = l_content(SR, HR) + adv_weight * (-log D(SR))``.
+
+    ``sr = G(lr)`` ``(N,3,H,W)`` (with its graph), ``hr`` the same shape, both float ~[0,1].
+    D is frozen during the step (no gradient reaches its weights). ``where`` as in
+    :func:`discriminator_step`. Returns ``(g_loss, content, adversarial)`` as 0-dim tensors.
+    """
+    _set_requires_grad(discriminator, False)
+    with autocast(torch.device(device), amp):
+        content = content_loss_fn(sr, hr)                                    # VGG (+ pixel) loss
+        adversarial = generator_adversarial_loss(unwrap(discriminator)(sr))  # -log D(G(LR))
+        g_loss = content + adv_weight * adversarial
+    check_finite(g_loss, "generator", *where)
+    optimizer_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    optimizer_g.step()
+    _set_requires_grad(discriminator, True)
+    return g_loss.detach(), content.detach(), adversarial.detach()
+
+
+def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, content_loss_fn,
+                    device, *, adv_weight=1e-3, d_steps=1, clock=None, lr_fn=None, d_lr_scale=1.0,
+                    ema=None, amp=None, channels_last=False, stage="srgan", epoch=1,
+                    progress=True, collapse_fake=None, collapse_real=None):
+    """One epoch of stage 2 (SRGAN), the paper's Algorithm: for each batch, one step of D
+    (:func:`discriminator_step`), then -- every ``d_steps``-th batch (``k`` of Goodfellow et al.;
+    the paper uses k = 1) -- one step of G (:func:`generator_step`) on the same batch.
+
+    ``loader`` yields ``(lr, hr)`` float in [0,1] as for :func:`train_epoch_mse`. The lr of G is
+    set to ``lr_fn(clock.progress())`` before each batch, D's to ``d_lr_scale`` times that; the
+    clock counts generator steps. ``ema`` (a :class:`GeneratorEMA`) is updated after every G
+    step. Raises FloatingPointError on a non-finite loss before the optimiser step it would
+    poison.
 
     A collapsed discriminator -- every batch of the epoch with mean D(G(lr)) below
     ``collapse_fake`` and mean D(hr) above ``collapse_real`` -- is reported with a
@@ -565,44 +665,29 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
         if lr_fn is not None:
             lr = lr_fn(clock.progress())
             set_lr(optimizer_g, lr)
-            set_lr(optimizer_d, lr)
+            set_lr(optimizer_d, lr * d_lr_scale)
         lr_img, hr_img = to_device(lr_img, device, channels_last), to_device(hr_img, device, channels_last)
         g_turn = (i + 1) % d_steps == 0
-        step = clock.step + 1
         with autocast(device, amp), torch.set_grad_enabled(g_turn):
-            sr = generator(lr_img)
+            sr = generator(lr_img)                              # (N,3,4h,4w) super-resolved
 
-        # Discriminator step: HR patches are real (1), generated ones fake (0).
-        _set_requires_grad(discriminator, True)
-        with autocast(device, amp):
-            real_logits = discriminator(hr_img)
-            fake_logits = discriminator(sr.detach())
-            d_loss = discriminator_loss(real_logits, fake_logits)
-        d_value = check_finite(d_loss, "discriminator", stage, epoch, step)
-        optimizer_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        optimizer_d.step()
-        d_real = torch.sigmoid(real_logits.detach().float()).mean().item()
-        d_fake = torch.sigmoid(fake_logits.detach().float()).mean().item()
-        sums["d_loss"] += d_value
+        # 1. Discriminator step: tell HR (real) from SR (fake).
+        where = (stage, epoch, clock.step + 1)
+        d_loss, d_real, d_fake = discriminator_step(discriminator, optimizer_d, hr_img, sr, amp,
+                                                    device, where)
+        d_real, d_fake = d_real.item(), d_fake.item()
+        sums["d_loss"] += d_loss.item()
         sums["d_real"] += d_real
         sums["d_fake"] += d_fake
         d_count += 1
         max_fake, min_real = max(max_fake, d_fake), min(min_real, d_real)
 
+        # 2. Generator step: content loss + adversarial loss through the (frozen) D.
         if g_turn:
-            # Generator step: D is frozen so its weights get no gradient from the G loss. The
-            # plain D is used (not a DDP wrapper, which would wait for gradients of D).
-            _set_requires_grad(discriminator, False)
-            with autocast(device, amp):
-                content = content_loss_fn(sr, hr_img)
-                adversarial = generator_adversarial_loss(unwrap(discriminator)(sr))
-                g_loss = content + adv_weight * adversarial
-            check_finite(g_loss, "generator", stage, epoch, step)
-            optimizer_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            optimizer_g.step()
-            _set_requires_grad(discriminator, True)
+            _, content, adversarial = generator_step(discriminator, optimizer_g, sr, hr_img,
+                                                     content_loss_fn, adv_weight, amp, device, where)
+            if ema is not None:
+                ema.update(generator)
             clock.tick()
             g_steps += 1
             sums["content_loss"] += content.item()
@@ -632,30 +717,49 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
 # Validation
 # ----------------------------------------------------------------------------------------------
 
-def validate(generator, dataset, scale, device="cpu"):
-    """Mean PSNR and SSIM (``utils.psnr``/``utils.ssim``, ``scale`` pixels shaved) over ``dataset``.
+VALIDATION_METRICS = ("psnr", "ssim", "lr_psnr", "niqe")
+"""What :func:`validate` can measure: PSNR-Y / SSIM-Y (dB / [0,1], ``scale`` px shaved), LR-PSNR
+(dB, RGB, ``imresize(SR, 1/scale)`` vs the LR input: faithfulness) and NIQE (no reference,
+lower = more natural)."""
+
+
+def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim")):
+    """Mean ``metrics`` (names from :data:`VALIDATION_METRICS`) of ``generator`` over ``dataset``.
 
     ``dataset`` yields ``(lr, hr, name)`` uint8 images (``datasets.TestDataset``); each LR image
     is super-resolved whole by ``super_resolve.upscale_image``. The generator is put in eval mode
-    and returned to its previous mode. Returns ``{"psnr": float, "ssim": float, "images": int}``.
+    and returned to its previous mode. NIQE skips images smaller than one 96x96 block (its
+    mean is None when no image is large enough). Returns ``{metric: float, "images": int}``.
     """
     import super_resolve  # imported here: super_resolve imports models, which may import solver
 
+    unknown = set(metrics) - set(VALIDATION_METRICS)
+    if unknown:
+        raise ValueError(f"unknown validation metric(s) {sorted(unknown)}: use {VALIDATION_METRICS}")
     model = unwrap(generator)
     was_training = model.training
     model.eval()
-    psnrs, ssims = [], []
+    scores = {m: [] for m in metrics}
     try:
         for i in range(len(dataset)):
             lr, hr, _ = dataset[i]
-            sr = super_resolve.upscale_image(model, lr, device=device)
-            psnrs.append(utils.psnr(sr, hr, shave=scale))
-            ssims.append(utils.ssim(sr, hr, shave=scale))
+            sr = super_resolve.upscale_image(model, lr, device=device)   # uint8, HR-sized
+            for m in metrics:
+                if m == "psnr":
+                    scores[m].append(utils.psnr(sr, hr, shave=scale))
+                elif m == "ssim":
+                    scores[m].append(utils.ssim(sr, hr, shave=scale))
+                elif m == "lr_psnr":
+                    scores[m].append(utils.lr_psnr(sr, lr, scale))
+                elif min(sr.shape[:2]) >= utils.NIQE_BLOCK:
+                    scores[m].append(utils.niqe(sr, crop_border=scale))
     finally:
         model.train(was_training)
-    if not psnrs:
+    if len(dataset) == 0:
         raise ValueError("validation set is empty")
-    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "images": len(psnrs)}
+    out = {m: (float(np.mean(v)) if v else None) for m, v in scores.items()}
+    out["images"] = len(dataset)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -755,8 +859,12 @@ def load_checkpoint(path, map_location="cpu"):
 
 def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, config, history,
                     optimizer_g=None, scheduler_g=None, discriminator=None, optimizer_d=None,
-                    scheduler_d=None, clock=None, finished=False, world_size=1):
+                    scheduler_d=None, clock=None, finished=False, world_size=1, ema=None):
     """The checkpoint dict of the contract (see module docstring of models.py).
+
+    ``generator`` holds the trained weights (what a resumed run continues); with ``ema`` (a
+    :class:`GeneratorEMA`) its averaged weights are stored too, as ``generator_ema``, and
+    that is the generator ``models.load_generator`` returns for inference.
 
     Models may be ``torch.compile``d or DDP-wrapped (the plain module's weights are stored, keys
     without prefixes); ``world_size`` records how many processes trained; ``config`` may be
@@ -773,6 +881,7 @@ def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, 
         "scale": int(scale),
         "stage": stage,
         "generator": state_of(generator),
+        "generator_ema": ema.state_dict() if ema is not None else None,
         "discriminator": state_of(discriminator),
         "optimizer_g": state_of(optimizer_g),
         "optimizer_d": state_of(optimizer_d),

@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -73,8 +74,13 @@ AVERAGED_METRICS = ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")
 """Epoch metrics averaged over the ranks of a multi-process run before they are logged."""
 
 LOG_COLUMNS = ("epoch", "step", "content_loss", "adv_loss", "d_loss", "d_real", "d_fake",
-               "val_psnr", "val_ssim", "lr", "it_per_s", "epoch_s", "time_s")
+               "val_psnr", "val_ssim", "val_lr_psnr", "val_niqe", "lr", "it_per_s", "epoch_s",
+               "time_s")
 """Columns of ``<name>_log.csv`` (missing values are left empty, e.g. D columns in stage 1)."""
+
+STAGE_VALIDATION = {"srresnet": ("psnr", "ssim"), "srgan": solver.VALIDATION_METRICS}
+"""What each stage validates per epoch (``solver.validate``): stage 2 also LR-PSNR and NIQE,
+since its point is perceptual quality, which PSNR does not measure."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -144,12 +150,14 @@ def checkpoint_name(cfg, stage):
 def generator_kwargs(cfg):
     """Keyword arguments of ``models.build_generator`` for ``cfg.generator.arch``.
 
-    SRResNet takes ``n_blocks`` / ``n_channels`` from ``cfg.generator``; the other archs take
+    SRResNet takes ``n_blocks`` / ``n_channels`` / ``batch_norm`` / ``upsample`` from ``cfg.generator``; the other archs take
     the dict ``cfg.generator.<arch>`` when the config has one (else their defaults).
     """
     arch = cfg.generator.arch
     if arch == "srresnet":
-        return {"n_blocks": int(cfg.generator.n_blocks), "n_channels": int(cfg.generator.n_channels)}
+        return {"n_blocks": int(cfg.generator.n_blocks), "n_channels": int(cfg.generator.n_channels),
+                "batch_norm": bool(cfg.generator.get("batch_norm", True)),
+                "upsample": str(cfg.generator.get("upsample", "pixel_shuffle"))}
     return dict(cfg.generator.get(arch) or {})
 
 
@@ -180,11 +188,13 @@ def ensure_data(cfg):
                             f"list with --set data.train_list=NAME")
 
 
-def build_train_set(cfg, progress=True):
-    """``datasets.TrainDataset`` of the list ``cfg.data.train_list`` with the patch settings."""
+def build_train_set(cfg, progress=True, patch_size=None):
+    """``datasets.TrainDataset`` of the list ``cfg.data.train_list`` with the patch settings
+    (HR patches of ``patch_size``, default ``cfg.data.patch_size``)."""
     import datasets
     return datasets.TrainDataset.from_list(
-        list_path(cfg, cfg.data.train_list), scale=cfg.scale, patch_size=cfg.data.patch_size,
+        list_path(cfg, cfg.data.train_list), scale=cfg.scale,
+        patch_size=int(patch_size or cfg.data.patch_size),
         patches_per_image=cfg.data.patches_per_image, augment=cfg.data.augment,
         cache_dir=cfg.data.get("cache_dir"), progress=progress)
 
@@ -256,35 +266,82 @@ def _init_generator_from(generator, path, arch, scale):
                          f"(cfg.generator): {e}") from e
 
 
+def vgg_content_loss(cfg):
+    """The VGG content loss phi_{i,j} of ``cfg.vgg`` (``solver.VGGLoss``), or None with the
+    reason when no VGG19 weights covering phi_{i,j} can be had.
+
+    Weights are looked for in this order: ``cfg.vgg.weights`` (a file, or 'random' for tests),
+    the official file in the torch.hub cache, the shared VGG19 slice (``config.SHARED_VGG``,
+    conv1_1..conv3_1: enough for VGG22), then the official URL (a download when online).
+    """
+    import models
+    from config import SHARED_VGG
+
+    if cfg.vgg.weights is not None:
+        candidates = [cfg.vgg.weights]
+    else:
+        cached = models.vgg19_hub_cache_file()
+        candidates = [p for p in (cached, SHARED_VGG) if Path(p).is_file()] + [None]
+    reasons = []
+    for weights in candidates:
+        try:
+            vgg = models.TruncatedVGG19(cfg.vgg.i, cfg.vgg.j, weights=weights)
+        except (OSError, RuntimeError, ValueError) as e:
+            reasons.append(str(e).splitlines()[0])
+            continue
+        return solver.VGGLoss(vgg, cfg.vgg.feature_scale), None
+    return None, "; ".join(reasons)
+
+
+def content_loss_of(cfg, stage, y_only=False):
+    """The content loss of a stage: ``solver.ContentLoss`` of its terms.
+
+    Stage 1: ``cfg.stage1.loss`` ('mse', 'l1', or 'vgg' for SRResNet-VGG). Stage 2:
+    ``cfg.stage2.content_loss`` -- 'vgg' (phi_{i,j}, plus ``pixel_weight`` x the pixel loss
+    ``pixel_loss`` when > 0) or 'mse' (SRGAN-MSE, x ``mse_range_factor`` for the paper's [-1,1]
+    range). A VGG loss whose weights cannot be had falls back to the MSE loss with a one-line
+    note when ``cfg.vgg.weights`` is None, and is an error when a file was named.
+    """
+    scfg = stage_config(cfg, stage)
+    kind = scfg.loss if stage == "srresnet" else scfg.content_loss
+    if kind == "vgg":
+        vgg_loss, why = vgg_content_loss(cfg)
+        if vgg_loss is None and cfg.vgg.weights is not None:
+            raise ValueError(f"vgg.weights={cfg.vgg.weights}: {why}")
+        if vgg_loss is None:
+            print(f"note: no VGG19 weights for phi_{cfg.vgg.i},{cfg.vgg.j} ({why}); stage "
+                  f"{stage} uses the MSE content loss instead", flush=True)
+            kind = "mse"
+        else:
+            terms = [(1.0, vgg_loss)]
+            if stage == "srgan" and scfg.get("pixel_weight", 0) > 0:
+                terms.append((scfg.pixel_weight, solver.PixelLoss(scfg.pixel_loss, y_only)))
+            return solver.ContentLoss(terms)
+    factor = scfg.get("mse_range_factor", 1.0) if stage == "srgan" and kind == "mse" else 1.0
+    return solver.ContentLoss([(factor, solver.PixelLoss(kind, y_only))])
+
+
 def build_networks(cfg, stage, device, init=None):
     """The networks of a stage on ``device``: ``(generator, discriminator, content_loss)``.
 
-    Stage 1: ``discriminator`` is None and ``content_loss`` the pixel loss of ``cfg.stage1``.
-    Stage 2: the paper's discriminator and the content loss ``cfg.stage2.content_loss`` (the VGG
-    loss phi_{i,j} of ``cfg.vgg``, or a pixel loss); the generator starts from the stage-1
-    checkpoint ``init`` when given. Seeds torch with ``cfg.seed`` first, so the initial weights
-    are the same in every run.
+    Stage 1: ``discriminator`` is None. Stage 2: the paper's discriminator (sizes of
+    ``cfg.discriminator``); the generator starts from the stage-1 checkpoint ``init`` when
+    given. ``content_loss`` from :func:`content_loss_of`. Seeds torch with ``cfg.seed`` first,
+    so the initial weights are the same in every run.
     """
     import models
 
-    scfg = stage_config(cfg, stage)
     solver.seed_everything(cfg.seed)
     channels_last = bool(cfg.train.channels_last)
     generator = models.build_generator(cfg.generator.arch, scale=cfg.scale, **generator_kwargs(cfg))
     if init is not None:
         _init_generator_from(generator, init, cfg.generator.arch, cfg.scale)
     discriminator = None
-    if stage == "srresnet":
-        content_loss = solver.PixelLoss(scfg.loss, generator.y_only)
-    else:
+    if stage == "srgan":
         d = cfg.discriminator
         discriminator = solver.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
                                              device, channels_last)
-        if scfg.content_loss == "vgg":
-            vgg = models.TruncatedVGG19(cfg.vgg.i, cfg.vgg.j, weights=cfg.vgg.weights)
-            content_loss = solver.VGGLoss(vgg, cfg.vgg.feature_scale)
-        else:
-            content_loss = solver.PixelLoss(scfg.content_loss, generator.y_only)
+    content_loss = content_loss_of(cfg, stage, generator.y_only)
     return (solver.prepare_model(generator, device, channels_last), discriminator,
             solver.prepare_model(content_loss, device, channels_last))
 
@@ -328,44 +385,75 @@ def _ddp(model, device, sync_bn):
 def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     """Train one stage and return its history (list of per-epoch metric dicts).
 
-    ``stage`` is 'srresnet' (stage 1: ``cfg.generator.arch`` with the pixel loss of
-    ``cfg.stage1``) or 'srgan' (stage 2: adversarial training from ``OUT/<arch>.pth`` or
-    ``cfg.stage2.init``). Writes ``out_dir/<name>.pth`` after every ``checkpoint_every`` epochs
-    and at the end, ``out_dir/<name>_log.csv`` every epoch and, in stage 1, ``<name>_best.pth``.
+    ``stage`` is 'srresnet' (stage 1: ``cfg.generator.arch`` with the loss of ``cfg.stage1``) or
+    'srgan' (stage 2: adversarial training from ``OUT/<arch>.pth`` or ``cfg.stage2.init``).
+    Writes ``out_dir/<name>.pth`` after every ``checkpoint_every`` epochs and at the end,
+    ``out_dir/<name>_log.csv`` every epoch, and ``<name>_best.pth``: in stage 1 the epoch of
+    the best validation PSNR; in stage 2 the epoch of the lowest validation NIQE among those
+    whose LR-PSNR stays within ``stage2.best_lr_psnr_margin`` dB of the starting generator's
+    (validated before the first step and logged as epoch 0).
 
-    The stage ends after ``epochs`` epochs or when ``cfg.train.time_budget_s`` seconds of
-    training are spent (the lr schedule is laid over whichever comes first; see
-    ``solver.RunClock``). ``resume`` continues from ``out_dir/<name>.pth``; without it an
-    existing checkpoint is an error (nothing is overwritten). Raises FloatingPointError (from
-    ``solver``) on a non-finite loss, with the previous checkpoint left intact.
+    The stage ends after ``epochs`` epochs or when its time budget (``time_budget_s`` of the
+    stage, else ``cfg.train.time_budget_s``) is spent (the lr schedule is laid over whichever
+    comes first; see ``solver.RunClock``). ``resume`` continues from ``out_dir/<name>.pth``;
+    without it an existing checkpoint is an error (nothing is overwritten). Raises
+    FloatingPointError (from ``solver``) on a non-finite loss, with the previous checkpoint
+    left intact.
 
     Inside a process group (``torchrun``, see the module docstring) every rank calls this; the
     models are trained with DistributedDataParallel, ``batch_size`` is the global batch, and
     rank 0 alone validates and writes files. ``progress`` bars are shown by rank 0 only.
     """
-    import datasets
+    run = _set_up(cfg, stage, Path(out_dir), resume, progress)
+    run.clock.start()
+    if stage == "srgan" and not run.history:
+        _main_rank_first(lambda: _validate_start(run), "validating the starting generator")
+    for epoch in range(run.start_epoch, run.scfg.epochs + 1):
+        if run.clock.finished():
+            break
+        epoch_start = time.perf_counter()
+        metrics = _train_epoch(run, epoch)
+        row = {"epoch": epoch, "step": run.clock.step, **metrics}
+        finished = run.clock.finished() or epoch == run.scfg.epochs
+        _main_rank_first(lambda: _end_of_epoch(run, row, finished, epoch_start),
+                         f"validating or saving epoch {epoch}")
+        if not run.is_main:
+            run.history.append(row)      # (without validation scores: rank 0 keeps the full log)
+    return run.history
 
-    world, is_main = solver.world_size(), solver.is_main_process()
-    progress = progress and is_main
-    scfg = stage_config(cfg, stage)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name, arch = checkpoint_name(cfg, stage), cfg.generator.arch
-    ckpt_path, best_path = out_dir / f"{name}.pth", out_dir / f"{name}_best.pth"
-    log_path = out_dir / f"{name}_log.csv"
+
+def _check_resume(ckpt_path, resume, name, arch, run_files):
+    """The checkpoint to resume (or None); refuses to overwrite a finished run without
+    ``resume`` and removes the temp files of a killed run."""
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass --resume (resume=True) to continue it, "
                               f"or choose another output folder")
     checkpoint = solver.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if resume and checkpoint is None:
         print(f"no checkpoint {ckpt_path} to resume: starting {name} from scratch", flush=True)
-    if resume and is_main:                    # half-written files of a killed run
-        for path in (ckpt_path, best_path, log_path):
+    if resume and solver.is_main_process():                    # half-written files of a killed run
+        for path in run_files:
             for tmp in solver.remove_stale_temp_files(path):
                 print(f"removed {tmp}: an incomplete write of an interrupted run", flush=True)
     if checkpoint is not None and (checkpoint["arch"] != arch or checkpoint["stage"] != name):
         raise ValueError(f"{ckpt_path} is a {checkpoint['stage']!r} checkpoint of "
                          f"{checkpoint['arch']!r}, not {name!r} of {arch!r}")
+    return checkpoint
+
+
+def _set_up(cfg, stage, out_dir, resume, progress):
+    """Everything a stage needs, as one namespace: config, files, networks, optimisers, data,
+    clock, history (restored from the checkpoint when resuming)."""
+    world, is_main = solver.world_size(), solver.is_main_process()
+    scfg = stage_config(cfg, stage)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name, arch = checkpoint_name(cfg, stage), cfg.generator.arch
+    run = SimpleNamespace(cfg=cfg, stage=stage, scfg=scfg, name=name, arch=arch, world=world,
+                          is_main=is_main, progress=progress and is_main,
+                          ckpt_path=out_dir / f"{name}.pth", best_path=out_dir / f"{name}_best.pth",
+                          log_path=out_dir / f"{name}_log.csv")
+    checkpoint = _check_resume(run.ckpt_path, resume, name, arch,
+                               (run.ckpt_path, run.best_path, run.log_path))
     init = None
     if stage == "srgan" and checkpoint is None:
         init = Path(scfg.get("init") or out_dir / f"{arch}.pth")
@@ -374,115 +462,169 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
                                     f"does not exist: run --stage srresnet first, or set "
                                     f"--set stage2.init=PATH")
 
-    device = solver.rank_device(cfg.train.device)
-    channels_last, amp = bool(cfg.train.channels_last), cfg.train.amp
+    run.device = solver.rank_device(cfg.train.device)
     sync_bn = bool(cfg.train.get("sync_bn")) and world > 1
-    if sync_bn and device.type != "cuda":
+    if sync_bn and run.device.type != "cuda":
         raise ValueError("train.sync_bn=True needs CUDA: SyncBatchNorm does not run on the CPU")
     if scfg.batch_size % world:
         raise ValueError(f"{stage} batch_size {scfg.batch_size} is the global batch and must be "
                          f"divisible by the {world} processes of the run")
-    rank_batch = scfg.batch_size // world
-    generator, discriminator, content_loss = build_networks(cfg, stage, device, init)
+    run.rank_batch = scfg.batch_size // world
+    run.generator, run.discriminator, run.content_loss = build_networks(cfg, stage, run.device, init)
     betas = tuple(scfg.betas)
-    optimizer_g = torch.optim.Adam(generator.parameters(), lr=scfg.lr, betas=betas)
-    optimizer_d = (torch.optim.Adam(discriminator.parameters(), lr=scfg.lr, betas=betas)
-                   if discriminator is not None else None)
-    schedule, lr_fn = lr_schedule(scfg)
+    run.optimizer_g = torch.optim.Adam(run.generator.parameters(), lr=scfg.lr, betas=betas)
+    run.optimizer_d = (torch.optim.Adam(run.discriminator.parameters(), lr=scfg.lr, betas=betas)
+                       if run.discriminator is not None else None)
+    ema_decay = scfg.get("ema_decay") if stage == "srgan" else None
+    run.ema = solver.GeneratorEMA(run.generator, ema_decay) if ema_decay is not None else None
+    run.schedule, run.lr_fn = lr_schedule(scfg)
 
     _main_rank_first(lambda: ensure_data(cfg), "preparing the data")
     # rank 0 decodes first (and fills data.cache_dir), the others then read its cache
-    train_set = _main_rank_first(lambda: build_train_set(cfg, progress), "decoding the data")
+    patch = scfg.get("patch_size")
+    run.train_set = _main_rank_first(lambda: build_train_set(cfg, run.progress, patch),
+                                     "decoding the data")
     if not is_main:
-        train_set = build_train_set(cfg, progress)
-    val_set = build_val_set(cfg) if is_main else None
-    d_steps = int(scfg.get("d_steps", 1)) if stage == "srgan" else 1
-    batches = (len(train_set) // world) // rank_batch     # = len // batch_size on one process
+        run.train_set = build_train_set(cfg, run.progress, patch)
+    run.val_set = build_val_set(cfg) if is_main else None
+    run.d_steps = int(scfg.get("d_steps", 1)) if stage == "srgan" else 1
+    batches = (len(run.train_set) // world) // run.rank_batch   # = len // batch_size on one process
     if batches < 1:
-        raise ValueError(f"the training set has {len(train_set)} patches, fewer than one batch of "
-                         f"{scfg.batch_size}: raise data.patches_per_image or lower the batch size")
-    steps_per_epoch = batches // d_steps
-    budget = cfg.train.get("time_budget_s")
-    clock = solver.RunClock(scfg.epochs * steps_per_epoch, budget)
-
-    history, start_epoch, best_psnr = [], 1, -math.inf
+        raise ValueError(f"the training set has {len(run.train_set)} patches, fewer than one batch "
+                         f"of {scfg.batch_size}: raise data.patches_per_image or lower the batch size")
+    run.budget = scfg.get("time_budget_s") or cfg.train.get("time_budget_s")
+    run.clock = solver.RunClock(scfg.epochs * (batches // run.d_steps), run.budget)
+    run.history, run.start_epoch = [], 1
     if checkpoint is not None:
-        generator.load_state_dict(checkpoint["generator"])
-        optimizer_g.load_state_dict(checkpoint["optimizer_g"])
-        if discriminator is not None:
-            discriminator.load_state_dict(checkpoint["discriminator"])
-            optimizer_d.load_state_dict(checkpoint["optimizer_d"])
-        history = list(checkpoint["history"])
-        start_epoch = checkpoint["epoch"] + 1
-        clock = solver.RunClock.from_state_dict(checkpoint["clock"], clock.total_steps, budget)
-        best_psnr = max((r["val_psnr"] for r in history if r.get("val_psnr") is not None),
-                        default=-math.inf)
-        solver.set_rng_state(checkpoint["rng"])
-        print(f"resuming {name} from {ckpt_path}: epoch {checkpoint['epoch']} done, "
-              f"step {clock.step}", flush=True)
+        _restore(run, checkpoint)
 
-    model, critic = generator, discriminator      # what the epochs train (DDP-wrapped if needed)
+    run.model, run.critic = run.generator, run.discriminator  # what trains (DDP-wrapped if needed)
     if world > 1:
-        model = _ddp(generator, device, sync_bn)
-        critic = _ddp(discriminator, device, sync_bn) if discriminator is not None else None
-    model = torch.compile(model) if cfg.train.compile else model
-    collapse = (scfg.get("collapse_fake"), scfg.get("collapse_real"))
-    clock.start()
-    for epoch in range(start_epoch, scfg.epochs + 1):
-        if clock.finished():
-            break
-        # The data of an epoch depends only on (seed, epoch): the loader's shuffling generator
-        # and the patch RNG of datasets.TrainDataset (seeded from torch.initial_seed() in the
-        # main process, from the loader's worker seeds otherwise).
-        torch.manual_seed(cfg.seed + epoch + solver.rank() * RANK_SEED_OFFSET)
-        loader = datasets.make_train_loader(train_set, rank_batch, cfg.data.workers,
-                                            cfg.seed + epoch, distributed=world > 1)
-        if world > 1:
-            loader.sampler.set_epoch(epoch)
-        epoch_start = time.perf_counter()
-        common = dict(clock=clock, lr_fn=lr_fn, amp=amp, channels_last=channels_last,
-                      stage=name, epoch=epoch, progress=progress)
-        if stage == "srresnet":
-            metrics = solver.train_epoch_mse(model, loader, optimizer_g, content_loss, device, **common)
-        else:
-            metrics = solver.train_epoch_gan(
-                model, critic, loader, optimizer_g, optimizer_d, content_loss, device,
-                adv_weight=scfg.adv_weight, d_steps=d_steps, collapse_fake=collapse[0],
-                collapse_real=collapse[1], **common)
-        del loader
-        finished = clock.finished() or epoch == scfg.epochs
-        solver.all_reduce_mean(metrics, AVERAGED_METRICS)
-        for net in (generator, discriminator):         # every rank holds rank 0's BN statistics
-            if net is not None:
-                solver.broadcast_buffers(net)
-        row = {"epoch": epoch, "step": clock.step, **metrics}
+        run.model = _ddp(run.generator, run.device, sync_bn)
+        if run.discriminator is not None:
+            run.critic = _ddp(run.discriminator, run.device, sync_bn)
+    run.model = torch.compile(run.model) if cfg.train.compile else run.model
+    return run
 
-        def validate_and_save():
-            nonlocal best_psnr
-            if val_set is not None and (epoch % cfg.train.val_every == 0 or finished):
-                val = solver.validate(generator, val_set, cfg.scale, device)
-                row.update(val_psnr=val["psnr"], val_ssim=val["ssim"])
-            row.update(epoch_s=time.perf_counter() - epoch_start, time_s=clock.elapsed_s)
-            history.append(row)
-            _print_epoch(name, scfg.epochs, row)
-            state = dict(stage=name, arch=arch, arch_kwargs=generator_kwargs(cfg),
-                         scale=cfg.scale, generator=generator, discriminator=discriminator,
-                         optimizer_g=optimizer_g, optimizer_d=optimizer_d, scheduler_g=schedule,
-                         scheduler_d=schedule if discriminator is not None else None,
-                         clock=clock, epoch=epoch, step=clock.step, config=cfg,
-                         history=history, finished=finished, world_size=world)
-            if epoch % cfg.train.checkpoint_every == 0 or finished:
-                solver.save_checkpoint(ckpt_path, solver.make_checkpoint(**state))
-            if (stage == "srresnet" and row.get("val_psnr") is not None
-                    and row["val_psnr"] > best_psnr):
-                best_psnr = row["val_psnr"]
-                solver.save_checkpoint(best_path, solver.make_checkpoint(**state))
-            write_log(log_path, history)
 
-        _main_rank_first(validate_and_save, f"validating or saving epoch {epoch}")
-        if not is_main:
-            history.append(row)      # (without validation scores: rank 0 keeps the full log)
-    return history
+def _restore(run, checkpoint):
+    """Continue from ``checkpoint``: weights, optimisers, EMA, history, clock and RNG states."""
+    run.generator.load_state_dict(checkpoint["generator"])
+    run.optimizer_g.load_state_dict(checkpoint["optimizer_g"])
+    if run.discriminator is not None:
+        run.discriminator.load_state_dict(checkpoint["discriminator"])
+        run.optimizer_d.load_state_dict(checkpoint["optimizer_d"])
+    if run.ema is not None:
+        run.ema.load_state_dict(checkpoint.get("generator_ema") or checkpoint["generator"])
+    run.history = list(checkpoint["history"])
+    run.start_epoch = checkpoint["epoch"] + 1
+    run.clock = solver.RunClock.from_state_dict(checkpoint["clock"], run.clock.total_steps,
+                                                run.budget)
+    solver.set_rng_state(checkpoint["rng"])
+    print(f"resuming {run.name} from {run.ckpt_path}: epoch {checkpoint['epoch']} done, "
+          f"step {run.clock.step}", flush=True)
+
+
+def _train_epoch(run, epoch):
+    """One epoch of the stage (``solver.train_epoch_mse`` or ``train_epoch_gan``); returns its
+    metrics averaged over the ranks."""
+    import datasets
+
+    cfg, scfg = run.cfg, run.scfg
+    # The data of an epoch depends only on (seed, epoch): the loader's shuffling generator
+    # and the patch RNG of datasets.TrainDataset (seeded from torch.initial_seed() in the
+    # main process, from the loader's worker seeds otherwise).
+    torch.manual_seed(cfg.seed + epoch + solver.rank() * RANK_SEED_OFFSET)
+    loader = datasets.make_train_loader(run.train_set, run.rank_batch, cfg.data.workers,
+                                        cfg.seed + epoch, distributed=run.world > 1)
+    if run.world > 1:
+        loader.sampler.set_epoch(epoch)
+    common = dict(clock=run.clock, lr_fn=run.lr_fn, amp=cfg.train.amp,
+                  channels_last=bool(cfg.train.channels_last), stage=run.name, epoch=epoch,
+                  progress=run.progress)
+    if run.stage == "srresnet":
+        metrics = solver.train_epoch_mse(run.model, loader, run.optimizer_g, run.content_loss,
+                                         run.device, **common)
+    else:
+        metrics = solver.train_epoch_gan(
+            run.model, run.critic, loader, run.optimizer_g, run.optimizer_d, run.content_loss,
+            run.device, adv_weight=scfg.adv_weight, d_steps=run.d_steps,
+            d_lr_scale=scfg.get("d_lr_scale", 1.0), ema=run.ema,
+            collapse_fake=scfg.get("collapse_fake"), collapse_real=scfg.get("collapse_real"),
+            **common)
+    solver.all_reduce_mean(metrics, AVERAGED_METRICS)
+    for net in (run.generator, run.discriminator):         # every rank holds rank 0's BN statistics
+        if net is not None:
+            solver.broadcast_buffers(net)
+    return metrics
+
+
+def _inference_generator(run):
+    """The generator that is validated and used: the EMA average when the stage keeps one."""
+    return run.ema.model if run.ema is not None else run.generator
+
+
+def _validate(run):
+    """Validation scores of the current generator (``solver.validate``), keys ``val_*``;
+    stage 2 adds LR-PSNR and NIQE. Empty without a validation set."""
+    if run.val_set is None:
+        return {}
+    metrics = STAGE_VALIDATION[run.stage]
+    val = solver.validate(_inference_generator(run), run.val_set, run.cfg.scale, run.device,
+                          metrics)
+    return {f"val_{m}": val[m] for m in metrics}
+
+
+def _validate_start(run):
+    """Stage 2, before the first step: log the starting generator as epoch 0 (the reference
+    of the LR-PSNR floor of ``srgan_best.pth`` and the start of the curves)."""
+    row = {"epoch": 0, "step": 0, **_validate(run), "time_s": 0.0}
+    run.history.append(row)
+    if row.get("val_psnr") is not None:
+        print(f"{run.name} start ({run.scfg.get('init') or 'stage 1'}): " + " | ".join(
+            f"{k[4:]} {v:.3f}" for k, v in row.items() if k.startswith("val_") and v is not None),
+            flush=True)
+    write_log(run.log_path, run.history)
+
+
+def _is_best(run, row):
+    """Does ``row`` beat the best epoch so far? Stage 1: higher validation PSNR. Stage 2: lower
+    NIQE, among the epochs whose LR-PSNR is within ``best_lr_psnr_margin`` dB of epoch 0's."""
+    earlier = [r for r in run.history if r is not row and r.get("epoch", 0) > 0]
+    if run.stage == "srresnet":
+        if row.get("val_psnr") is None:
+            return False
+        return all(row["val_psnr"] > (r.get("val_psnr") or -math.inf) for r in earlier)
+    start = next((r for r in run.history if r.get("epoch") == 0), None)
+    if row.get("val_niqe") is None or start is None or start.get("val_lr_psnr") is None:
+        return False
+    floor = start["val_lr_psnr"] - run.scfg.get("best_lr_psnr_margin", math.inf)
+    if row["val_lr_psnr"] < floor:
+        return False
+    return all(row["val_niqe"] < r["val_niqe"] for r in earlier
+               if r.get("val_niqe") is not None and r.get("val_lr_psnr", -math.inf) >= floor)
+
+
+def _end_of_epoch(run, row, finished, epoch_start):
+    """Rank 0, after an epoch: validate, log, save the checkpoint (and the best one)."""
+    cfg, epoch = run.cfg, row["epoch"]
+    if epoch % cfg.train.val_every == 0 or finished:
+        row.update(_validate(run))
+    row.update(epoch_s=time.perf_counter() - epoch_start, time_s=run.clock.elapsed_s)
+    run.history.append(row)
+    _print_epoch(run.name, run.scfg.epochs, row)
+    state = dict(stage=run.name, arch=run.arch, arch_kwargs=generator_kwargs(cfg),
+                 scale=cfg.scale, generator=run.generator, discriminator=run.discriminator,
+                 optimizer_g=run.optimizer_g, optimizer_d=run.optimizer_d,
+                 scheduler_g=run.schedule,
+                 scheduler_d=run.schedule if run.discriminator is not None else None,
+                 clock=run.clock, epoch=epoch, step=run.clock.step, config=cfg,
+                 history=run.history, finished=finished, world_size=run.world, ema=run.ema)
+    if epoch % cfg.train.checkpoint_every == 0 or finished:
+        solver.save_checkpoint(run.ckpt_path, solver.make_checkpoint(**state))
+    if _is_best(run, row):
+        solver.save_checkpoint(run.best_path, solver.make_checkpoint(**state))
+    write_log(run.log_path, run.history)
 
 
 def _print_epoch(name, epochs, row):
@@ -493,6 +635,10 @@ def _print_epoch(name, epochs, row):
                   f"D(real) {row['d_real']:.3f}", f"D(fake) {row['d_fake']:.3f}"]
     if row.get("val_psnr") is not None:
         parts.append(f"val PSNR {row['val_psnr']:.2f} dB SSIM {row['val_ssim']:.4f}")
+    if row.get("val_lr_psnr") is not None:
+        parts.append(f"LR-PSNR {row['val_lr_psnr']:.2f} dB")
+    if row.get("val_niqe") is not None:
+        parts.append(f"NIQE {row['val_niqe']:.3f}")
     parts += [f"lr {row['lr']:.2e}", f"{row['it_per_s']:.2f} it/s", f"{row['time_s']:.0f} s"]
     print(" | ".join(parts), flush=True)
 

@@ -325,3 +325,90 @@ def test_validate_reports_psnr_and_ssim_of_the_model():
     want = [utils.psnr(super_resolve.upscale_image(model, lr), h, SCALE) for lr, h, _ in data]
     assert result["images"] == 2 and result["psnr"] == pytest.approx(np.mean(want))
     assert 0 < result["ssim"] <= 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 2 pieces: the two steps, the content-loss sum, the generator EMA
+# ----------------------------------------------------------------------------------------------
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _changed(before, model):
+    return {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+
+
+def test_discriminator_step_trains_d_only_and_generator_step_trains_g_only():
+    generator, discriminator = smoke_generator(), smoke_discriminator()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    lr, hr = smooth_batch(11)
+    g0, d0 = _params(generator), _params(discriminator)
+    sr = generator(lr)
+    d_loss, d_real, d_fake = solver.discriminator_step(discriminator, opt_d, hr, sr)
+    assert _changed(d0, discriminator) and not _changed(g0, generator)
+    assert 0 < d_real.item() < 1 and 0 < d_fake.item() < 1 and d_loss.dim() == 0
+    d1 = _params(discriminator)
+    generator.train()
+    g_loss, content, adv = solver.generator_step(discriminator, opt_g, sr, hr, solver.PixelLoss(), 0.5)
+    assert g_loss.item() == pytest.approx(content.item() + 0.5 * adv.item(), rel=1e-5)
+    weights = [k for k in g0 if k.endswith("weight")]
+    assert set(weights) & _changed(g0, generator)
+    assert not {k for k in _changed(d1, discriminator) if "running" not in k and "batches" not in k}
+    assert all(p.requires_grad for p in discriminator.parameters())   # D is trainable again
+
+
+def test_steps_refuse_a_non_finite_loss_before_updating():
+    generator, discriminator = smoke_generator(), smoke_discriminator()
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    lr, hr = smooth_batch(12)
+    d0 = _params(discriminator)
+    with pytest.raises(FloatingPointError, match="discriminator.*epoch 3, step 7"):
+        solver.discriminator_step(discriminator, opt_d, hr * float("nan"), generator(lr),
+                                  where=("srgan", 3, 7))
+    assert not {k for k in _changed(d0, discriminator) if "running" not in k and "batches" not in k}
+
+
+def test_content_loss_is_the_weighted_sum_of_its_terms():
+    lr, hr = smooth_batch(13)
+    sr = hr + 0.1
+    both = solver.ContentLoss([(1.0, solver.PixelLoss("mse")), (0.5, solver.PixelLoss("l1"))])
+    assert both(sr, hr).item() == pytest.approx(0.01 + 0.5 * 0.1, rel=1e-4)
+    with pytest.raises(ValueError):
+        solver.ContentLoss([])
+
+
+def test_ema_update_is_decay_times_average_plus_rest_times_weights():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ema = solver.GeneratorEMA(model, decay=0.9)
+    start = _params(ema.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model.train()(torch.rand(2, 3, 8, 8))            # moves the BN running statistics
+    ema.update(model)
+    now = model.state_dict()
+    for k, avg in ema.model.state_dict().items():
+        if avg.dtype.is_floating_point:              # ema = d * ema + (1 - d) * w, not inverted
+            assert torch.allclose(avg, 0.9 * start[k] + 0.1 * now[k], atol=1e-6), k
+        else:
+            assert torch.equal(avg, now[k]), k
+    assert not any(p.requires_grad for p in ema.model.parameters())
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="ema_decay"):
+            solver.GeneratorEMA(model, bad)
+
+
+def test_train_epoch_gan_updates_the_ema_every_generator_step():
+    generator, discriminator = smoke_generator(), smoke_discriminator()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    ema = solver.GeneratorEMA(generator, decay=0.0)   # decay 0: the EMA is the last weights
+    m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(14)] * 2, opt_g, opt_d,
+                               solver.PixelLoss(), "cpu", ema=ema, d_lr_scale=0.5,
+                               lr_fn=lambda p: 1e-3, progress=False)
+    assert m["steps"] == 2
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    for k, v in generator.state_dict().items():
+        assert torch.equal(ema.model.state_dict()[k], v), k

@@ -129,9 +129,11 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tiny_data, tmp_path, m
     keys = ["generator", "optimizer_g"] + (["discriminator", "optimizer_d"] if stage == "srgan" else [])
     _assert_same_state(a, b, keys)
     assert a["step"] == b["step"] == 2 * 3        # 3 batches of 4 patches per epoch
-    assert [r["content_loss"] for r in history] == [r["content_loss"] for r in resumed_history]
+    trained = lambda h: [r["content_loss"] for r in h if r["epoch"] > 0]
+    assert trained(history) == trained(resumed_history) and len(trained(history)) == 2
+    # stage 2 logs its starting generator as epoch 0 (the reference of srgan_best.pth)
     with open(resumed / f"{stage}_log.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == ([0] if stage == "srgan" else []) + [1, 2]
 
 
 def test_non_finite_loss_stops_and_keeps_the_previous_checkpoint(tiny_data, tmp_path):
@@ -162,8 +164,9 @@ def test_cli_smoke_end_to_end(tiny_data, tmp_path):
         assert ckpt["format"] == solver.CHECKPOINT_FORMAT and ckpt["finished"] and ckpt["epoch"] == 1
         with open(out / f"{stage}_log.csv") as f:
             rows = list(csv.DictReader(f))
-        assert len(rows) == 1 and float(rows[0]["val_psnr"]) > 0
-    assert ckpt["discriminator"] is not None and ckpt["history"][0]["d_real"] >= 0
+        assert [int(r["epoch"]) for r in rows] == ([0, 1] if stage == "srgan" else [1])
+        assert float(rows[-1]["val_psnr"]) > 0
+    assert ckpt["discriminator"] is not None and ckpt["history"][-1]["d_real"] >= 0
     assert "bicubic" in proc.stdout and "tiny_val" in proc.stdout
 
 
@@ -179,3 +182,62 @@ def test_cli_refuses_to_overwrite_without_resume(tiny_data, tmp_path, capsys):
     assert (out / "srresnet.pth").read_bytes() == before
     assert train.main(args + ["--resume", "--epochs", "2"]) == 0      # continues to epoch 2
     assert torch.load(out / "srresnet.pth", weights_only=True)["epoch"] == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Content losses of the paper's variants, the VGG fallback, srgan_best.pth
+# ----------------------------------------------------------------------------------------------
+
+def _terms(loss):
+    return [(w, type(term).__name__, getattr(term, "kind", None))
+            for w, term in zip(loss.weights, loss.losses)]
+
+
+def test_content_losses_of_the_papers_variants():
+    cfg = train.build_config("smoke", overrides=["stage1.loss=vgg", "stage2.pixel_weight=0.01"])
+    assert _terms(train.content_loss_of(cfg, "srresnet")) == [(1.0, "VGGLoss", None)]  # SRResNet-VGG
+    assert _terms(train.content_loss_of(cfg, "srgan")) == [(1.0, "VGGLoss", None),
+                                                           (0.01, "PixelLoss", "l1")]
+    cfg = train.build_config("paper", overrides=["stage2.content_loss=mse"])     # SRGAN-MSE
+    # the paper's MSE is on [-1, 1] images: 4x the MSE on [0, 1]
+    assert _terms(train.content_loss_of(cfg, "srgan")) == [(4.0, "PixelLoss", "mse")]
+    assert _terms(train.content_loss_of(cfg, "srresnet")) == [(1.0, "PixelLoss", "mse")]
+
+
+def test_vgg_loss_falls_back_to_mse_with_a_note_when_no_weights_can_be_had(monkeypatch, tmp_path,
+                                                                            capsys):
+    import config
+    import models
+    monkeypatch.setattr(config, "SHARED_VGG", tmp_path / "absent.pth")
+    monkeypatch.setattr(models, "vgg19_hub_cache_file", lambda: tmp_path / "absent2.pth")
+    monkeypatch.setattr(models.torch.hub, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    cfg = train.build_config("demo")                       # vgg.weights None: look everywhere
+    loss = train.content_loss_of(cfg, "srgan")
+    assert _terms(loss) == [(1.0, "PixelLoss", "mse")]
+    assert "uses the MSE content loss instead" in capsys.readouterr().out
+    cfg.vgg.weights = str(tmp_path / "named-but-missing.pth")   # a named file must exist
+    with pytest.raises(ValueError, match="vgg.weights="):
+        train.content_loss_of(cfg, "srgan")
+
+
+def test_vgg_loss_uses_the_shared_slice_offline(shared_data, monkeypatch, tmp_path):
+    import models
+    monkeypatch.setattr(models, "vgg19_hub_cache_file", lambda: tmp_path / "absent.pth")
+    cfg = train.build_config("demo")
+    vgg = train.content_loss_of(cfg, "srgan").losses[0]
+    assert type(vgg).__name__ == "VGGLoss" and (vgg.vgg.i, vgg.vgg.j) == (2, 2)
+
+
+def test_srgan_best_is_the_lowest_niqe_above_the_lr_psnr_floor():
+    run = train.SimpleNamespace(stage="srgan", scfg={"best_lr_psnr_margin": 3.0}, history=[])
+    run.history.append({"epoch": 0, "val_niqe": 7.0, "val_lr_psnr": 40.0})
+    rows = [{"epoch": 1, "val_niqe": 6.5, "val_lr_psnr": 39.0},   # better NIQE, faithful: best
+            {"epoch": 2, "val_niqe": 5.0, "val_lr_psnr": 36.5},   # lower NIQE but 3.5 dB drift
+            {"epoch": 3, "val_niqe": 6.6, "val_lr_psnr": 39.5},   # faithful, NIQE not lower
+            {"epoch": 4, "val_niqe": 6.0, "val_lr_psnr": 37.2}]   # within 3 dB, lowest: best
+    verdicts = []
+    for row in rows:
+        run.history.append(row)
+        verdicts.append(train._is_best(run, row))
+    assert verdicts == [True, False, False, True]
