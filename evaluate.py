@@ -34,7 +34,8 @@ written by ``train.py``. ``--data-root`` holds the sets in the EDSR layout
 ``config.data.benchmark_root``); without an LR folder the LR images are made with
 ``imresize(modcrop(HR, scale), 1/scale)``. Every set is looked up before any work starts; a
 set that fails while being scored does not lose the others (the table and JSON hold what was
-computed, the failure is reported, the exit status is 1).
+computed, the failure is reported, the exit status is 1; with no set scored at all, an existing
+``--json`` file is left as it was).
 """
 import argparse
 import json
@@ -576,7 +577,9 @@ def main(argv=None):
         print(format_table(results, title=method.name))
     for note in result_notes(results):
         print(f"- {note}")
-    if args.json is not None:
+    if args.json is not None and not results:   # nothing scored: an existing file is kept
+        print(f"\nnothing scored: {args.json} not written")
+    elif args.json is not None:
         write_json(args.json, {"model": str(args.model), "scale": args.scale,
                                "data_root": str(args.data_root), "metrics": list(metrics),
                                "unavailable": unavailable, "results": results,
