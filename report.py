@@ -514,8 +514,9 @@ def comparison_markdown(items):
 
 def comparison_figure(item):
     """One row of panels (LR nearest | methods | HR) of a :func:`compare_on_set` item, titles
-    with PSNR / LPIPS / NIQE (the HR: its NIQE), each panel with a zoomed inset of the same region (placed in the corner
-    farthest from it) and the region outlined. Returns the Figure."""
+    with PSNR / LPIPS / NIQE (the HR: its NIQE), each panel with a zoomed inset of the same
+    region (placed in the corner farthest from it) and the region outlined. Returns the
+    Figure."""
     import matplotlib.pyplot as plt
 
     panels = item["panels"]
