@@ -51,6 +51,8 @@ _PAPER = EasyDict({
                                          #   as EDSR/ESRGAN (no train/test statistics mismatch)
         "upsample": "pixel_shuffle",     # pixel_shuffle (paper) | nearest (nearest + conv, no
                                          #   checkerboard; ESRGAN's choice)
+        "bicubic_skip": False,           # True: output = bicubic(LR) + network(LR) (VDSR's residual
+                                         #   learning: colours cannot drift); paper: False
     },
     "discriminator": {
         "n_channels": 64,                # channels of the first conv; doubles every 2 layers
@@ -115,8 +117,9 @@ _PAPER = EasyDict({
         "time_budget_s": None,           # stop a stage after this many seconds of training; the lr
                                          #   schedule then runs over min(epochs, budget) (solver.RunClock)
         "stages": "both",                # what train.py runs without --stage: srresnet | srgan | both
-        "eval_root": str(ROOT / "data" / "benchmark"),  # after training, train.py prints PSNR vs bicubic
-        "eval_sets": ["Set5", "Set14"],  #   on these sets under eval_root (None: data.root); missing: skipped
+        "eval_root": str(ROOT / "data" / "benchmark"),  # after training, train.py prints a table of
+        "eval_sets": ["Set5", "Set14"],  #   bicubic / SRResNet / SRGAN on these sets, each looked up in
+                                         #   eval_root (a folder or a list; None: data.root); missing: skipped
     },
 })
 
@@ -128,7 +131,8 @@ def _demo():
         "root": str(ROOT / "data" / "demo"),
         "patch_size": 96, "patches_per_image": 200, "workers": 0,
     })
-    cfg.generator.update({"n_blocks": 6, "n_channels": 32, "batch_norm": False, "upsample": "nearest"})
+    cfg.generator.update({"n_blocks": 6, "n_channels": 32, "batch_norm": False, "upsample": "nearest",
+                          "bicubic_skip": True})
     # Demo recipe: a reduced SRResNet (6 blocks x 32 channels), L1 loss, Adam lr 1e-3 with cosine
     # decay to 0, batch 8 of 24x24 LR patches, 24 epochs x 150 steps = 3600 steps, stopped by
     # train.time_budget_s at the latest. Measured on 2 CPU cores with the 6 demo training photos
@@ -153,8 +157,8 @@ def _demo():
     cfg.train.update({"device": "cpu",
                       "time_budget_s": 780,      # fallback budget of a stage without its own
                       "stages": "both",          # the demo's main job: SRResNet, then SRGAN
-                      "eval_root": None,         # data.root: the held-out demo images data/demo/test
-                      "eval_sets": ["test"]})
+                      "eval_root": [None, str(SHARED_DATA / "benchmark")],  # data.root (the held-out
+                      "eval_sets": ["test", "Set5", "Set14"]})  #   demo photos), then ../shared/data
     return cfg
 
 
@@ -171,6 +175,19 @@ def _smoke():
 
 
 PRESETS = {"paper": lambda: copy.deepcopy(_PAPER), "demo": _demo, "smoke": _smoke}
+
+
+VARIANTS = {
+    # The networks of the SRGAN paper's Table 1 and MOS study (Ledig et al., Sec. 3.3-3.4), each
+    # one command: ``train.py --config paper --variant NAME --out runs/NAME`` (stage 2
+    # variants start from OUT/srresnet.pth, or --set stage2.init=runs/srresnet-mse/srresnet.pth).
+    "srresnet-mse": ["train.stages=srresnet", "stage1.loss=mse"],
+    "srresnet-vgg22": ["train.stages=srresnet", "stage1.loss=vgg", "vgg.i=2", "vgg.j=2"],
+    "srgan-mse": ["train.stages=srgan", "stage2.content_loss=mse"],
+    "srgan-vgg22": ["train.stages=srgan", "stage2.content_loss=vgg", "vgg.i=2", "vgg.j=2"],
+    "srgan-vgg54": ["train.stages=srgan", "stage2.content_loss=vgg", "vgg.i=5", "vgg.j=4"],
+}
+"""The paper's five variants as ``--set`` overrides of a preset (``train.py --variant NAME``)."""
 
 
 def get_config(name="paper"):

@@ -5,6 +5,7 @@ Usage (from the project root)::
     python create_data_lists.py --demo                      # scikit-image photos -> data/demo (offline)
     python create_data_lists.py --download                  # DIV2K + Set5/Set14/B100/Urban100 (~7.5 GB)
     python create_data_lists.py --from-folder ../shared/data/train_sets/T91 --name T91
+    python create_data_lists.py --from-folder ../shared/data/train_sets/{T91,BSD200} --name T91_BSD200
     python create_data_lists.py --benchmark-root ../shared/data/benchmark
 
 A data list ``<lists_dir>/<name>.json`` is ``{"name", "scale", "hr_dir", "lr_dir" (or null),
@@ -110,13 +111,21 @@ def write_data_list(path, name, scale, hr_dir, lr_dir, pairs):
 
 def list_from_folder(hr_dir, lr_dir, name, lists_dir, scale=4):
     """Write ``<lists_dir>/<name>.json`` for the images of ``hr_dir`` (LR partners in ``lr_dir``,
-    or made by ``imresize`` when it is None).
+    or made by ``imresize`` when it is None). ``hr_dir`` may be a list of folders (then without
+    ``lr_dir``): one list of all their images, e.g. VDSR's "291" = T91 + BSD200.
 
     Checks every pair from the file headers: an HR image without LR partner, a mismatched LR
     size or an unreadable image raise an error naming the file; non-image files are skipped
     with a warning naming them. Returns the list's Path.
     """
-    pairs = pair_images(hr_dir, lr_dir, scale)
+    if isinstance(hr_dir, (list, tuple)):          # several HR folders (e.g. T91 + BSD200)
+        if lr_dir is not None:
+            raise ValueError("several HR folders take no LR folder: their LR images are made "
+                             "with imresize")
+        pairs = [pair for folder in hr_dir for pair in pair_images(folder, None, scale)]
+        hr_dir = hr_dir[0]
+    else:
+        pairs = pair_images(hr_dir, lr_dir, scale)
     for hr, lr in pairs:
         hr_size = image_size(hr)
         if lr is not None:
@@ -406,7 +415,8 @@ def main(argv=None):
                         help="download DIV2K x4 and the EDSR benchmark sets, write their lists")
     parser.add_argument("--demo", action="store_true",
                         help="build the offline demo dataset from scikit-image photos")
-    parser.add_argument("--from-folder", metavar="HR_DIR", help="write a list for this HR folder")
+    parser.add_argument("--from-folder", metavar="HR_DIR", nargs="+",
+                        help="write a list for this HR folder (several: one list of all)")
     parser.add_argument("--lr-dir", help="LR folder paired with --from-folder (default: none, "
                                          "LR made by bicubic imresize)")
     parser.add_argument("--name", help="list name for --from-folder")
@@ -440,7 +450,8 @@ def main(argv=None):
                                                remove_archives=args.remove_archives).items():
                     print(f"{name}: {path or 'missing'}")
             if args.from_folder:
-                path = list_from_folder(args.from_folder, args.lr_dir, args.name,
+                folders = args.from_folder[0] if len(args.from_folder) == 1 else args.from_folder
+                path = list_from_folder(folders, args.lr_dir, args.name,
                                         args.lists_dir, args.scale)
                 print(f"{args.name}: {path}")
             if args.benchmark_root:

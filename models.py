@@ -141,6 +141,11 @@ class SRResNet(nn.Module):
             shows as colour and brightness shifts (a documented option, used by the CPU demo).
         upsample: ``'pixel_shuffle'`` (the paper's sub-pixel blocks) or ``'nearest'``
             (:class:`ResizeConvBlock`, free of checkerboard artefacts; used by the CPU demo).
+        bicubic_skip: ``False`` (paper): the network outputs the image. ``True``: it outputs
+            the difference to a bicubic upscale of its input, which is added back (the
+            residual learning of VDSR, Kim et al. 2016) -- colours and low frequencies then
+            come from the input and cannot drift, which a small model trained for minutes on a
+            few photos otherwise does (a documented option, used by the CPU demo).
 
     Shapes: ``(N,3,h,w)`` float in [0,1] -> ``(N,3,scale*h,scale*w)`` float, ~[0,1], unclamped
     (no tanh: see the module docstring for the [0,1] vs [-1,1] choice).
@@ -149,8 +154,9 @@ class SRResNet(nn.Module):
     y_only = False
 
     def __init__(self, scale=4, n_blocks=16, n_channels=64, batch_norm=True,
-                 upsample="pixel_shuffle"):
+                 upsample="pixel_shuffle", bicubic_skip=False):
         super().__init__()
+        self.bicubic_skip = bool(bicubic_skip)
         factors = _upsample_factors(scale)
         if upsample not in UPSAMPLERS:
             raise ValueError(f"SRResNet: upsample must be one of {sorted(UPSAMPLERS)}, "
@@ -170,7 +176,11 @@ class SRResNet(nn.Module):
     def forward(self, x):
         """``(N,3,h,w)`` in [0,1] -> ``(N,3,scale*h,scale*w)`` ~[0,1] (unclamped)."""
         head = self.head(x)
-        return self.tail(self.upsample(head + self.body(head)))
+        out = self.tail(self.upsample(head + self.body(head)))
+        if self.bicubic_skip:
+            out = out + nn.functional.interpolate(x, scale_factor=self.scale, mode="bicubic",
+                                                  align_corners=False)
+        return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -126,7 +126,9 @@ HISTORY_PANELS = (
     ("adversarial loss (generator)", ("adv_loss",)),
     ("discriminator loss", ("d_loss",)),
     ("mean D(x)", ("d_real", "d_fake")),
-    ("validation PSNR (dB)", ("val_psnr",)),
+    ("validation PSNR-Y (dB) ↑", ("val_psnr",)),
+    ("validation LR-PSNR (dB) ↑", ("val_lr_psnr",)),
+    ("validation NIQE ↓", ("val_niqe",)),
 )
 """Panels of :func:`plot_history`: title and the history keys drawn in it; a panel whose keys
 have no value in the history (e.g. the D panels of stage 1) is left out."""
@@ -149,7 +151,8 @@ def load_history(path):
 def plot_history(history, title=""):
     """A figure of a stage's per-epoch history (list of dicts from ``train.run_stage`` or
     :func:`load_history`): generator content / adversarial loss, discriminator loss, mean
-    D(real) / D(fake), validation PSNR, each against the epoch. Returns the Figure."""
+    D(real) / D(fake), validation PSNR, LR-PSNR and NIQE (stage 2), each against the epoch
+    (stage 2's epoch 0 is the generator it starts from). Returns the Figure."""
     import matplotlib.pyplot as plt
 
     if not history:

@@ -2,13 +2,16 @@
 
 Usage (from the project root)::
 
-    python train.py --config demo --out runs/demo            # the demo: SRResNet on the CPU, minutes
+    python train.py --config demo --out runs/demo            # the demo: SRResNet + SRGAN on the CPU
     python train.py --config paper --out runs/paper           # both stages of the paper (GPU)
+    python train.py --config paper --variant srgan-vgg22 --out runs/paper   # one of the paper's
+                            # Table-1 networks: srresnet-mse | srresnet-vgg22 | srgan-mse |
+                            # srgan-vgg22 | srgan-vgg54 (config.VARIANTS)
     python train.py --config paper --out runs/paper --stage srgan --resume
     python train.py --config paper --out runs/vdsr --arch vdsr --stage srresnet
     python train.py --config demo --out runs/x --set stage1.lr=2e-4 --set data.workers=2
 
-Stage ``srresnet`` (stage 1) trains ``cfg.generator.arch`` with a pixel loss and writes
+Stage ``srresnet`` (stage 1) trains ``cfg.generator.arch`` with a pixel (or VGG) loss and writes
 ``OUT/<arch>.pth`` (``srresnet.pth``, or ``srcnn.pth`` / ``vdsr.pth`` for the baselines);
 stage ``srgan`` (stage 2) starts its generator from that file (or ``cfg.stage2.init``) and
 writes ``OUT/srgan.pth``. After every epoch the latest checkpoint is replaced atomically,
@@ -61,7 +64,7 @@ from types import SimpleNamespace
 import torch
 
 import solver
-from config import PRESETS, get_config
+from config import PRESETS, VARIANTS, get_config
 
 STAGES = ("srresnet", "srgan")
 """Stage names: 'srresnet' = stage 1 (pixel loss, any generator arch), 'srgan' = stage 2."""
@@ -120,10 +123,15 @@ def apply_overrides(cfg, overrides):
 
 
 def build_config(preset="paper", *, epochs=None, device=None, arch=None, overrides=(),
-                 stages=STAGES):
-    """The config of a run: preset ``preset``, then ``overrides`` (``KEY=VALUE``), then the
-    shortcuts ``epochs`` (of the stages in ``stages``), ``device`` and ``arch``."""
+                 stages=STAGES, variant=None):
+    """The config of a run: preset ``preset``, then the paper variant ``variant`` (a key of
+    ``config.VARIANTS``), then ``overrides`` (``KEY=VALUE``), then the shortcuts ``epochs`` (of
+    the stages in ``stages``), ``device`` and ``arch``."""
     cfg = get_config(preset)
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        apply_overrides(cfg, VARIANTS[variant])
     apply_overrides(cfg, overrides)
     if epochs is not None:
         for stage in stages:
@@ -150,14 +158,15 @@ def checkpoint_name(cfg, stage):
 def generator_kwargs(cfg):
     """Keyword arguments of ``models.build_generator`` for ``cfg.generator.arch``.
 
-    SRResNet takes ``n_blocks`` / ``n_channels`` / ``batch_norm`` / ``upsample`` from ``cfg.generator``; the other archs take
+    SRResNet takes ``n_blocks`` / ``n_channels`` / ``batch_norm`` / ``upsample`` / ``bicubic_skip`` from ``cfg.generator``; the other archs take
     the dict ``cfg.generator.<arch>`` when the config has one (else their defaults).
     """
     arch = cfg.generator.arch
     if arch == "srresnet":
         return {"n_blocks": int(cfg.generator.n_blocks), "n_channels": int(cfg.generator.n_channels),
                 "batch_norm": bool(cfg.generator.get("batch_norm", True)),
-                "upsample": str(cfg.generator.get("upsample", "pixel_shuffle"))}
+                "upsample": str(cfg.generator.get("upsample", "pixel_shuffle")),
+                "bicubic_skip": bool(cfg.generator.get("bicubic_skip", False))}
     return dict(cfg.generator.get(arch) or {})
 
 
@@ -647,27 +656,59 @@ def _print_epoch(name, epochs, row):
 # After training: PSNR next to bicubic
 # ----------------------------------------------------------------------------------------------
 
-def report(cfg, checkpoint, progress=False):
-    """Print the PSNR/SSIM of ``checkpoint`` next to bicubic on ``cfg.train.eval_sets`` (set
-    names under ``cfg.train.eval_root``), measured with ``evaluate.evaluate``. Returns the two
-    result dicts ``(model, bicubic)``, or None when nothing is configured or found."""
+REPORT_METRICS = ("psnr", "ssim", "lr_psnr", "niqe", "lpips")
+"""What train.py reports after training (``evaluate.METRICS`` names; LPIPS when its weights can
+be had): fidelity (PSNR-Y, SSIM-Y), faithfulness to the LR input (LR-PSNR) and perceptual
+quality (NIQE; LPIPS)."""
+
+
+def eval_roots(cfg):
+    """The folders searched for ``cfg.train.eval_sets``: ``cfg.train.eval_root`` (one folder or
+    a list; None stands for ``cfg.data.root``)."""
+    roots = cfg.train.get("eval_root")
+    roots = roots if isinstance(roots, (list, tuple)) else [roots]
+    return [str(r) if r is not None else cfg.data.root for r in roots]
+
+
+def report(cfg, checkpoints, progress=False):
+    """Print one table per evaluation set: bicubic and each checkpoint (``{label: path}``) x
+    PSNR-Y, SSIM-Y, LR-PSNR, NIQE (and LPIPS when available), measured by ``evaluate.evaluate``
+    on ``cfg.train.eval_sets`` (each in the first of :func:`eval_roots` that has it; missing
+    sets are named and skipped). Returns ``{label: {set: scores}}``, or None when nothing is
+    configured or found."""
     import evaluate
-    root, sets = cfg.train.get("eval_root") or cfg.data.root, list(cfg.train.get("eval_sets") or [])
-    if not root or not sets:
+    import report as tables
+
+    found, missing = tables.find_sets(list(cfg.train.get("eval_sets") or []), eval_roots(cfg),
+                                      cfg.scale)
+    for name in missing:
+        print(f"evaluation set {name!r} not found under {eval_roots(cfg)}: skipped", flush=True)
+    methods = {"bicubic": "bicubic", **{k: str(v) for k, v in checkpoints.items()
+                                        if Path(v).is_file()}}
+    if not found or len(methods) < 2:
         return None
-    try:
-        ours = evaluate.evaluate(str(checkpoint), root, sets, scale=cfg.scale,
-                                 device=solver.resolve_device(cfg.train.device), progress=progress)
-        bicubic = evaluate.evaluate("bicubic", root, sets, scale=cfg.scale, progress=progress)
-    except FileNotFoundError as e:
-        print(f"evaluation skipped: {e}", flush=True)
-        return None
-    print(f"\nPSNR-Y / SSIM-Y (x{cfg.scale}, {cfg.scale} px shaved) of {checkpoint}:")
-    for s in sets:
-        m, b = ours[s], bicubic[s]
-        print(f"  {s:<10} {m['images']:>3} images   model {m['psnr']:6.2f} dB / {m['ssim']:.4f}   "
-              f"bicubic {b['psnr']:6.2f} dB / {b['ssim']:.4f}   gain {m['psnr'] - b['psnr']:+.2f} dB")
-    return ours, bicubic
+    metrics, lpips_model, unavailable = evaluate.prepare_metrics(
+        None, solver.resolve_device(cfg.train.device))
+    metrics = [m for m in REPORT_METRICS if m in metrics]
+    device = solver.resolve_device(cfg.train.device)
+    results = {label: {name: evaluate.evaluate(spec, root, [name], scale=cfg.scale, device=device,
+                                               progress=progress, metrics=metrics,
+                                               lpips_model=lpips_model)[name]
+                       for name, root in found.items()}
+               for label, spec in methods.items()}
+    header = "| Method | " + " | ".join(evaluate.metric_header(m) for m in metrics) + " |"
+    for name in found:
+        n = results["bicubic"][name]["images"]
+        print(f"\n{name} ({n} images, x{cfg.scale}; PSNR/SSIM on Y with {cfg.scale} px shaved):")
+        print(header)
+        print("|---|" + "---:|" * len(metrics))
+        for label in methods:
+            cells = [evaluate.format_value(m, results[label][name].get(m)) for m in metrics]
+            print(f"| {label} | " + " | ".join(cells) + " |")
+    for m, reason in unavailable.items():
+        if m in REPORT_METRICS:
+            print(f"{evaluate.METRIC_LABELS[m]} not computed: {reason.splitlines()[0]}")
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -679,6 +720,8 @@ def parse_args(argv=None):
     p.add_argument("--config", default="paper", choices=sorted(PRESETS), help="config preset")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: cfg.train.out_dir/<preset>)")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default=None,
+                   help="one of the SRGAN paper's networks (Table 1): sets the stage and losses")
     p.add_argument("--stage", choices=(*STAGES, "both"), default=None,
                    help="stage(s) to run (default: cfg.train.stages of the preset)")
     p.add_argument("--arch", choices=("srresnet", "srcnn", "vdsr"), default=None,
@@ -695,7 +738,12 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
-    cfg = build_config(args.config, overrides=args.overrides, device=args.device, arch=args.arch)
+    try:
+        cfg = build_config(args.config, overrides=args.overrides, device=args.device,
+                           arch=args.arch, variant=args.variant)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     stage_arg = args.stage or cfg.train.stages
     stages = STAGES if stage_arg == "both" else (stage_arg,)
     if args.epochs is not None:
@@ -727,8 +775,8 @@ def main(argv=None):
         solver.close_distributed()
     if rank:
         return 0
-    for stage in stages:
-        report(cfg, out / f"{checkpoint_name(cfg, stage)}.pth")
+    report(cfg, {checkpoint_name(cfg, stage): out / f"{checkpoint_name(cfg, stage)}.pth"
+                 for stage in STAGES if stage in stages or stage == "srresnet"})
     print(f"\ndone in {time.perf_counter() - start:.0f} s; checkpoints in {out}", flush=True)
     return 0
 

@@ -299,6 +299,35 @@ def test_vgg_stays_in_eval_mode():
     assert not vgg.training
 
 
+def test_srresnet_options_without_bn_with_nearest_upsampling_and_bicubic_skip():
+    plain = models.SRResNet(4, n_blocks=2, n_channels=8)
+    lean = models.SRResNet(4, n_blocks=2, n_channels=8, batch_norm=False, upsample="nearest")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in lean.modules())
+    assert [type(b).__name__ for b in lean.upsample] == ["ResizeConvBlock"] * 2
+    x = torch.rand(2, 3, 5, 7)
+    assert lean(x).shape == (2, 3, 20, 28)
+    # nearest + conv: a constant input stays constant over every 4x4 output cell (no
+    # per-sub-pixel kernels, so no fixed checkerboard); the sub-pixel layer need not
+    flat = torch.full((1, 3, 6, 6), 0.5)
+    with torch.no_grad():
+        out = lean.eval()(flat)[..., 8:16, 8:16]
+    assert torch.allclose(out, out[..., :1, :1].expand_as(out), atol=1e-6)
+    with pytest.raises(ValueError, match="upsample"):
+        models.SRResNet(4, upsample="bilinear")
+
+
+def test_bicubic_skip_adds_a_bicubic_upscale():
+    torch.manual_seed(0)
+    model = models.SRResNet(4, n_blocks=1, n_channels=8, batch_norm=False, bicubic_skip=True)
+    nn.init.zeros_(model.tail.weight)
+    nn.init.zeros_(model.tail.bias)
+    x = torch.rand(1, 3, 6, 5)
+    want = nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want)
+
+
 # --------------------------------------------------------------------- build / load generator
 def test_build_generator():
     assert isinstance(models.build_generator("srresnet", n_blocks=1, n_channels=8),
@@ -322,11 +351,14 @@ def make_checkpoint(path, arch="srresnet", scale=4, arch_kwargs=None, state=None
     return model
 
 
-def test_load_generator_round_trip(tmp_path):
+@pytest.mark.parametrize("arch_kwargs", [None, {"n_blocks": 1, "n_channels": 8, "batch_norm": False,
+                                                 "upsample": "nearest", "bicubic_skip": True}])
+def test_load_generator_round_trip(tmp_path, arch_kwargs):
     path = tmp_path / "g.pth"
-    model = make_checkpoint(path).eval()
+    model = make_checkpoint(path, arch_kwargs=arch_kwargs).eval()
     loaded, ckpt = models.load_generator(path, expect_scale=4)
     assert isinstance(loaded, models.SRResNet) and not loaded.training
+    assert loaded.bicubic_skip == bool(arch_kwargs)
     assert ckpt["epoch"] == 3 and ckpt["stage"] == "srresnet"
     x = torch.rand(1, 3, 6, 6)
     with torch.no_grad():
@@ -409,3 +441,15 @@ def test_load_generator_errors(tmp_path):
     torch.save({**ckpt, "arch_kwargs": {"depth": 3}}, bad_kwargs)
     with pytest.raises(ValueError, match=r"bad_kwargs\.pth.*cannot build"):
         models.load_generator(bad_kwargs)
+
+
+def test_load_generator_prefers_the_ema_weights(tmp_path):
+    torch.manual_seed(5)
+    averaged = models.build_generator("srresnet", n_blocks=1, n_channels=8).eval()
+    path = tmp_path / "g.pth"
+    raw = make_checkpoint(path, generator_ema=averaged.state_dict()).eval()
+    loaded, _ = models.load_generator(path)
+    x = torch.rand(1, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), averaged(x), rtol=0, atol=0)
+        assert not torch.equal(loaded(x), raw(x))
