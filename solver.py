@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import utils
+from imresize import imresize_torch
 
 CHECKPOINT_FORMAT = "srgan-course/1"
 """Value of the ``format`` key of every checkpoint this project writes (read by models.load_generator)."""
@@ -332,6 +333,26 @@ class VGGLoss(torch.nn.Module):
         with torch.no_grad():
             target = self.vgg(hr).float() * self.feature_scale
         return F.mse_loss(self.vgg(sr).float() * self.feature_scale, target)
+
+
+class LRConsistencyLoss(torch.nn.Module):
+    """Pixel loss between SR and HR after both are shrunk by ``1/scale`` with the MATLAB-exact
+    bicubic (``imresize.imresize_torch``, differentiable): ``loss(imresize(SR), imresize(HR))``.
+
+    It constrains only what survives the degradation the LR images were made with -- the
+    colours and low frequencies that LR-PSNR measures -- and leaves the high frequencies,
+    where the VGG and adversarial losses add texture, free (an option of stage 2,
+    ``stage2.lr_consistency_weight``; not in the paper). ``sr``, ``hr`` ``(N,3,H,W)`` float in
+    [0,1], H and W multiples of ``scale``; returns a float32 scalar.
+    """
+
+    def __init__(self, scale, kind="l1"):
+        super().__init__()
+        self.scale, self.pixel = int(scale), PixelLoss(kind)
+
+    def forward(self, sr, hr):
+        shrink = lambda x: imresize_torch(x.float().contiguous(), 1 / self.scale)
+        return self.pixel(shrink(sr), shrink(hr))
 
 
 class ContentLoss(torch.nn.Module):

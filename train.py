@@ -307,7 +307,7 @@ def content_loss_of(cfg, stage, y_only=False):
 
     Stage 1: ``cfg.stage1.loss`` ('mse', 'l1', or 'vgg' for SRResNet-VGG). Stage 2:
     ``cfg.stage2.content_loss`` -- 'vgg' (phi_{i,j}, plus ``pixel_weight`` x the pixel loss
-    ``pixel_loss`` when > 0) or 'mse' (SRGAN-MSE, x ``mse_range_factor`` for the paper's [-1,1]
+    ``pixel_loss`` and ``lr_consistency_weight`` x ``solver.LRConsistencyLoss`` when > 0) or 'mse' (SRGAN-MSE, x ``mse_range_factor`` for the paper's [-1,1]
     range). A VGG loss whose weights cannot be had falls back to the MSE loss with a one-line
     note when ``cfg.vgg.weights`` is None, and is an error when a file was named.
     """
@@ -325,6 +325,9 @@ def content_loss_of(cfg, stage, y_only=False):
             terms = [(1.0, vgg_loss)]
             if stage == "srgan" and scfg.get("pixel_weight", 0) > 0:
                 terms.append((scfg.pixel_weight, solver.PixelLoss(scfg.pixel_loss, y_only)))
+            if stage == "srgan" and scfg.get("lr_consistency_weight", 0) > 0:
+                terms.append((scfg.lr_consistency_weight,
+                              solver.LRConsistencyLoss(cfg.scale, scfg.pixel_loss)))
             return solver.ContentLoss(terms)
     factor = scfg.get("mse_range_factor", 1.0) if stage == "srgan" and kind == "mse" else 1.0
     return solver.ContentLoss([(factor, solver.PixelLoss(kind, y_only))])

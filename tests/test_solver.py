@@ -412,3 +412,20 @@ def test_train_epoch_gan_updates_the_ema_every_generator_step():
     assert opt_d.param_groups[0]["lr"] == pytest.approx(0.5e-3)
     for k, v in generator.state_dict().items():
         assert torch.equal(ema.model.state_dict()[k], v), k
+
+
+def test_lr_consistency_loss_sees_colour_shifts_more_than_fine_texture():
+    from imresize import imresize_torch
+    lr, hr = smooth_batch(15)
+    loss = solver.LRConsistencyLoss(SCALE)
+    shifted = hr + 0.05                               # a colour cast: fully visible at LR size
+    assert loss(shifted, hr).item() == pytest.approx(0.05, rel=1e-4)
+    # a +-0.05 pattern of period 2 (texture) mostly vanishes in the bicubic shrink
+    yy, xx = torch.meshgrid(torch.arange(hr.shape[2]), torch.arange(hr.shape[3]), indexing="ij")
+    texture = hr + 0.05 * (-1.0) ** (yy + xx)
+    assert loss(texture, hr).item() < 0.2 * solver.pixel_loss(texture, hr, "l1").item()
+    want = solver.pixel_loss(imresize_torch(texture, 1 / SCALE), imresize_torch(hr, 1 / SCALE), "l1")
+    assert loss(texture, hr).item() == pytest.approx(want.item(), rel=1e-6)
+    sr = hr.clone().requires_grad_(True)
+    loss(sr + 0.01, hr).backward()
+    assert sr.grad is not None and sr.grad.abs().sum() > 0

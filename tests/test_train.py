@@ -194,11 +194,14 @@ def _terms(loss):
 
 
 def test_content_losses_of_the_papers_variants():
-    cfg = train.build_config("smoke", overrides=["stage1.loss=vgg", "stage2.pixel_weight=0.01"])
+    cfg = train.build_config("smoke", overrides=["stage1.loss=vgg", "stage2.pixel_weight=0.01",
+                                                 "stage2.lr_consistency_weight=0"])
     assert _terms(train.content_loss_of(cfg, "srresnet")) == [(1.0, "VGGLoss", None)]  # SRResNet-VGG
     assert _terms(train.content_loss_of(cfg, "srgan")) == [(1.0, "VGGLoss", None),
                                                            (0.01, "PixelLoss", "l1")]
-    cfg = train.build_config("paper", overrides=["stage2.content_loss=mse"])     # SRGAN-MSE
+    cfg.stage2.lr_consistency_weight = 2.0
+    assert _terms(train.content_loss_of(cfg, "srgan"))[-1] == (2.0, "LRConsistencyLoss", None)
+    cfg = train.build_config("paper", variant="srgan-mse")                         # SRGAN-MSE
     # the paper's MSE is on [-1, 1] images: 4x the MSE on [0, 1]
     assert _terms(train.content_loss_of(cfg, "srgan")) == [(4.0, "PixelLoss", "mse")]
     assert _terms(train.content_loss_of(cfg, "srresnet")) == [(1.0, "PixelLoss", "mse")]
@@ -227,6 +230,18 @@ def test_vgg_loss_uses_the_shared_slice_offline(shared_data, monkeypatch, tmp_pa
     cfg = train.build_config("demo")
     vgg = train.content_loss_of(cfg, "srgan").losses[0]
     assert type(vgg).__name__ == "VGGLoss" and (vgg.vgg.i, vgg.vgg.j) == (2, 2)
+
+
+def test_paper_variants_are_presets_of_the_paper_config():
+    for name in ("srresnet-mse", "srresnet-vgg22", "srgan-mse", "srgan-vgg22", "srgan-vgg54"):
+        cfg = train.build_config("paper", variant=name)
+        assert cfg.train.stages == ("srresnet" if name.startswith("srresnet") else "srgan")
+        if name.endswith("vgg22"):
+            assert (cfg.vgg.i, cfg.vgg.j) == (2, 2)
+    assert train.build_config("paper", variant="srresnet-vgg22").stage1.loss == "vgg"
+    assert train.build_config("paper", variant="srgan-vgg54").stage2 == train.build_config("paper").stage2
+    with pytest.raises(ValueError, match="unknown variant"):
+        train.build_config("paper", variant="srgan-vgg99")
 
 
 def test_srgan_best_is_the_lowest_niqe_above_the_lr_psnr_floor():
