@@ -309,9 +309,9 @@ def test_srresnet_options_without_bn_with_nearest_upsampling_and_bicubic_skip():
     assert lean(x).shape == (2, 3, 20, 28)
     # nearest + conv: a constant input stays constant over every 4x4 output cell (no
     # per-sub-pixel kernels, so no fixed checkerboard); the sub-pixel layer need not
-    flat = torch.full((1, 3, 6, 6), 0.5)
+    flat = torch.full((1, 3, 40, 40), 0.5)     # far from the zero-padded borders in the middle
     with torch.no_grad():
-        out = lean.eval()(flat)[..., 8:16, 8:16]
+        out = lean.eval()(flat)[..., 72:88, 72:88]
     assert torch.allclose(out, out[..., :1, :1].expand_as(out), atol=1e-6)
     with pytest.raises(ValueError, match="upsample"):
         models.SRResNet(4, upsample="bilinear")
