@@ -108,9 +108,18 @@ _PAPER = EasyDict({
     },
     "train": {
         "device": "auto",                # auto | cpu | cuda | cuda:N
-        "amp": None,                     # None | "bf16": bfloat16 autocast (CUDA and CPU)
+        "amp": None,                     # None | "bf16": bfloat16 autocast (CUDA and CPU) | "fp16":
+                                         #   float16 autocast + one GradScaler per optimiser (T4/V100)
+                                         #   | "auto": bf16 on CUDA >= sm_80, fp16 on older CUDA, None
+                                         #   on the CPU (solver.resolve_amp)
         "channels_last": True,           # NHWC memory format (faster on CPU and on tensor cores)
-        "compile": False,                # torch.compile the generator
+        "compile": False,                # torch.compile the generator and the discriminator
+                                         #   (refused with sync_bn: a graph break per SyncBatchNorm)
+        "sync_every": 25,                # training steps between host reads of the losses (progress
+                                         #   bar, non-finite check, multi-process time budget); the
+                                         #   steps in between never wait for the GPU (solver.LossWatch)
+        "tensorboard": False,            # also log to OUT/tensorboard/<name> (needs `pip install
+                                         #   tensorboard`); the CSV log stays the notebooks' source
         "sync_bn": False,                # torchrun with >1 GPU: SyncBatchNorm (BN statistics over the
                                          #   global batch) instead of per-GPU BN (train.py docstring)
         "out_dir": str(ROOT / "runs"),   # checkpoints, CSV logs
