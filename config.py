@@ -270,3 +270,139 @@ def notebook_params(**params):
             new = {k: new.get(k, v) for k, v in value.items()}
         out[key] = new
     return EasyDict(out, smoke=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation: every numeric setting against its documented range
+# ----------------------------------------------------------------------------------------------
+
+_INT, _REAL = "an integer", "a number"
+_ANY = object()   # no upper bound
+
+# (dotted key, kind, lowest, highest, None allowed); lowest/highest are inclusive, except that
+# a float lowest given as ("gt", x) excludes x. The ranges are those of the comments above.
+_NUMERIC_RULES = (
+    ("scale", _INT, 2, _ANY, False),
+    ("seed", _INT, 0, _ANY, False),
+    ("data.patch_size", _INT, 1, _ANY, False),        # also a multiple of scale (below)
+    ("data.patches_per_image", _INT, 1, _ANY, False),
+    ("data.workers", _INT, 0, _ANY, False),
+    ("generator.n_blocks", _INT, 1, _ANY, False),
+    ("generator.n_channels", _INT, 1, _ANY, False),
+    ("discriminator.n_channels", _INT, 1, _ANY, False),
+    ("discriminator.n_blocks", _INT, 1, _ANY, False),
+    ("discriminator.fc_size", _INT, 1, _ANY, False),
+    ("vgg.i", _INT, 1, 5, False),
+    ("vgg.j", _INT, 1, 4, False),
+    ("vgg.feature_scale", _REAL, ("gt", 0), _ANY, False),
+    ("stage1.epochs", _INT, 1, _ANY, False),
+    ("stage1.batch_size", _INT, 1, _ANY, False),
+    ("stage1.lr", _REAL, ("gt", 0), _ANY, False),
+    ("stage1.lr_min", _REAL, 0, _ANY, False),
+    ("stage1.lr_decay_at", _REAL, 0, 1, False),
+    ("stage1.lr_decay_factor", _REAL, ("gt", 0), 1, False),
+    ("stage1.time_budget_s", _REAL, ("gt", 0), _ANY, True),
+    ("stage1.patch_size", _INT, 1, _ANY, True),
+    ("stage2.epochs", _INT, 1, _ANY, False),
+    ("stage2.batch_size", _INT, 1, _ANY, False),
+    ("stage2.lr", _REAL, ("gt", 0), _ANY, False),
+    ("stage2.lr_min", _REAL, 0, _ANY, False),
+    ("stage2.lr_decay_at", _REAL, 0, 1, False),
+    ("stage2.lr_decay_factor", _REAL, ("gt", 0), 1, False),
+    ("stage2.adv_weight", _REAL, 0, _ANY, False),
+    ("stage2.mse_range_factor", _REAL, ("gt", 0), _ANY, False),
+    ("stage2.pixel_weight", _REAL, 0, _ANY, False),
+    ("stage2.lr_consistency_weight", _REAL, 0, _ANY, False),
+    ("stage2.ema_decay", _REAL, 0, ("lt", 1), True),
+    ("stage2.d_lr_scale", _REAL, ("gt", 0), _ANY, False),
+    ("stage2.time_budget_s", _REAL, ("gt", 0), _ANY, True),
+    ("stage2.patch_size", _INT, 1, _ANY, True),
+    ("stage2.best_lr_psnr_margin", _REAL, 0, _ANY, False),
+    ("stage2.d_steps", _INT, 1, _ANY, False),
+    ("stage2.collapse_fake", _REAL, 0, 1, True),
+    ("stage2.collapse_real", _REAL, 0, 1, True),
+    ("train.checkpoint_every", _INT, 1, _ANY, False),
+    ("train.val_every", _INT, 1, _ANY, False),
+    ("train.time_budget_s", _REAL, ("gt", 0), _ANY, True),
+)
+"""The numeric settings that :func:`validate_config` checks, with their ranges."""
+
+VGG_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
+"""Convolutions before each of VGG19's 5 max-pools: phi_{i,j} needs j <= this[i-1]."""
+
+
+def _lookup(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ANY          # absent in this config (an older or reduced one): not checked
+        node = node[part]
+    return node
+
+
+def _bound_text(bound, strict_word):
+    if isinstance(bound, tuple):
+        return f"{strict_word} {bound[1]}"
+    return f"{'>=' if strict_word == '>' else '<='} {bound}"
+
+
+def validate_config(cfg):
+    """Check every numeric setting of ``cfg`` (see :data:`_NUMERIC_RULES`: type and documented
+    range) and the relations between settings; raise ValueError with ONE line naming the
+    setting, the value, the allowed range and what to do. Returns ``cfg``.
+
+    Integers must be ints (a bool or 2.5 is refused; 2.0 is not an int either), numbers ints or
+    finite floats. Relations: ``data.patch_size`` (and a stage's ``patch_size``) a multiple of
+    ``scale``; ``lr_min`` <= ``lr``; phi_{i,j} exists in VGG19 (``vgg.j`` <= the convs of block
+    ``vgg.i``); ``stage*.betas`` two numbers in [0, 1).
+    """
+    import math
+    import numbers
+
+    for key, kind, low, high, nullable in _NUMERIC_RULES:
+        value = _lookup(cfg, key)
+        if value is _ANY or (value is None and nullable):
+            continue
+        where = f"setting {key}={value!r}"
+        fix = f"set it with --set {key}=VALUE"
+        is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        is_real = is_int or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+        if kind is _INT and not is_int:
+            raise ValueError(f"{where}: must be an integer{' or None' if nullable else ''}; {fix}")
+        if kind is _REAL and not is_real:
+            raise ValueError(f"{where}: must be a number{' or None' if nullable else ''}; {fix}")
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: must be finite; {fix}")
+        too_low = value <= low[1] if isinstance(low, tuple) else value < low
+        too_high = high is not _ANY and (value >= high[1] if isinstance(high, tuple)
+                                         else value > high)
+        if too_low or too_high:
+            allowed = _bound_text(low, ">")
+            if high is not _ANY:
+                allowed += " and " + _bound_text(high, "<")
+            raise ValueError(f"{where}: out of range, must be {allowed}; {fix}")
+
+    scale = cfg.get("scale", 4)
+    for key in ("data.patch_size", "stage1.patch_size", "stage2.patch_size"):
+        value = _lookup(cfg, key)
+        if value is not _ANY and value is not None and value % scale:
+            raise ValueError(f"setting {key}={value}: must be a multiple of scale={scale} (the "
+                             f"LR patch is patch_size / scale); use e.g. {value - value % scale or scale}")
+    for stage in ("stage1", "stage2"):
+        lr, lr_min = _lookup(cfg, f"{stage}.lr"), _lookup(cfg, f"{stage}.lr_min")
+        if lr is not _ANY and lr_min is not _ANY and lr_min > lr:
+            raise ValueError(f"setting {stage}.lr_min={lr_min}: above {stage}.lr={lr}; "
+                             f"make it <= the lr (0 by default)")
+        betas = _lookup(cfg, f"{stage}.betas")
+        if betas is not _ANY and (
+                not isinstance(betas, (tuple, list)) or len(betas) != 2
+                or not all(isinstance(b, numbers.Real) and not isinstance(b, bool)
+                           and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"setting {stage}.betas={betas!r}: must be two numbers in [0, 1), "
+                             f"e.g. {stage}.betas=(0.9,0.999)")
+    i, j = _lookup(cfg, "vgg.i"), _lookup(cfg, "vgg.j")
+    if i is not _ANY and j is not _ANY and j > VGG_CONVS_PER_BLOCK[i - 1]:
+        raise ValueError(f"setting vgg.j={j}: VGG19 block {i} has only "
+                         f"{VGG_CONVS_PER_BLOCK[i - 1]} convs; use vgg.j <= "
+                         f"{VGG_CONVS_PER_BLOCK[i - 1]} (phi_22 or phi_54 of the paper)")
+    return cfg

@@ -64,7 +64,7 @@ from types import SimpleNamespace
 import torch
 
 import solver
-from config import PRESETS, VARIANTS, get_config
+from config import PRESETS, VARIANTS, get_config, validate_config
 
 STAGES = ("srresnet", "srgan")
 """Stage names: 'srresnet' = stage 1 (pixel loss, any generator arch), 'srgan' = stage 2."""
@@ -140,7 +140,7 @@ def build_config(preset="paper", *, epochs=None, device=None, arch=None, overrid
         cfg.train.device = device
     if arch is not None:
         cfg.generator.arch = arch
-    return cfg
+    return validate_config(cfg)   # every numeric setting in its documented range (one line)
 
 
 def stage_config(cfg, stage):
