@@ -74,11 +74,85 @@ def resolve_device(spec="auto"):
     return device
 
 
+AMP_MODES = (None, "bf16", "fp16", "auto")
+"""Values of ``train.amp``: full float32, bfloat16 autocast, float16 autocast with gradient
+scaling (:func:`make_grad_scaler`), or the best of them for the device (:func:`resolve_amp`)."""
+
+BF16_MIN_CAPABILITY = (8, 0)
+"""CUDA compute capability from which bfloat16 runs natively (Ampere: A100, RTX 30xx); older
+cards (T4 7.5, V100 7.0) emulate it slowly, so ``'auto'`` picks float16 there."""
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_amp(amp, device):
+    """The amp mode to train with on ``device``: ``'auto'`` -> ``'bf16'`` on CUDA devices of
+    compute capability >= :data:`BF16_MIN_CAPABILITY`, ``'fp16'`` on older CUDA devices, None
+    (float32) elsewhere (the CPU keeps its float32 numerics); other values are returned as
+    they are (ValueError for an unknown one)."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown amp mode {amp!r}: use one of {AMP_MODES}")
+    if amp != "auto":
+        return amp
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    capability = torch.cuda.get_device_capability(device)
+    return "bf16" if tuple(capability) >= BF16_MIN_CAPABILITY else "fp16"
+
+
 def autocast(device, amp=None):
-    """Autocast context for ``amp`` (None: full float32; ``'bf16'``: bfloat16 on CUDA and CPU)."""
-    if amp not in (None, "bf16"):
-        raise ValueError(f"unknown amp mode {amp!r}: use None or 'bf16'")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+    """Autocast context for ``amp`` (None: full float32; ``'bf16'`` / ``'fp16'``: autocast to
+    bfloat16 / float16 on ``device``'s type; resolve ``'auto'`` with :func:`resolve_amp` first)."""
+    if amp not in (None, "bf16", "fp16"):
+        raise ValueError(f"unknown amp mode {amp!r}: use None, 'bf16' or 'fp16'"
+                         + (" (resolve 'auto' with solver.resolve_amp)" if amp == "auto" else ""))
+    return torch.autocast(device_type=torch.device(device).type,
+                          dtype=_AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp is not None)
+
+
+def float32_region(x):
+    """A context in which autocast is off on ``x``'s device: what runs inside computes in the
+    dtype of its inputs (the content losses run in float32 under any amp mode)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def make_grad_scaler(amp, device):
+    """A ``torch.amp.GradScaler`` for ``amp == 'fp16'`` (float16 gradients underflow without
+    loss scaling), else None. Make one per optimiser: each scaler's ``update()`` must follow
+    exactly one ``step()`` of its optimiser (a shared scaler stepped for G and D would adjust
+    its scale from the mixed history of both). Its state dict goes into the checkpoint."""
+    if amp != "fp16":
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
+
+
+def optimizer_step(loss, optimizer, scaler=None):
+    """``zero_grad``, backward of ``loss`` and one step of ``optimizer`` -- through ``scaler``
+    (fp16: scaled backward, the step skipped when the gradients overflowed, then the scale
+    updated; note that GradScaler reads its overflow flag on the host, one synchronisation per
+    step) when one is given."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled):
+    """Within the block ``torch.backends.cudnn.benchmark = enabled`` (then restored): cuDNN
+    picks the fastest convolution algorithms for the fixed training patch size once; validation
+    (whole images of varying sizes, which would be re-tuned for every size) runs outside."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(enabled) or before
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def to_device(x, device, channels_last=False):
@@ -165,11 +239,24 @@ def is_main_process():
 
 def rank_device(spec="auto"):
     """:func:`resolve_device`, except that a CUDA device under torchrun is ``cuda:LOCAL_RANK``
-    (one GPU per rank; the index of ``spec`` is then ignored)."""
+    (one GPU per rank; the index of ``spec`` is then ignored). A CUDA device is made the
+    current one (``torch.cuda.set_device``), so nothing of this process -- the pin-memory
+    thread, the RNG, the caching allocator -- opens a context on GPU 0 when it trains on
+    ``cuda:N``. A CPU device touches nothing of CUDA."""
     device = resolve_device(spec)
     if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
     return device
+
+
+def local_rank():
+    """This process's rank on its node (``LOCAL_RANK`` of torchrun; the global rank without
+    it, 0 without a process group)."""
+    return int(os.environ.get("LOCAL_RANK", rank())) if is_distributed() else 0
 
 
 def _collective_device():
@@ -248,21 +335,29 @@ def get_rng_state():
                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():   # a CPU run never touches CUDA
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state):
-    """Restore the RNG states saved by :func:`get_rng_state`."""
+def set_rng_state(state, device=None):
+    """Restore the RNG states saved by :func:`get_rng_state`.
+
+    CUDA states (one per GPU of the saving machine) are restored by index onto the GPUs this
+    process sees, as many as fit: a run saved by 4 torchrun ranks resumes on 1 GPU (or with
+    ``CUDA_VISIBLE_DEVICES=0``) with GPU 0's state, the others are dropped. Skipped when
+    ``device`` (where this run trains; None: whenever CUDA is available) is not a CUDA device.
+    """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    on_cuda = device is None or torch.device(device).type == "cuda"
+    if state.get("cuda") and on_cuda and torch.cuda.is_available():
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 def epoch_generator(seed, epoch):
@@ -284,14 +379,13 @@ def pixel_loss(sr, hr, kind="mse", y_only=False):
     ``kind`` is ``'mse'`` or ``'l1'``. With ``y_only`` (SRCNN/VDSR, which only predict luminance)
     the loss compares the Y channels of ``utils.rgb2ycbcr_torch``. Returns a float32 scalar.
     """
-    sr, hr = sr.float(), hr.float()
-    if y_only:
-        sr, hr = utils.rgb2ycbcr_torch(sr)[:, :1], utils.rgb2ycbcr_torch(hr)[:, :1]
-    if kind == "mse":
-        return F.mse_loss(sr, hr)
-    if kind == "l1":
-        return F.l1_loss(sr, hr)
-    raise ValueError(f"unknown pixel loss {kind!r}: use 'mse' or 'l1'")
+    if kind not in ("mse", "l1"):
+        raise ValueError(f"unknown pixel loss {kind!r}: use 'mse' or 'l1'")
+    with float32_region(sr):                   # the Y conversion (a matmul) stays float32 under amp
+        sr, hr = sr.float(), hr.float()
+        if y_only:
+            sr, hr = utils.rgb2ycbcr_torch(sr)[:, :1], utils.rgb2ycbcr_torch(hr)[:, :1]
+        return F.mse_loss(sr, hr) if kind == "mse" else F.l1_loss(sr, hr)
 
 
 class PixelLoss(torch.nn.Module):
@@ -313,7 +407,9 @@ class VGGLoss(torch.nn.Module):
     ``vgg`` is a frozen ``models.TruncatedVGG19`` (it normalises its ``(N,3,H,W)`` [0,1] input
     itself). The paper multiplies the feature maps by 1/12.75 (``cfg.vgg.feature_scale``) so the
     loss has the magnitude of a pixel MSE. Gradients flow to ``sr`` (and so to the generator);
-    the HR features are computed without a graph. Returns a float32 scalar.
+    the HR features are computed without a graph. The VGG runs in float32 with autocast off
+    (under bf16 autocast its features, and so the loss, would change by ~1%). Returns a float32
+    scalar.
     """
 
     def __init__(self, vgg, feature_scale):
@@ -330,9 +426,10 @@ class VGGLoss(torch.nn.Module):
         return self
 
     def forward(self, sr, hr):
-        with torch.no_grad():
-            target = self.vgg(hr).float() * self.feature_scale
-        return F.mse_loss(self.vgg(sr).float() * self.feature_scale, target)
+        with float32_region(sr):
+            with torch.no_grad():
+                target = self.vgg(hr.float()) * self.feature_scale
+            return F.mse_loss(self.vgg(sr.float()) * self.feature_scale, target)
 
 
 class LRConsistencyLoss(torch.nn.Module):
@@ -352,7 +449,8 @@ class LRConsistencyLoss(torch.nn.Module):
 
     def forward(self, sr, hr):
         shrink = lambda x: imresize_torch(x.float().contiguous(), 1 / self.scale)
-        return self.pixel(shrink(sr), shrink(hr))
+        with float32_region(sr):
+            return self.pixel(shrink(sr), shrink(hr))
 
 
 class ContentLoss(torch.nn.Module):
@@ -415,6 +513,94 @@ def check_finite(loss, name, stage, epoch, step):
     return value
 
 
+SYNC_EVERY = 25
+"""Default steps between two host reads of the training losses (``train.sync_every``)."""
+
+
+def non_finite_error(name, stage, epoch, step, checked_at=None, value=None, other_rank=False):
+    """The FloatingPointError of a non-finite ``name`` loss first seen at ``step``."""
+    what = (f"non-finite {name} loss on another rank (this is rank {rank()})" if other_rank
+            else f"non-finite {name} loss" + (f" ({value})" if value is not None else ""))
+    later = ("" if checked_at is None or checked_at == step else
+             f" (found at the check after step {checked_at}: the weights of steps {step}-"
+             f"{checked_at} in memory are not finite and are not saved)")
+    return FloatingPointError(
+        f"{what} in stage {stage!r}, epoch {epoch}, step {step}{later}: training stopped "
+        f"before any checkpoint of this epoch was written (the previous checkpoint is intact). "
+        f"Lower the learning rate, or check the data and the model.")
+
+
+class LossWatch:
+    """Running sums of training losses kept on their device, and the first non-finite one.
+
+    The epoch functions call :meth:`add` every step; nothing of it waits for the GPU. The host
+    reads everything at once with :meth:`read` -- every ``train.sync_every`` steps (progress
+    bar, the non-finite check, and in a multi-process run the ranks' agreement on it) and at the
+    end of the epoch: one synchronisation per read instead of several per step. Names added
+    with ``check=True`` are watched for NaN/inf: :meth:`read` raises the FloatingPointError of
+    the earliest non-finite value (:func:`non_finite_error`) naming its step. So a non-finite
+    loss stops the run at most ``sync_every`` steps after it happened, and always before the
+    end of its epoch, i.e. before any checkpoint is written with it.
+    """
+
+    LABELS = {"content_loss": "content", "d_loss": "discriminator"}
+    """How the error names a watched sum (others by their own name, e.g. 'generator')."""
+
+    def __init__(self):
+        self.sums, self.counts, self.alive, self.good = {}, {}, {}, {}
+        self.extremes = {}
+
+    def add(self, name, value, check=False):
+        """Add the 0-dim tensor ``value`` to the sum ``name`` (and, with ``check``, keep count of
+        the values before the first non-finite one)."""
+        value = value.detach()
+        if name not in self.sums:
+            self.sums[name] = torch.zeros((), dtype=torch.float64, device=value.device)
+            self.counts[name] = 0
+            if check:
+                self.alive[name] = torch.ones((), dtype=torch.bool, device=value.device)
+                self.good[name] = torch.zeros((), dtype=torch.int64, device=value.device)
+        self.sums[name] += value
+        self.counts[name] += 1
+        if name in self.alive:
+            self.alive[name] &= torch.isfinite(value)
+            self.good[name] += self.alive[name]
+
+    def extreme(self, name, value, largest):
+        """Keep the largest (``largest``) or smallest ``value`` under ``name``."""
+        value = value.detach().to(torch.float64)
+        old = self.extremes.get(name)
+        self.extremes[name] = value if old is None else (
+            torch.maximum(old, value) if largest else torch.minimum(old, value))
+
+    def read(self, steps_of=None, where=("train", 1), checked_at=None):
+        """Everything on the host in one transfer: ``{name: mean}`` and ``{name: extreme}``.
+
+        ``steps_of(name, index)`` maps the 0-based index of an added value to its training step
+        (default ``index + 1``); ``where = (stage, epoch)``; ``checked_at``: the step now, named
+        in the error. Raises FloatingPointError for a non-finite watched value -- in a process
+        group on every rank, the ranks agreeing with one all-reduce.
+        """
+        names, extremes, watched = list(self.sums), list(self.extremes), list(self.good)
+        parts = ([self.sums[n] for n in names] + [self.extremes[n] for n in extremes]
+                 + [self.good[n].to(torch.float64) for n in watched])
+        values = torch.stack(parts).tolist() if parts else []        # the one host sync
+        sums = dict(zip(names, values))
+        extreme = dict(zip(extremes, values[len(names):]))
+        good = dict(zip(watched, values[len(names) + len(extremes):]))
+        steps_of = steps_of or (lambda name, index: index + 1)
+        bad = [(steps_of(n, int(good[n])), n) for n in watched if int(good[n]) < self.counts[n]]
+        first = min(bad) if bad else None
+        if is_distributed():
+            worst = all_reduce_max(1.0 if first else 0.0)
+            if worst and first is None:
+                raise non_finite_error("training", *where, checked_at, other_rank=True)
+        if first is not None:
+            raise non_finite_error(self.LABELS.get(first[1], first[1]), *where, first[0], checked_at)
+        means = {n: sums[n] / max(self.counts[n], 1) for n in names}
+        return means, extreme
+
+
 # ----------------------------------------------------------------------------------------------
 # Learning-rate schedule and run clock
 # ----------------------------------------------------------------------------------------------
@@ -429,13 +615,15 @@ class RunClock:
     time of earlier sessions (restored from a checkpoint).
 
     In a multi-process run with a time budget the progress uses the largest elapsed time over
-    the ranks, agreed at :meth:`start` and at every :meth:`tick`, so every rank sets the same
-    lr and stops at the same step.
+    the ranks, agreed at :meth:`start` and every ``share_every`` :meth:`tick` (one all-reduce
+    each time, not one per step), so every rank sets the same lr and stops at the same step.
     """
 
-    def __init__(self, total_steps=None, time_budget_s=None, step=0, elapsed_s=0.0):
+    def __init__(self, total_steps=None, time_budget_s=None, step=0, elapsed_s=0.0,
+                 share_every=SYNC_EVERY):
         self.total_steps = total_steps
         self.time_budget_s = time_budget_s
+        self.share_every = max(1, int(share_every))
         self.step = int(step)
         self._elapsed_before = float(elapsed_s)
         self._started = None
@@ -470,18 +658,19 @@ class RunClock:
         return self.progress() >= 1.0
 
     def tick(self):
-        """Count one iteration."""
+        """Count one iteration (and agree the elapsed time every ``share_every`` of them)."""
         self.step += 1
-        self._share()
+        if self.step % self.share_every == 0:
+            self._share()
 
     def state_dict(self):
         return {"step": self.step, "elapsed_s": self.elapsed_s, "total_steps": self.total_steps,
                 "time_budget_s": self.time_budget_s}
 
     @classmethod
-    def from_state_dict(cls, state, total_steps=None, time_budget_s=None):
+    def from_state_dict(cls, state, total_steps=None, time_budget_s=None, share_every=SYNC_EVERY):
         """A clock continuing ``state``; the plan (``total_steps``, budget) may be changed."""
-        return cls(total_steps, time_budget_s, state["step"], state["elapsed_s"])
+        return cls(total_steps, time_budget_s, state["step"], state["elapsed_s"], share_every)
 
 
 def make_lr_fn(base_lr, schedule="constant", decay_at=0.5, decay_factor=0.1, min_lr=0.0):
@@ -517,26 +706,58 @@ def _progress_bar(loader, stage, epoch, progress):
                 dynamic_ncols=True)
 
 
+def _timed(iterable, waits):
+    """Yield from ``iterable``, adding the seconds spent waiting for each item to ``waits[0]``
+    (the data-wait time of the throughput report)."""
+    iterator = iter(iterable)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        waits[0] += time.perf_counter() - t0
+        yield item
+
+
+def _throughput(steps, patches, seconds, data_s):
+    """The epoch's throughput entries: ``it_per_s``, ``patches_per_s`` and ``data_wait`` (the
+    fraction of the epoch spent waiting for the DataLoader: near 1 = the loader is the
+    bottleneck, near 0 = the model is)."""
+    return {"it_per_s": steps / seconds if seconds > 0 else 0.0,
+            "patches_per_s": patches / seconds if seconds > 0 else 0.0,
+            "data_wait": data_s / seconds if seconds > 0 else 0.0}
+
+
 def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None, lr_fn=None,
-                    amp=None, channels_last=False, stage="srresnet", epoch=1, progress=True):
+                    amp=None, channels_last=False, stage="srresnet", epoch=1, progress=True,
+                    scaler=None, sync_every=SYNC_EVERY):
     """One epoch of stage 1: the generator alone with a pixel loss.
 
     ``loader`` yields ``(lr, hr)``: ``(N,3,h,w)`` and ``(N,3,s*h,s*w)`` float in [0,1].
     ``loss_fn(sr, hr) -> scalar`` (e.g. :class:`PixelLoss`). Before every iteration the lr is set
     to ``lr_fn(clock.progress())`` (when ``lr_fn`` is given); the epoch stops early once
-    ``clock.finished()``. Raises FloatingPointError (before the optimiser step) on a non-finite
-    loss.
+    ``clock.finished()``. ``amp`` None / 'bf16' / 'fp16' (then with ``scaler``, see
+    :func:`make_grad_scaler`).
 
-    Returns a dict of epoch means: ``content_loss``, ``it_per_s``, plus ``steps`` (iterations
-    run), ``lr`` (the last one) and ``stopped_early``.
+    The losses stay on the device (:class:`LossWatch`) and are read on the host every
+    ``sync_every`` steps and at the end: a non-finite loss raises FloatingPointError naming its
+    step at the next read, before the epoch ends (so before any checkpoint is written).
+
+    Returns a dict of epoch means: ``content_loss``, plus ``steps`` (iterations run), ``lr``
+    (the last one), ``stopped_early`` and the throughput (``it_per_s``, ``patches_per_s``,
+    ``data_wait``, see :func:`_throughput`).
     """
     device = torch.device(device)
     clock = clock if clock is not None else RunClock().start()
     generator.train()
-    total, steps, lr = 0.0, 0, None
+    watch, steps, patches, lr, waits = LossWatch(), 0, 0, None, [0.0]
+    first_step = clock.step
+    where = (stage, epoch)
+    steps_of = lambda name, index: first_step + index + 1
     start = time.perf_counter()
     bar = _progress_bar(loader, stage, epoch, progress)
-    for lr_img, hr_img in bar:
+    for lr_img, hr_img in _timed(bar, waits):
         if clock.finished():
             break
         if lr_fn is not None:
@@ -546,19 +767,20 @@ def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None
         with autocast(device, amp):
             sr = generator(lr_img)
             loss = loss_fn(sr, hr_img)
-        value = check_finite(loss, "content", stage, epoch, clock.step + 1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        watch.add("content_loss", loss, check=True)
+        optimizer_step(loss, optimizer, scaler)
         clock.tick()
-        total += value
         steps += 1
-        bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+        patches += lr_img.shape[0]
+        if steps % sync_every == 0:
+            means, _ = watch.read(steps_of, where, clock.step)
+            bar.set_postfix(loss=f"{means['content_loss']:.4g}", refresh=False)
     bar.close()
+    means, _ = watch.read(steps_of, where, clock.step)
     seconds = time.perf_counter() - start
-    return {"content_loss": total / max(steps, 1), "it_per_s": steps / seconds if seconds > 0 else 0.0,
-            "steps": steps, "lr": lr if lr is not None else optimizer.param_groups[0]["lr"],
-            "stopped_early": clock.finished()}
+    return {"content_loss": means.get("content_loss", 0.0), "steps": steps,
+            "lr": lr if lr is not None else optimizer.param_groups[0]["lr"],
+            "stopped_early": clock.finished(), **_throughput(steps, patches, seconds, waits[0])}
 
 
 def _set_requires_grad(model, flag):
@@ -602,45 +824,47 @@ class GeneratorEMA:
 
 
 def discriminator_step(discriminator, optimizer_d, hr, sr, amp=None, device="cpu",
-                       where=("srgan", 1, 1)):
+                       where=("srgan", 1, 1), scaler=None, check=True):
     """One update of D: real HR patches should score 1, generated ones 0.
 
     ``hr``, ``sr``: ``(N,3,H,W)`` float in [0,1]; ``sr`` is detached here, so this step never
     trains the generator. ``where`` = ``(stage, epoch, step)`` names the step if the loss is
-    not finite (FloatingPointError before the update, see :func:`check_finite`). Returns ``(d_loss, d_real, d_fake)`` as 0-dim tensors (D's loss and its
-    mean probabilities on the real and the fake batch) without reading them on the host.
+    not finite (FloatingPointError before the update, see :func:`check_finite`; with ``check``
+    False the caller watches the returned loss itself, without a host sync here: see
+    :class:`LossWatch`). ``scaler``: D's own GradScaler under fp16. Returns ``(d_loss, d_real,
+    d_fake)`` as 0-dim tensors (D's loss and its mean probabilities on the real and the fake
+    batch) without reading them on the host.
     """
     _set_requires_grad(discriminator, True)
     with autocast(torch.device(device), amp):
         real_logits = discriminator(hr)                         # (N,) logits
         fake_logits = discriminator(sr.detach())                # (N,) logits
         d_loss = discriminator_loss(real_logits, fake_logits)   # BCE(real, 1) + BCE(fake, 0)
-    check_finite(d_loss, "discriminator", *where)
-    optimizer_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    optimizer_d.step()
+    if check:
+        check_finite(d_loss, "discriminator", *where)
+    optimizer_step(d_loss, optimizer_d, scaler)
     return (d_loss.detach(), torch.sigmoid(real_logits.detach().float()).mean(),
             torch.sigmoid(fake_logits.detach().float()).mean())
 
 
 def generator_step(discriminator, optimizer_g, sr, hr, content_loss_fn, adv_weight, amp=None,
-                   device="cpu", where=("srgan", 1, 1)):
+                   device="cpu", where=("srgan", 1, 1), scaler=None, check=True):
     """One update of G with the paper's perceptual loss (eq. 3):
     ``l_SR = l_content(SR, HR) + adv_weight * (-log D(SR))``.
 
     ``sr = G(lr)`` ``(N,3,H,W)`` (with its graph), ``hr`` the same shape, both float ~[0,1].
-    D is frozen during the step (no gradient reaches its weights). ``where`` as in
-    :func:`discriminator_step`. Returns ``(g_loss, content, adversarial)`` as 0-dim tensors.
+    D is frozen during the step (no gradient reaches its weights). ``where``, ``check`` as in
+    :func:`discriminator_step`; ``scaler``: G's own GradScaler under fp16. Returns ``(g_loss,
+    content, adversarial)`` as 0-dim tensors.
     """
     _set_requires_grad(discriminator, False)
     with autocast(torch.device(device), amp):
         content = content_loss_fn(sr, hr)                                    # VGG (+ pixel) loss
         adversarial = generator_adversarial_loss(unwrap(discriminator)(sr))  # -log D(G(LR))
         g_loss = content + adv_weight * adversarial
-    check_finite(g_loss, "generator", *where)
-    optimizer_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    optimizer_g.step()
+    if check:
+        check_finite(g_loss, "generator", *where)
+    optimizer_step(g_loss, optimizer_g, scaler)
     _set_requires_grad(discriminator, True)
     return g_loss.detach(), content.detach(), adversarial.detach()
 
@@ -648,7 +872,8 @@ def generator_step(discriminator, optimizer_g, sr, hr, content_loss_fn, adv_weig
 def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, content_loss_fn,
                     device, *, adv_weight=1e-3, d_steps=1, clock=None, lr_fn=None, d_lr_scale=1.0,
                     ema=None, amp=None, channels_last=False, stage="srgan", epoch=1,
-                    progress=True, collapse_fake=None, collapse_real=None):
+                    progress=True, collapse_fake=None, collapse_real=None, scaler_g=None,
+                    scaler_d=None, sync_every=SYNC_EVERY):
     """One epoch of stage 2 (SRGAN), the paper's Algorithm: for each batch, one step of D
     (:func:`discriminator_step`), then -- every ``d_steps``-th batch (``k`` of Goodfellow et al.;
     the paper uses k = 1) -- one step of G (:func:`generator_step`) on the same batch.
@@ -656,8 +881,13 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
     ``loader`` yields ``(lr, hr)`` float in [0,1] as for :func:`train_epoch_mse`. The lr of G is
     set to ``lr_fn(clock.progress())`` before each batch, D's to ``d_lr_scale`` times that; the
     clock counts generator steps. ``ema`` (a :class:`GeneratorEMA`) is updated after every G
-    step. Raises FloatingPointError on a non-finite loss before the optimiser step it would
-    poison.
+    step. ``amp`` as in :func:`train_epoch_mse`; under fp16 G and D have a GradScaler each
+    (``scaler_g``, ``scaler_d``).
+
+    The losses and D's probabilities stay on the device (:class:`LossWatch`), read on the host
+    every ``sync_every`` batches and at the end of the epoch; a non-finite D or G loss raises
+    FloatingPointError naming its step at the next read, before the epoch ends (so before any
+    checkpoint is written).
 
     A collapsed discriminator -- every batch of the epoch with mean D(G(lr)) below
     ``collapse_fake`` and mean D(hr) above ``collapse_real`` -- is reported with a
@@ -665,8 +895,9 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
     adversarial gradient).
 
     Returns a dict of epoch means: ``content_loss``, ``adv_loss`` (generator steps), ``d_loss``,
-    ``d_real``, ``d_fake`` (mean probabilities of D steps), ``it_per_s`` (batches per second),
-    plus ``steps`` (generator steps), ``lr``, ``stopped_early`` and ``d_collapsed``.
+    ``d_real``, ``d_fake`` (mean probabilities of D steps), plus ``steps`` (generator steps),
+    ``lr``, ``stopped_early``, ``d_collapsed`` and the throughput (``it_per_s`` in batches per
+    second, ``patches_per_s``, ``data_wait``).
     """
     if d_steps < 1:
         raise ValueError(f"d_steps must be >= 1, got {d_steps}")
@@ -674,13 +905,14 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
     clock = clock if clock is not None else RunClock().start()
     generator.train()
     discriminator.train()
-    sums = dict.fromkeys(("content_loss", "adv_loss", "d_loss", "d_real", "d_fake"), 0.0)
-    g_steps = d_count = 0
-    max_fake, min_real = -math.inf, math.inf
-    lr = None
+    watch, g_steps, d_count, patches, lr, waits = LossWatch(), 0, 0, 0, None, [0.0]
+    first_step = clock.step
+    # the index-th D loss of the epoch belongs to G step first_step + index // d_steps + 1
+    steps_of = lambda name, index: first_step + (index // d_steps if name == "d_loss" else index) + 1
+    where = (stage, epoch)
     start = time.perf_counter()
     bar = _progress_bar(loader, stage, epoch, progress)
-    for i, (lr_img, hr_img) in enumerate(bar):
+    for i, (lr_img, hr_img) in enumerate(_timed(bar, waits)):
         if clock.finished():
             break
         if lr_fn is not None:
@@ -693,34 +925,39 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
             sr = generator(lr_img)                              # (N,3,4h,4w) super-resolved
 
         # 1. Discriminator step: tell HR (real) from SR (fake).
-        where = (stage, epoch, clock.step + 1)
         d_loss, d_real, d_fake = discriminator_step(discriminator, optimizer_d, hr_img, sr, amp,
-                                                    device, where)
-        d_real, d_fake = d_real.item(), d_fake.item()
-        sums["d_loss"] += d_loss.item()
-        sums["d_real"] += d_real
-        sums["d_fake"] += d_fake
+                                                    device, scaler=scaler_d, check=False)
+        watch.add("d_loss", d_loss, check=True)
+        watch.add("d_real", d_real)
+        watch.add("d_fake", d_fake)
+        watch.extreme("max_fake", d_fake, largest=True)
+        watch.extreme("min_real", d_real, largest=False)
         d_count += 1
-        max_fake, min_real = max(max_fake, d_fake), min(min_real, d_real)
+        patches += lr_img.shape[0]
 
         # 2. Generator step: content loss + adversarial loss through the (frozen) D.
         if g_turn:
-            _, content, adversarial = generator_step(discriminator, optimizer_g, sr, hr_img,
-                                                     content_loss_fn, adv_weight, amp, device, where)
+            g_loss, content, adversarial = generator_step(
+                discriminator, optimizer_g, sr, hr_img, content_loss_fn, adv_weight, amp, device,
+                scaler=scaler_g, check=False)
+            watch.add("generator", g_loss, check=True)
+            watch.add("content_loss", content)
+            watch.add("adv_loss", adversarial)
             if ema is not None:
                 ema.update(generator)
             clock.tick()
             g_steps += 1
-            sums["content_loss"] += content.item()
-            sums["adv_loss"] += adversarial.item()
-            bar.set_postfix(content=f"{content.item():.4g}", d_real=f"{d_real:.2f}",
-                            d_fake=f"{d_fake:.2f}", refresh=False)
+        if d_count % sync_every == 0:
+            means, _ = watch.read(steps_of, where, clock.step)
+            bar.set_postfix(content=f"{means.get('content_loss', math.nan):.4g}",
+                            d_real=f"{means['d_real']:.2f}", d_fake=f"{means['d_fake']:.2f}",
+                            refresh=False)
     bar.close()
+    means, extreme = watch.read(steps_of, where, clock.step)
     seconds = time.perf_counter() - start
-    metrics = {k: sums[k] / max(g_steps if k in ("content_loss", "adv_loss") else d_count, 1)
-               for k in sums}
+    metrics = {k: means.get(k, 0.0) for k in ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")}
     collapsed = (d_count > 0 and collapse_fake is not None and collapse_real is not None
-                 and max_fake < collapse_fake and min_real > collapse_real)
+                 and extreme["max_fake"] < collapse_fake and extreme["min_real"] > collapse_real)
     if collapsed:
         warnings.warn(
             f"discriminator collapse in stage {stage!r}, epoch {epoch} (up to step {clock.step}): "
@@ -728,9 +965,9 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
             f"(means {metrics['d_real']:.4f} / {metrics['d_fake']:.4f}); the generator gets almost no "
             f"adversarial signal -- consider a lower D learning rate or adv_weight",
             RuntimeWarning, stacklevel=2)
-    metrics.update(it_per_s=d_count / seconds if seconds > 0 else 0.0, steps=g_steps,
-                   lr=lr if lr is not None else optimizer_g.param_groups[0]["lr"],
-                   stopped_early=clock.finished(), d_collapsed=bool(collapsed))
+    metrics.update(steps=g_steps, lr=lr if lr is not None else optimizer_g.param_groups[0]["lr"],
+                   stopped_early=clock.finished(), d_collapsed=bool(collapsed),
+                   **_throughput(d_count, patches, seconds, waits[0]))
     return metrics
 
 

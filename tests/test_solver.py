@@ -94,17 +94,95 @@ def test_vgg_loss_gradient_reaches_the_generator():
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
 
 
-def test_non_finite_loss_stops_before_the_optimizer_step():
+def test_non_finite_loss_is_found_at_the_next_read_and_names_its_step():
+    # steps 1-2 fine, a NaN at step 3, reads every 5 steps: the epoch stops at the read after
+    # step 5 (not at the end of the 9 batches) and names step 3 and the range 3-5
     generator = smoke_generator()
-    before = {k: v.detach().clone() for k, v in generator.named_parameters()}
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
     lr, hr = smooth_batch(2)
-    hr[0, 0, 0, 0] = float("nan")
-    with pytest.raises(FloatingPointError, match=r"stage 'srresnet', epoch 3, step 1\b"):
-        solver.train_epoch_mse(generator, [(lr, hr)], optimizer, solver.PixelLoss("mse"), "cpu",
-                               epoch=3, progress=False)
-    after = dict(generator.named_parameters())      # weights untouched (BN statistics may move)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    bad = hr.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    batches = [(lr, hr)] * 2 + [(lr, bad)] + [(lr, hr)] * 6
+    served = []
+    loader = (served.append(i) or b for i, b in enumerate(batches))
+    clock = solver.RunClock(step=10).start()             # steps 11..: as in a resumed epoch 3
+    with pytest.raises(FloatingPointError, match=r"non-finite content loss in stage 'srresnet', "
+                       r"epoch 3, step 13 \(found at the check after step 15\b"):
+        solver.train_epoch_mse(generator, loader, optimizer, solver.PixelLoss("mse"), "cpu",
+                               epoch=3, progress=False, clock=clock, sync_every=5)
+    assert len(served) == 5
+    # an epoch shorter than sync_every: found at the end of the epoch, before it returns
+    generator = smoke_generator()                   # (the first one holds non-finite weights now)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    with pytest.raises(FloatingPointError, match=r"epoch 1, step 2 \(found at the check after step 3\b"):
+        solver.train_epoch_mse(generator, [(lr, hr), (lr, bad), (lr, hr)], optimizer,
+                               solver.PixelLoss("mse"), "cpu", progress=False, sync_every=25)
+
+
+def test_non_finite_gan_losses_name_their_step():
+    generator, discriminator = smoke_generator(), smoke_discriminator()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
+    lr, hr = smooth_batch(3)
+    bad = hr * float("nan")
+    batches = [(lr, hr)] * 4 + [(lr, bad)] + [(lr, hr)] * 3   # batch 5 = G step 3 with d_steps 2
+    with pytest.raises(FloatingPointError, match=r"non-finite discriminator loss .*epoch 2, step 3 "):
+        solver.train_epoch_gan(generator, discriminator, batches, opt_g, opt_d, solver.PixelLoss(),
+                               "cpu", d_steps=2, epoch=2, progress=False, sync_every=4)
+
+
+class _SyncCounter:
+    """Counts the host reads of tensor values (``.item()``, ``.tolist()``, ``.cpu()``,
+    ``.numpy()``, ``bool()``, ``float()``, ``int()``): on a GPU each waits for the queued work.
+    The optimisers' own reads of their CPU step counters are not counted (they never wait for
+    the GPU)."""
+
+    METHODS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+    def __init__(self, monkeypatch, optimizers):
+        self.count = 0
+        for name in self.METHODS:
+            real = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counting(real, optimizers))
+
+    def _counting(self, real, optimizers):
+        def method(tensor, *args, **kwargs):
+            steps = {id(st.get("step")) for opt in optimizers for st in opt.state.values()}
+            if id(tensor) not in steps:
+                self.count += 1
+            return real(tensor, *args, **kwargs)
+        return method
+
+
+@pytest.mark.parametrize("stage", ["srresnet", "srgan"])
+def test_host_syncs_once_per_read_not_per_step(monkeypatch, stage):
+    generator, discriminator = smoke_generator(), smoke_discriminator()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
+    batches = [smooth_batch(4)] * 12
+    loss = random_vgg_loss() if stage == "srgan" else solver.PixelLoss("mse")
+    counter = _SyncCounter(monkeypatch, [opt_g, opt_d])
+    clock = solver.RunClock(time_budget_s=3600).start()
+    if stage == "srresnet":
+        m = solver.train_epoch_mse(generator, batches, opt_g, loss, "cpu", clock=clock,
+                                   progress=False, sync_every=5)
+    else:
+        m = solver.train_epoch_gan(generator, discriminator, batches, opt_g, opt_d, loss, "cpu",
+                                   clock=clock, progress=False, sync_every=5,
+                                   collapse_fake=0.01, collapse_real=0.99)
+    assert m["steps"] == 12 and math.isfinite(m["content_loss"])
+    assert counter.count == 3          # reads after steps 5 and 10, and at the end of the epoch
+
+
+def test_loss_watch_means_equal_the_host_means():
+    watch = solver.LossWatch()
+    values = [0.25, 1.5, 3e-7, 2.0]
+    for v in values:
+        watch.add("a", torch.tensor(v), check=True)
+        watch.extreme("top", torch.tensor(v), largest=True)
+    means, extreme = watch.read()
+    assert means["a"] == sum(torch.tensor(v).item() for v in values) / len(values)
+    assert extreme["top"] == 2.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,6 +213,58 @@ def test_bf16_autocast_and_channels_last_train_on_the_cpu():
     assert all(p.dtype == torch.float32 for p in generator.parameters())   # master weights stay fp32
     with pytest.raises(ValueError, match="unknown amp mode"):
         solver.autocast(torch.device("cpu"), "fp8")
+
+
+def test_content_losses_keep_float32_numerics_under_autocast():
+    # bf16 autocast must not reach the Y conversion or the VGG of the content losses
+    sr, hr = smooth_batch(7)
+    sr = (sr.repeat_interleave(SCALE, -1).repeat_interleave(SCALE, -2) + 1e-3).clamp(0, 1)
+    for loss in (solver.PixelLoss("mse", y_only=True), random_vgg_loss(),
+                 solver.LRConsistencyLoss(SCALE, "l1")):
+        exact = loss(sr, hr)
+        with solver.autocast(torch.device("cpu"), "bf16"):
+            mixed = loss(sr, hr)
+        assert mixed.dtype == torch.float32
+        assert torch.allclose(mixed, exact, rtol=1e-5, atol=0), (type(loss).__name__, mixed, exact)
+
+
+def test_fp16_trains_with_one_grad_scaler_per_optimiser():
+    generator, discriminator = smoke_generator(), smoke_discriminator()
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
+    scaler_g, scaler_d = (solver.make_grad_scaler("fp16", "cpu") for _ in range(2))
+    assert solver.make_grad_scaler("bf16", "cpu") is None and solver.make_grad_scaler(None, "cpu") is None
+    m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(4)] * 3, opt_g, opt_d,
+                               solver.PixelLoss(), "cpu", amp="fp16", scaler_g=scaler_g,
+                               scaler_d=scaler_d, progress=False)
+    assert m["steps"] == 3 and math.isfinite(m["content_loss"]) and math.isfinite(m["d_loss"])
+    assert all(p.dtype == torch.float32 for p in generator.parameters())
+    for scaler, opt in ((scaler_g, opt_g), (scaler_d, opt_d)):
+        state = scaler.state_dict()
+        assert state["_growth_tracker"] == 3                    # one update() per optimiser step
+        assert opt.state[next(iter(opt.state))]["step"].item() == 3
+    g = solver.make_grad_scaler("fp16", "cpu")
+    g.load_state_dict(scaler_g.state_dict())
+    assert g.get_scale() == scaler_g.get_scale()
+
+
+def test_amp_auto_picks_bf16_on_ampere_fp16_before_and_float32_on_the_cpu(monkeypatch):
+    assert solver.resolve_amp("auto", "cpu") is None
+    assert solver.resolve_amp("fp16", "cpu") == "fp16" and solver.resolve_amp(None, "cuda") is None
+    for capability, expected in (((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert solver.resolve_amp("auto", torch.device("cuda", 0)) == expected
+    with pytest.raises(ValueError, match="unknown amp mode"):
+        solver.resolve_amp("fp8", "cpu")
+
+
+def test_cudnn_benchmark_only_inside_the_block():
+    before = torch.backends.cudnn.benchmark
+    with solver.cudnn_benchmark(True):
+        assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == before
+    with solver.cudnn_benchmark(False):
+        assert torch.backends.cudnn.benchmark == before
 
 
 def test_gan_steps_on_a_fixed_batch_lower_content_and_discriminator_losses():
@@ -253,6 +383,29 @@ def test_rng_state_round_trip():
     first = draw()
     solver.set_rng_state(state)
     assert draw() == first
+
+
+def test_rng_state_with_more_cuda_states_than_gpus_restores_what_fits(monkeypatch):
+    # a checkpoint of a 4-GPU torchrun run, resumed on a machine with 1 GPU
+    state = solver.get_rng_state()
+    state["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(4)]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device="cuda": restored.update({device: s}))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("restores all"))
+    solver.set_rng_state(state, torch.device("cuda", 0))
+    assert list(restored) == [0] and torch.equal(restored[0], state["cuda"][0])
+    restored.clear()
+    solver.set_rng_state(state, torch.device("cpu"))       # a CPU run touches nothing of CUDA
+    assert restored == {}
+
+
+def test_cpu_run_saves_no_cuda_rng_state(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # a GPU machine, CUDA unused
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("touched CUDA"))
+    assert "cuda" not in solver.get_rng_state()
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
