@@ -323,6 +323,7 @@ _NUMERIC_RULES = (
     ("stage2.collapse_real", _REAL, 0, 1, True),
     ("train.checkpoint_every", _INT, 1, _ANY, False),
     ("train.val_every", _INT, 1, _ANY, False),
+    ("train.sync_every", _INT, 1, _ANY, False),
     ("train.time_budget_s", _REAL, ("gt", 0), _ANY, True),
 )
 """The numeric settings that :func:`validate_config` checks, with their ranges."""

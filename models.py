@@ -284,6 +284,9 @@ def _torch_load_dict(path, what):
 TORCH_ZIP_MAGIC = b"PK\x03\x04"
 """First bytes of a file written by ``torch.save`` (a zip archive since PyTorch 1.6)."""
 
+PICKLE_PROTO = b"\x80"
+"""First byte of a pickle of protocol >= 2 (a raw ``pickle.dump``, not ``torch.save``)."""
+
 
 def load_failure_reason(path, exc):
     """One line saying why ``torch.load`` failed on ``path`` (torch's own text spans many lines)."""
@@ -294,10 +297,16 @@ def load_failure_reason(path, exc):
         return f"cannot read it: {e}"
     if not head:
         return "the file is empty"
-    pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-    if pickled:   # e.g. torch.save(model): a whole pickled object, refused by weights_only
-        return (f"it holds a pickled {pickled.group(1)} object, not plain tensors; "
-                f"save its state_dict() instead")
+    pickled = re.search(r"GLOBAL (\S+?)(?:\s|$)", str(exc))
+    if pickled or "Weights only load failed" in str(exc):
+        # torch.save(model) or a crafted file: pickled code/objects, refused by weights_only.
+        # Never suggest weights_only=False (torch's own advice): that would run the code.
+        what = pickled.group(1) if pickled else "code or objects"
+        return (f"it holds pickled {what}, not plain tensors, and will not be loaded (loading it "
+                f"could run code); a checkpoint must hold state_dict() tensors only")
+    if head[:1] == PICKLE_PROTO:
+        return ("a raw pickle file, not written by torch.save; it will not be loaded (pickles "
+                "can run code)")
     if head == TORCH_ZIP_MAGIC:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
         return f"truncated or corrupt torch zip archive: {type(exc).__name__}: {first}"
@@ -556,6 +565,19 @@ def _describe(obj):
     return f"a dict with keys {keys[:10]}"
 
 
+def check_finite_state(state, source):
+    """Raise ValueError naming ``source`` and the first tensor of the state dict ``state`` that
+    holds a NaN or an infinity (a diverged run): such weights give a black or garbage image and
+    a meaningless score, never a result. Non-tensor and integer entries are not checked."""
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise ValueError(f"{source}: weight tensor {key!r} holds {bad} non-finite "
+                                 f"value(s) (NaN/inf; the training diverged): refusing to load "
+                                 f"it; use an earlier checkpoint")
+
+
 def load_generator(path, device="cpu", expect_scale=None):
     """Load the generator of a checkpoint written by ``solver.py``.
 
@@ -571,7 +593,8 @@ def load_generator(path, device="cpu", expect_scale=None):
 
     Raises: FileNotFoundError; ValueError naming the file for a file that is not a torch file /
     not a dict / lacks ``arch``, ``scale`` or ``generator`` (e.g. a raw state dict), an unknown
-    format or arch, a scale mismatch, or a state dict that does not fit the architecture.
+    format or arch, a scale mismatch, a state dict that does not fit the architecture, or
+    weights holding NaN/inf (naming the tensor, :func:`check_finite_state`).
     """
     ckpt = _torch_load_dict(path, "checkpoint")
     missing = [k for k in ("arch", "scale", "generator") if k not in ckpt]
@@ -599,6 +622,7 @@ def load_generator(path, device="cpu", expect_scale=None):
         raise ValueError(f"{path}: 'generator' should be a state dict, "
                          f"found {type(state).__name__}")
     state = strip_wrapper_prefixes(state)
+    check_finite_state(state, path)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -32,7 +32,10 @@ canvas on the CPU, so a 2K input becomes an 8K output in bounded memory.
 """
 import argparse
 import math
+import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +44,9 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from utils import ImageReadError, atomic_write, image_to_tensor, load_image, rgb_to_luma, \
-    tensor_to_image
+import cli
+from utils import ImageReadError, atomic_write, image_to_tensor, load_image, oriented, \
+    rgb_to_luma, tensor_to_image
 
 DEFAULT_TILE = 256
 """Tile side of the command line, LR pixels (~1 GB of activations for a full SRResNet in fp32)."""
@@ -54,6 +58,14 @@ SRCNN/VDSR (the x4 bicubic kernel reads 2 LR pixels on each side) and as a safet
 PROBE_SIZE = 16
 """Side of the zero image run once through the model to find the resolution of every conv."""
 
+MIN_INPUT_SIDE = 8
+"""Smallest LR side (pixels) that the model sees. In a smaller image every pixel lies within a
+few 3x3 convolutions of the zero-padded border, so the output is mostly border effect: a 1x1
+orange (200,120,40) came out near-black (8,8,11) from a trained SRResNet without the bicubic
+skip, 2x2 as (93,68,61); from 8x8 up the mean colour is within ~1-10 levels of the input's.
+A smaller image is therefore padded to this side by repeating its edge pixels (centred), run,
+and the output's centre (its own ``scale*h x scale*w`` pixels) is kept."""
+
 ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 """PIL modes with an alpha channel (palette/gray/RGB images may also carry a 'transparency')."""
 
@@ -61,6 +73,10 @@ ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 # ----------------------------------------------------------------------------------------------
 # Tiled inference
 # ----------------------------------------------------------------------------------------------
+
+class NonFiniteOutputError(ValueError):
+    """The model produced NaN or inf pixels: there is no image (nor a score) to give."""
+
 
 def receptive_margin(model, device="cpu"):
     """Radius of ``model``'s receptive field in LR pixels, rounded up, plus ``RESAMPLE_MARGIN``.
@@ -104,10 +120,18 @@ def _model_input(x, device):
 
 
 def _check_output(sr, h, w, scale):
+    """Every model output passes here (whole image or tile): its shape must be
+    ``(1,3,scale*h,scale*w)`` and every value finite (NaN/inf -> NonFiniteOutputError: clamping
+    would turn them into a black image and a meaningless score)."""
     if sr.dim() != 4 or sr.shape[:2] != (1, 3) or (
             scale is not None and tuple(sr.shape[2:]) != (scale * h, scale * w)):
         raise ValueError(f"upscale_image: model output has shape {tuple(sr.shape)} for a "
                          f"{h}x{w} input (model scale {scale})")
+    bad = int((~torch.isfinite(sr)).sum())
+    if bad:
+        raise NonFiniteOutputError(
+            f"the model output {bad} non-finite value(s) (NaN/inf) for a {h}x{w} input: the "
+            f"weights are broken (diverged training?); no image or score is produced")
 
 
 def upscale_image(model, img, device="cpu", tile=None, overlap=None, progress=False):
@@ -126,11 +150,20 @@ def upscale_image(model, img, device="cpu", tile=None, overlap=None, progress=Fa
             processed whole). Needs ``model.scale``.
         overlap: LR pixels of context around each tile (default: :func:`receptive_margin`, which
             makes the tiled output equal the untiled one up to float rounding).
+            A smaller overlap gives seams between tiles: it is allowed here (with a warning)
+            for experiments; the command line refuses it.
         progress: show a tqdm bar over the tiles.
 
     Returns:
         uint8 ``(s*h, s*w, 3)``, or ``(s*h, s*w)`` for a gray input; the output is clamped to
         [0,1] and rounded.
+
+    An image with a side below :data:`MIN_INPUT_SIDE` is edge-padded to that side first and the
+    output cropped back (see there): exactly ``upscale_image(pad(img))[crop]``.
+
+    Raises:
+        ValueError: a bad argument or an output of the wrong shape.
+        NonFiniteOutputError: the model output NaN/inf anywhere.
     """
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
         raise TypeError(f"upscale_image: needs a uint8 numpy image, got "
@@ -147,6 +180,11 @@ def upscale_image(model, img, device="cpu", tile=None, overlap=None, progress=Fa
         raise ValueError(f"upscale_image: needs an (h,w) or (h,w,3) image, got shape {img.shape}")
 
     h, w = img.shape[:2]
+    if 0 in (h, w):
+        raise ValueError(f"upscale_image: empty image of shape {img.shape}")
+    if min(h, w) < MIN_INPUT_SIDE:
+        out = _upscale_padded(model, img, device)
+        return rgb_to_luma(out) if gray else out
     scale = getattr(model, "scale", None)
     was_training = model.training
     model.to(device).eval()
@@ -165,10 +203,26 @@ def upscale_image(model, img, device="cpu", tile=None, overlap=None, progress=Fa
     return rgb_to_luma(out) if gray else out
 
 
+def _upscale_padded(model, img, device):
+    """:func:`upscale_image` of a uint8 ``(h,w,3)`` image with a side below
+    :data:`MIN_INPUT_SIDE`: edge-padded (centred) to that side, run, the centre kept."""
+    h, w = img.shape[:2]
+    top, left = max(0, MIN_INPUT_SIDE - h) // 2, max(0, MIN_INPUT_SIDE - w) // 2
+    padded = np.pad(img, ((top, max(0, MIN_INPUT_SIDE - h) - top),
+                          (left, max(0, MIN_INPUT_SIDE - w) - left), (0, 0)), mode="edge")
+    out = upscale_image(model, padded, device=device)
+    s = out.shape[0] // padded.shape[0]
+    return np.ascontiguousarray(out[s * top:s * (top + h), s * left:s * (left + w)])
+
+
 def _upscale_tiled(model, img, device, tile, overlap, scale, progress):
     """Tiled inference of :func:`upscale_image` -> uint8 ``(s*h, s*w, 3)`` canvas on the CPU."""
     h, w = img.shape[:2]
-    margin = receptive_margin(model, device) if overlap is None else int(overlap)
+    exact = receptive_margin(model, device)
+    margin = exact if overlap is None else int(overlap)
+    if margin < exact:
+        warnings.warn(f"overlap {margin} is below the model's receptive-field radius {exact} LR "
+                      f"px: the tiles will show seams", stacklevel=3)
     lr = image_to_tensor(img)                         # (1,3,h,w) float32 on the CPU
     out = np.empty((scale * h, scale * w, 3), np.uint8)
     for y0, y1, x0, x1 in tqdm(tile_grid(h, w, tile), desc="tiles", disable=not progress,
@@ -191,7 +245,7 @@ def read_image(path):
     """Read an image for super-resolution -> ``(img, alpha)``.
 
     ``img``: uint8 ``(H,W)`` or ``(H,W,3)`` as ``utils.load_image`` gives it (16-bit reduced to
-    8-bit, palette -> RGB, alpha dropped); ``alpha``: uint8 ``(H,W)`` or None when the file has
+    8-bit, palette -> RGB, alpha dropped, EXIF orientation applied, first frame); ``alpha``: uint8 ``(H,W)`` or None when the file has
     no alpha channel / transparency. Raises ``utils.ImageReadError`` naming the file.
     """
     img = load_image(path)
@@ -199,6 +253,7 @@ def read_image(path):
         with Image.open(path) as pil:
             if pil.mode not in ALPHA_MODES and "transparency" not in pil.info:
                 return img, None
+            pil = oriented(pil, path, warn=False)   # turned like the image (load_image said so)
             alpha = np.asarray(pil.convert("RGBA").getchannel("A"), dtype=np.uint8).copy()
     except Exception as e:  # noqa: BLE001 -- PIL raises many types for odd files
         raise ImageReadError(f"{path}: cannot read its alpha channel ({type(e).__name__}: {e})") from e
@@ -260,24 +315,69 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="generator checkpoint written by train.py")
     p.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
-    p.add_argument("--output", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--output", required=True, type=Path,
+                   help="output FOLDER (created); each input becomes OUTPUT/<stem>.png")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                   help="tile side in LR pixels; 0 = whole image (default %(default)s)")
+                   help="tile side in LR pixels; 0 = whole image (default %(default)s; at least "
+                        "the overlap)")
     p.add_argument("--overlap", type=int, default=None,
                    help="LR pixels of context around each tile (default: the model's "
-                        "receptive-field radius, exact)")
+                        "receptive-field radius, exact; less is refused: it gives seams)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(cli.DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
     args = p.parse_args(argv)
     if args.tile < 0:
-        p.error(f"--tile must be >= 0, got {args.tile}")
+        p.error(f"--tile must be >= 0 (0 = whole image), got {args.tile}")
     if args.overlap is not None and args.overlap < 0:
         p.error(f"--overlap must be >= 0, got {args.overlap}")
     return args
 
 
+def check_tiling(tile, overlap, margin):
+    """The command line's tiling settings against the model's receptive-field radius
+    ``margin`` (LR px). Returns the overlap to use; raises ValueError naming the setting for an
+    overlap below ``margin`` (seams: up to ~150 gray levels at overlap 0) or a tile smaller than
+    the overlap (each tile would recompute more context than it keeps)."""
+    if not tile:
+        return overlap
+    overlap = margin if overlap is None else overlap
+    if overlap < margin:
+        raise ValueError(f"--overlap {overlap} is below the model's receptive-field radius "
+                         f"{margin} LR px: the tiles would show seams; use --overlap >= {margin} "
+                         f"(or leave it out)")
+    if tile < overlap:
+        raise ValueError(f"--tile {tile} is smaller than the overlap {overlap}: each tile would "
+                         f"compute more context than image; use --tile >= {overlap}, or --tile 0 "
+                         f"for the whole image at once")
+    return overlap
+
+
+def check_output_dir(output):
+    """Make sure ``output`` is (or can be created as) a writable folder before any work:
+    ValueError / OSError naming ``--output`` and what to do otherwise."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is an existing file; --output is the folder that "
+                         f"receives <stem>.png: give a folder")
+    if not output.exists() and output.suffix.lower() in Image.registered_extensions():
+        raise ValueError(f"--output {output} looks like a file name; --output is the folder "
+                         f"that receives <stem>.png: give a folder (e.g. {output.parent / 'out'})")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=output, prefix=".write_test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OSError(f"--output {output}: cannot write there ({e.strerror or e}); choose a "
+                      f"writable folder") from e
+
+
 def main(argv=None):
+    """The command line (see the module docstring). Returns the exit status: 0 when every image
+    was written or kept, 1 when some could not be read or a setting/file is wrong (one line on
+    stderr names it; outputs already written are kept)."""
     import datasets
     import models
     from solver import resolve_device
@@ -286,37 +386,48 @@ def main(argv=None):
     try:
         device = resolve_device(args.device)
         model, _ = models.load_generator(args.checkpoint, device=device)
+        overlap = check_tiling(args.tile, args.overlap, receptive_margin(model, device))
         if args.input.is_dir():
             inputs = datasets.list_images(args.input)
         elif args.input.is_file():
             inputs = [args.input]
         else:
-            raise FileNotFoundError(f"input not found: {args.input}")
+            raise FileNotFoundError(f"--input {args.input}: no such file or folder")
         plan = plan_outputs(inputs, args.output)
+        check_output_dir(args.output)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"super_resolve.py: error: {e}", file=sys.stderr)
+        print(f"super_resolve.py: error: {cli.one_line(e)}", file=sys.stderr)
         return 1
 
     failed = written = kept = 0
     single = len(plan) == 1
+    error = None
     for src, dst in tqdm(plan, desc="images", unit="img", disable=args.quiet or single):
         if dst.exists() and not args.overwrite:
             tqdm.write(f"{dst} exists, kept (use --overwrite to replace it)")
             kept += 1
             continue
         try:
-            shape = upscale_file(model, src, dst, device, args.tile, args.overlap,
+            shape = upscale_file(model, src, dst, device, args.tile, overlap,
                                  progress=not args.quiet)
         except ImageReadError as e:
-            tqdm.write(f"warning: skipped: {e}", file=sys.stderr)  # e names the file
+            tqdm.write(f"super_resolve.py: warning: skipped: {e}", file=sys.stderr)  # e names it
             failed += 1
             continue
+        except (OSError, ValueError, RuntimeError) as e:   # disk full, NaN output, ...: stop
+            error = f"{src}: {cli.one_line(e)}" if isinstance(e, NonFiniteOutputError) else \
+                cli.one_line(e)
+            break
         written += 1
         if single:
             print(f"{src} -> {dst} ({shape[1]}x{shape[0]})")
-    print(f"{written} written, {kept} kept, {failed} unreadable, in {args.output}")
+    print(f"{written} written, {kept} kept, {failed} skipped, in {args.output}")
+    if error:
+        print(f"super_resolve.py: error: {error} (outputs written before are kept)",
+              file=sys.stderr)
+        return 1
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run("super_resolve.py", main))

@@ -18,11 +18,12 @@ import contextlib
 import functools
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 # --------------------------------------------------------------------------------------------
 # Constants
@@ -85,8 +86,11 @@ def load_image(path, rgb=False):
         ``np.ndarray`` uint8: ``(H,W)`` for single-channel files (modes ``1``, ``L``, ``LA`` with
         its alpha dropped, 16-bit gray ``I;16``/``I``), ``(H,W,3)`` for everything else (RGB; RGBA
         with alpha dropped; palette and CMYK converted to RGB). 16-bit values ``v`` become
-        ``round(v / 257)``. Only the first frame of a multi-frame file is read; EXIF orientation is
-        ignored (pixels as stored, like MATLAB's ``imread``).
+        ``round(v / 257)`` (the nearest 8-bit value: 0 -> 0, 128 -> 0, 129 -> 1, 65535 -> 255;
+        not ``v >> 8``, which truncates). The EXIF orientation of a photo (tag 274, e.g. 6 of a
+        phone held upright) is applied, so the pixels are as the photo is shown, with a
+        ``UserWarning`` saying so (:func:`oriented`). A multi-frame file (animated GIF/PNG/WebP,
+        multi-page TIFF) gives its first frame, with a ``UserWarning`` saying so.
 
     Raises:
         ImageReadError: the file is missing, is not an image, or is corrupt / truncated (the
@@ -96,7 +100,11 @@ def load_image(path, rgb=False):
     try:
         with Image.open(path) as img:
             img.load()  # decode now: a truncated or corrupt file fails here, not later
-            arr = _pil_to_array(img, path)
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                warnings.warn(f"{path}: has {frames} frames (animation or pages): only the first "
+                              f"is used", stacklevel=2)
+            arr = _pil_to_array(oriented(img, path), path)
     except ImageReadError:
         raise
     except FileNotFoundError as e:
@@ -112,6 +120,26 @@ def load_image(path, rgb=False):
     if rgb and arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     return arr
+
+
+EXIF_ORIENTATION = 274
+"""EXIF tag of the orientation (1 = as stored; 2..8 = mirrored and/or rotated for display)."""
+
+
+def oriented(img, path=None, warn=True):
+    """A PIL image with its EXIF orientation applied (``ImageOps.exif_transpose``): the pixels
+    as a viewer shows them. Returns ``img`` itself when there is no orientation to apply; with
+    ``warn``, a ``UserWarning`` naming ``path`` says that the image was turned."""
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 -- a broken EXIF block: pixels as stored
+        return img
+    if orientation in (None, 1) or not 2 <= int(orientation) <= 8:
+        return img
+    if warn:
+        warnings.warn(f"{path}: EXIF orientation {orientation} applied (the image is turned as "
+                      f"a viewer shows it)", stacklevel=3)
+    return ImageOps.exif_transpose(img)
 
 
 def _pil_to_array(img, path):
@@ -269,8 +297,21 @@ def _round_to_uint8(x):
     return np.clip(np.floor(x + 0.5), 0, UINT8_MAX).astype(np.uint8)
 
 
+_COLOR_MATRICES = {}
+"""Cache of :func:`_color_matrix`: (matrix bytes, shape, dtype, device) -> tensor."""
+
+
 def _color_matrix(matrix, x):
-    return torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
+    """``matrix`` (a small numpy array) as a tensor of ``x``'s dtype on ``x``'s device, made once
+    per (matrix, dtype, device) and cached: copying it to a GPU on every call would wait for
+    the GPU each time. The cached tensor is an ordinary one (made outside inference mode), so
+    the same cache serves inference and training; it must not be modified in place."""
+    key = (matrix.tobytes(), matrix.shape, x.dtype, x.device)
+    cached = _COLOR_MATRICES.get(key)
+    if cached is None:
+        with torch.inference_mode(False):
+            cached = _COLOR_MATRICES[key] = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
+    return cached
 
 
 def rgb2ycbcr_torch(x):

@@ -1,0 +1,58 @@
+"""What every command-line tool of the project does with a failure (``super_resolve.py``,
+``evaluate.py``, ``create_data_lists.py``; ``train.py`` may use it too).
+
+``sys.exit(cli.run("evaluate.py", main))`` runs ``main(argv)`` and turns any exception that
+escapes it into ONE line on stderr, ``<prog>: error: <message>``, and exit status
+:data:`EXIT_FAILURE`; the traceback is shown only with ``--debug`` on the command line (then the
+exception propagates as usual). Ctrl-C gives :data:`EXIT_INTERRUPTED` and one line. Warnings
+(``warnings.warn``, e.g. "EXIF orientation applied", "only the first frame is used") are printed
+as one line each, ``<prog>: warning: <message>``, instead of Python's two-line format.
+
+A tool's own expected errors (a missing file, a bad setting) are best reported by ``main``
+itself, with the setting or file named; this wrapper is the safety net for the rest, so that no
+traceback ever reaches a user who did not ask for one.
+"""
+import sys
+import warnings
+
+DEBUG_FLAG = "--debug"
+"""Command-line flag that shows the full traceback of a failure (removed before ``main`` sees
+the arguments)."""
+
+EXIT_FAILURE = 1        # the tool failed (or some of its inputs did); see the error line
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
+
+def one_line(exc):
+    """``exc`` as one line: its message's first non-empty line, with the type name when the
+    message alone would not say what happened (KeyError('x') -> "KeyError: 'x'")."""
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    if not text or isinstance(exc, (KeyError, TypeError, AttributeError, IndexError,
+                                    ZeroDivisionError, AssertionError)):
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text
+
+
+def run(prog, main, argv=None):
+    """Run ``main(argv)`` (``argv`` default ``sys.argv[1:]``) under the policy of the module
+    docstring; returns the exit status (``main``'s return value, 0 for None)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    argv = [a for a in argv if a != DEBUG_FLAG]
+    if not debug:
+        warnings.showwarning = lambda message, *args, **kwargs: print(
+            f"{prog}: warning: {message}", file=sys.stderr)
+    try:
+        rc = main(argv)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (files already written are kept)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise                          # argparse's usage errors: already one line, status 2
+    except Exception as exc:           # noqa: BLE001 -- the point of this wrapper
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(exc)} (run with {DEBUG_FLAG} for the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    return 0 if rc is None else int(rc)
