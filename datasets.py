@@ -545,23 +545,33 @@ class TrainDataset(Dataset):
                 f"{self.patches_per_image} patches of {self.patch_size}px, x{self.scale}, {where})")
 
 
-def make_train_loader(dataset, batch_size, workers, seed, distributed=False, drop_last=True):
+RANK_SEED_OFFSET = 2 ** 20
+"""Seed distance between ranks: rank r of a multi-process run draws with ``seed + r *
+RANK_SEED_OFFSET`` (more than any number of epochs, so no two (rank, epoch) pairs share a
+seed -- with ``seed + rank``, rank r in epoch e would repeat rank 0's crops of epoch e + r)."""
+
+
+def make_train_loader(dataset, batch_size, workers, seed, distributed=False, drop_last=True,
+                      pin_memory=False):
     """The training DataLoader shared by ``solver.py`` and ``train.py``.
 
     Shuffles with a ``torch.Generator`` seeded with ``seed`` (so the order and the workers' seeds
-    are reproducible); ``workers`` processes (0 = main process), kept alive across epochs;
-    ``pin_memory`` when CUDA is available. With ``distributed`` a ``DistributedSampler`` (seeded
-    with ``seed``) splits the data over the ranks -- call ``loader.sampler.set_epoch(epoch)``
-    every epoch -- and each rank's generator gets ``seed + rank`` so ranks crop differently.
-    Batches are ``(lr, hr)`` float32 ``(B,3,p/s,p/s)``, ``(B,3,p,p)`` in [0, 1].
+    are reproducible); ``workers`` processes (0 = main process), kept alive across epochs.
+    ``pin_memory``: page-locked batches for fast copies to the GPU; pass it only when training
+    on CUDA (pinning starts a thread that opens a context on the current GPU; a CPU run should
+    touch nothing of CUDA). With ``distributed`` a ``DistributedSampler`` (seeded with ``seed``)
+    splits the data over the ranks -- call ``loader.sampler.set_epoch(epoch)`` every epoch --
+    and each rank's generator gets ``seed + rank * RANK_SEED_OFFSET``, so the ranks' workers
+    crop differently in every epoch. Batches are ``(lr, hr)`` float32 ``(B,3,p/s,p/s)``,
+    ``(B,3,p,p)`` in [0, 1].
     """
     sampler = None
     generator = torch.Generator()
     if distributed:
         sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last)
-        generator.manual_seed(seed + sampler.rank)
+        generator.manual_seed(seed + sampler.rank * RANK_SEED_OFFSET)
     else:
         generator.manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-                      num_workers=workers, pin_memory=torch.cuda.is_available(),
+                      num_workers=workers, pin_memory=bool(pin_memory),
                       persistent_workers=workers > 0, drop_last=drop_last, generator=generator)

@@ -981,11 +981,24 @@ VALIDATION_METRICS = ("psnr", "ssim", "lr_psnr", "niqe")
 lower = more natural)."""
 
 
-def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim")):
+VALIDATION_TILE = 128
+"""LR tile side of validation on CUDA (:func:`validation_tile`): a 2K DIV2K_valid image whole
+through SRResNet needs several GB of activations; tiles with the receptive-field overlap of
+``super_resolve.upscale_image`` give the same image (within one gray level)."""
+
+
+def validation_tile(device):
+    """The ``tile`` of ``super_resolve.upscale_image`` for validating on ``device``:
+    :data:`VALIDATION_TILE` on CUDA, None (whole images, as before) on the CPU."""
+    return VALIDATION_TILE if torch.device(device).type == "cuda" else None
+
+
+def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim"), tile="auto"):
     """Mean ``metrics`` (names from :data:`VALIDATION_METRICS`) of ``generator`` over ``dataset``.
 
     ``dataset`` yields ``(lr, hr, name)`` uint8 images (``datasets.TestDataset``); each LR image
-    is super-resolved whole by ``super_resolve.upscale_image``. The generator is put in eval mode
+    is super-resolved by ``super_resolve.upscale_image``: in tiles of ``tile`` LR pixels
+    (``'auto'``: :func:`validation_tile`, i.e. tiled on CUDA, whole on the CPU; None: whole). The generator is put in eval mode
     and returned to its previous mode. NIQE skips images smaller than one 96x96 block (its
     mean is None when no image is large enough). Returns ``{metric: float, "images": int}``.
     """
@@ -995,13 +1008,14 @@ def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim")):
     if unknown:
         raise ValueError(f"unknown validation metric(s) {sorted(unknown)}: use {VALIDATION_METRICS}")
     model = unwrap(generator)
+    tile = validation_tile(device) if tile == "auto" else tile
     was_training = model.training
     model.eval()
     scores = {m: [] for m in metrics}
     try:
         for i in range(len(dataset)):
             lr, hr, _ = dataset[i]
-            sr = super_resolve.upscale_image(model, lr, device=device)   # uint8, HR-sized
+            sr = super_resolve.upscale_image(model, lr, device=device, tile=tile)  # uint8, HR
             for m in metrics:
                 if m == "psnr":
                     scores[m].append(utils.psnr(sr, hr, shave=scale))
@@ -1117,7 +1131,8 @@ def load_checkpoint(path, map_location="cpu"):
 
 def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, config, history,
                     optimizer_g=None, scheduler_g=None, discriminator=None, optimizer_d=None,
-                    scheduler_d=None, clock=None, finished=False, world_size=1, ema=None):
+                    scheduler_d=None, clock=None, finished=False, world_size=1, ema=None,
+                    scaler_g=None, scaler_d=None):
     """The checkpoint dict of the contract (see module docstring of models.py).
 
     ``generator`` holds the trained weights (what a resumed run continues); with ``ema`` (a
@@ -1127,7 +1142,8 @@ def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, 
     Models may be ``torch.compile``d or DDP-wrapped (the plain module's weights are stored, keys
     without prefixes); ``world_size`` records how many processes trained; ``config`` may be
     an EasyDict (stored as plain dicts/lists); ``scheduler_*`` are dicts (see :func:`make_lr_fn`
-    and :class:`RunClock`). The RNG states are captured now.
+    and :class:`RunClock`). ``scaler_g``/``scaler_d``: the fp16 GradScalers (their state dicts
+    are stored, None without fp16). The RNG states are captured now.
     """
     def state_of(obj):
         return unwrap(obj).state_dict() if obj is not None else None
@@ -1146,6 +1162,8 @@ def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, 
         "scheduler_g": to_plain(scheduler_g),
         "scheduler_d": to_plain(scheduler_d),
         "clock": clock.state_dict() if clock is not None else None,
+        "scaler_g": scaler_g.state_dict() if scaler_g is not None else None,
+        "scaler_d": scaler_d.state_dict() if scaler_d is not None else None,
         "epoch": int(epoch),
         "step": int(step),
         "finished": bool(finished),

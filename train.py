@@ -63,15 +63,21 @@ from types import SimpleNamespace
 
 import torch
 
+import datasets
 import solver
 from config import PRESETS, VARIANTS, get_config, validate_config
 
 STAGES = ("srresnet", "srgan")
 """Stage names: 'srresnet' = stage 1 (pixel loss, any generator arch), 'srgan' = stage 2."""
 
-RANK_SEED_OFFSET = 2 ** 20
+RANK_SEED_OFFSET = datasets.RANK_SEED_OFFSET
 """Rank r draws its patches with seed ``cfg.seed + epoch + r * RANK_SEED_OFFSET`` (more than
-any number of epochs, so no two (rank, epoch) pairs share a seed; rank 0 = single process)."""
+any number of epochs, so no two (rank, epoch) pairs share a seed; rank 0 = single process);
+its DataLoader workers likewise (``datasets.make_train_loader``)."""
+
+TENSORBOARD_IMAGES = 3
+"""Validation images shown per epoch in TensorBoard (``train.tensorboard``): LR input (nearest
+enlarged), SR and HR side by side, the first images of the validation set."""
 
 AVERAGED_METRICS = ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")
 """Epoch metrics averaged over the ranks of a multi-process run before they are logged."""
@@ -200,7 +206,6 @@ def ensure_data(cfg):
 def build_train_set(cfg, progress=True, patch_size=None):
     """``datasets.TrainDataset`` of the list ``cfg.data.train_list`` with the patch settings
     (HR patches of ``patch_size``, default ``cfg.data.patch_size``)."""
-    import datasets
     return datasets.TrainDataset.from_list(
         list_path(cfg, cfg.data.train_list), scale=cfg.scale,
         patch_size=int(patch_size or cfg.data.patch_size),
@@ -211,7 +216,6 @@ def build_train_set(cfg, progress=True, patch_size=None):
 def build_val_set(cfg):
     """The validation ``datasets.TestDataset``: the list ``cfg.data.val_list``, else that set in
     ``cfg.data.benchmark_root``; None (validation skipped, with a message) when neither exists."""
-    import datasets
     name = cfg.data.get("val_list")
     if not name:
         return None
@@ -353,7 +357,11 @@ def build_networks(cfg, stage, device, init=None):
         d = cfg.discriminator
         discriminator = solver.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
                                              device, channels_last)
-    content_loss = content_loss_of(cfg, stage, generator.y_only)
+    # the VGG19 weights (548 MB) are downloaded by rank 0 alone; the others then read its cache
+    content_loss = _main_rank_first(lambda: content_loss_of(cfg, stage, generator.y_only),
+                                    "loading the VGG19 weights")
+    if content_loss is None:
+        content_loss = content_loss_of(cfg, stage, generator.y_only)
     return (solver.prepare_model(generator, device, channels_last), discriminator,
             solver.prepare_model(content_loss, device, channels_last))
 
@@ -383,6 +391,51 @@ def _main_rank_first(fn, what):
     if error is not None:
         raise error
     return result
+
+
+def _local_main_first(fn, what):
+    """``fn()`` on every rank, by the first rank of each node (``LOCAL_RANK`` 0) while the other
+    ranks of the run wait, then by the others: with a node-local ``data.cache_dir`` one process
+    per node decodes the images into it and the others read it (on a shared file system the
+    first ranks of the nodes write the same files atomically). A failure of a first rank stops
+    the others (``solver.agree``). Single process: just ``fn()``. Returns ``fn()``'s result."""
+    result, error = None, None
+    first = solver.local_rank() == 0
+    if first:
+        try:
+            result = fn()
+        except BaseException as e:    # re-raised below, after telling the other ranks
+            error = e
+    solver.agree(error is None, f"the first rank of a node failed while {what}")
+    if error is not None:
+        raise error
+    return result if first else fn()
+
+
+def check_train_options(cfg, world, device):
+    """Refuse combinations of ``cfg.train`` that cannot work: SyncBatchNorm off CUDA, and
+    ``compile`` with ``sync_bn`` (torch.compile breaks its graph at every SyncBatchNorm, about
+    35 in SRResNet: slower than not compiling). Returns ``sync_bn`` as used (only with > 1 rank)."""
+    sync_bn = bool(cfg.train.get("sync_bn")) and world > 1
+    if sync_bn and device.type != "cuda":
+        raise ValueError("train.sync_bn=True needs CUDA: SyncBatchNorm does not run on the CPU")
+    if sync_bn and cfg.train.compile:
+        raise ValueError("train.compile=True with train.sync_bn=True: torch.compile breaks the graph "
+                         "at every SyncBatchNorm layer (about 35 in SRResNet), which is slower than "
+                         "not compiling; turn one of them off")
+    return sync_bn
+
+
+def tensorboard_writer(log_dir):
+    """A ``torch.utils.tensorboard.SummaryWriter`` writing to ``log_dir`` (``train.tensorboard``);
+    RuntimeError saying how to install the ``tensorboard`` package when it is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise RuntimeError(f"train.tensorboard=True needs the tensorboard package: "
+                           f"`{sys.executable} -m pip install tensorboard` (or set "
+                           f"train.tensorboard=False; the CSV log is written either way)") from e
+    return SummaryWriter(log_dir=str(log_dir))
 
 
 def _ddp(model, device, sync_bn):
@@ -475,9 +528,9 @@ def _set_up(cfg, stage, out_dir, resume, progress):
                                     f"--set stage2.init=PATH")
 
     run.device = solver.rank_device(cfg.train.device)
-    sync_bn = bool(cfg.train.get("sync_bn")) and world > 1
-    if sync_bn and run.device.type != "cuda":
-        raise ValueError("train.sync_bn=True needs CUDA: SyncBatchNorm does not run on the CPU")
+    sync_bn = check_train_options(cfg, world, run.device)
+    run.amp = solver.resolve_amp(cfg.train.amp, run.device)
+    run.sync_every = int(cfg.train.get("sync_every", solver.SYNC_EVERY))
     if scfg.batch_size % world:
         raise ValueError(f"{stage} batch_size {scfg.batch_size} is the global batch and must be "
                          f"divisible by the {world} processes of the run")
@@ -487,17 +540,19 @@ def _set_up(cfg, stage, out_dir, resume, progress):
     run.optimizer_g = torch.optim.Adam(run.generator.parameters(), lr=scfg.lr, betas=betas)
     run.optimizer_d = (torch.optim.Adam(run.discriminator.parameters(), lr=scfg.lr, betas=betas)
                        if run.discriminator is not None else None)
+    run.scaler_g = solver.make_grad_scaler(run.amp, run.device)        # fp16: one per optimiser
+    run.scaler_d = (solver.make_grad_scaler(run.amp, run.device)
+                    if run.discriminator is not None else None)
     ema_decay = scfg.get("ema_decay") if stage == "srgan" else None
     run.ema = solver.GeneratorEMA(run.generator, ema_decay) if ema_decay is not None else None
     run.schedule, run.lr_fn = lr_schedule(scfg)
 
     _main_rank_first(lambda: ensure_data(cfg), "preparing the data")
-    # rank 0 decodes first (and fills data.cache_dir), the others then read its cache
+    # the first rank of each node decodes first (and fills data.cache_dir), the others then
+    # read its cache
     patch = scfg.get("patch_size")
-    run.train_set = _main_rank_first(lambda: build_train_set(cfg, run.progress, patch),
-                                     "decoding the data")
-    if not is_main:
-        run.train_set = build_train_set(cfg, run.progress, patch)
+    run.train_set = _local_main_first(lambda: build_train_set(cfg, run.progress, patch),
+                                      "decoding the data")
     run.val_set = build_val_set(cfg) if is_main else None
     run.d_steps = int(scfg.get("d_steps", 1)) if stage == "srgan" else 1
     batches = (len(run.train_set) // world) // run.rank_batch   # = len // batch_size on one process
@@ -505,7 +560,8 @@ def _set_up(cfg, stage, out_dir, resume, progress):
         raise ValueError(f"the training set has {len(run.train_set)} patches, fewer than one batch "
                          f"of {scfg.batch_size}: raise data.patches_per_image or lower the batch size")
     run.budget = scfg.get("time_budget_s") or cfg.train.get("time_budget_s")
-    run.clock = solver.RunClock(scfg.epochs * (batches // run.d_steps), run.budget)
+    run.clock = solver.RunClock(scfg.epochs * (batches // run.d_steps), run.budget,
+                                share_every=run.sync_every)
     run.history, run.start_epoch = [], 1
     if checkpoint is not None:
         _restore(run, checkpoint)
@@ -515,7 +571,11 @@ def _set_up(cfg, stage, out_dir, resume, progress):
         run.model = _ddp(run.generator, run.device, sync_bn)
         if run.discriminator is not None:
             run.critic = _ddp(run.discriminator, run.device, sync_bn)
-    run.model = torch.compile(run.model) if cfg.train.compile else run.model
+    if cfg.train.compile:
+        run.model = torch.compile(run.model)
+        run.critic = torch.compile(run.critic) if run.critic is not None else None
+    run.tensorboard = (tensorboard_writer(out_dir / "tensorboard" / name)
+                       if is_main and cfg.train.get("tensorboard") else None)
     return run
 
 
@@ -528,42 +588,47 @@ def _restore(run, checkpoint):
         run.optimizer_d.load_state_dict(checkpoint["optimizer_d"])
     if run.ema is not None:
         run.ema.load_state_dict(checkpoint.get("generator_ema") or checkpoint["generator"])
+    for key in ("scaler_g", "scaler_d"):      # fp16 loss scales (absent: a run without fp16)
+        scaler = getattr(run, key)
+        if scaler is not None and checkpoint.get(key):
+            scaler.load_state_dict(checkpoint[key])
     run.history = list(checkpoint["history"])
     run.start_epoch = checkpoint["epoch"] + 1
     run.clock = solver.RunClock.from_state_dict(checkpoint["clock"], run.clock.total_steps,
-                                                run.budget)
-    solver.set_rng_state(checkpoint["rng"])
+                                                run.budget, run.sync_every)
+    solver.set_rng_state(checkpoint["rng"], run.device)
     print(f"resuming {run.name} from {run.ckpt_path}: epoch {checkpoint['epoch']} done, "
           f"step {run.clock.step}", flush=True)
 
 
 def _train_epoch(run, epoch):
-    """One epoch of the stage (``solver.train_epoch_mse`` or ``train_epoch_gan``); returns its
-    metrics averaged over the ranks."""
-    import datasets
-
+    """One epoch of the stage (``solver.train_epoch_mse`` or ``train_epoch_gan``), with
+    ``cudnn.benchmark`` on for its fixed patch size (CUDA); returns its metrics averaged over
+    the ranks."""
     cfg, scfg = run.cfg, run.scfg
     # The data of an epoch depends only on (seed, epoch): the loader's shuffling generator
     # and the patch RNG of datasets.TrainDataset (seeded from torch.initial_seed() in the
     # main process, from the loader's worker seeds otherwise).
     torch.manual_seed(cfg.seed + epoch + solver.rank() * RANK_SEED_OFFSET)
     loader = datasets.make_train_loader(run.train_set, run.rank_batch, cfg.data.workers,
-                                        cfg.seed + epoch, distributed=run.world > 1)
+                                        cfg.seed + epoch, distributed=run.world > 1,
+                                        pin_memory=run.device.type == "cuda")
     if run.world > 1:
         loader.sampler.set_epoch(epoch)
-    common = dict(clock=run.clock, lr_fn=run.lr_fn, amp=cfg.train.amp,
+    common = dict(clock=run.clock, lr_fn=run.lr_fn, amp=run.amp,
                   channels_last=bool(cfg.train.channels_last), stage=run.name, epoch=epoch,
-                  progress=run.progress)
-    if run.stage == "srresnet":
-        metrics = solver.train_epoch_mse(run.model, loader, run.optimizer_g, run.content_loss,
-                                         run.device, **common)
-    else:
-        metrics = solver.train_epoch_gan(
-            run.model, run.critic, loader, run.optimizer_g, run.optimizer_d, run.content_loss,
-            run.device, adv_weight=scfg.adv_weight, d_steps=run.d_steps,
-            d_lr_scale=scfg.get("d_lr_scale", 1.0), ema=run.ema,
-            collapse_fake=scfg.get("collapse_fake"), collapse_real=scfg.get("collapse_real"),
-            **common)
+                  progress=run.progress, sync_every=run.sync_every)
+    with solver.cudnn_benchmark(run.device.type == "cuda"):
+        if run.stage == "srresnet":
+            metrics = solver.train_epoch_mse(run.model, loader, run.optimizer_g, run.content_loss,
+                                             run.device, scaler=run.scaler_g, **common)
+        else:
+            metrics = solver.train_epoch_gan(
+                run.model, run.critic, loader, run.optimizer_g, run.optimizer_d, run.content_loss,
+                run.device, adv_weight=scfg.adv_weight, d_steps=run.d_steps,
+                d_lr_scale=scfg.get("d_lr_scale", 1.0), ema=run.ema,
+                collapse_fake=scfg.get("collapse_fake"), collapse_real=scfg.get("collapse_real"),
+                scaler_g=run.scaler_g, scaler_d=run.scaler_d, **common)
     solver.all_reduce_mean(metrics, AVERAGED_METRICS)
     for net in (run.generator, run.discriminator):         # every rank holds rank 0's BN statistics
         if net is not None:
@@ -631,12 +696,48 @@ def _end_of_epoch(run, row, finished, epoch_start):
                  scheduler_g=run.schedule,
                  scheduler_d=run.schedule if run.discriminator is not None else None,
                  clock=run.clock, epoch=epoch, step=run.clock.step, config=cfg,
-                 history=run.history, finished=finished, world_size=run.world, ema=run.ema)
+                 history=run.history, finished=finished, world_size=run.world, ema=run.ema,
+                 scaler_g=run.scaler_g, scaler_d=run.scaler_d)
     if epoch % cfg.train.checkpoint_every == 0 or finished:
         solver.save_checkpoint(run.ckpt_path, solver.make_checkpoint(**state))
     if _is_best(run, row):
         solver.save_checkpoint(run.best_path, solver.make_checkpoint(**state))
     write_log(run.log_path, run.history)
+    if run.tensorboard is not None:
+        _log_tensorboard(run, row)
+
+
+TENSORBOARD_SCALARS = {"content_loss": "loss/content", "adv_loss": "loss/adversarial",
+                       "d_loss": "loss/discriminator", "d_real": "D/real", "d_fake": "D/fake",
+                       "lr": "lr", "it_per_s": "speed/it_per_s",
+                       "patches_per_s": "speed/patches_per_s", "data_wait": "speed/data_wait",
+                       "val_psnr": "val/psnr", "val_ssim": "val/ssim",
+                       "val_lr_psnr": "val/lr_psnr", "val_niqe": "val/niqe"}
+"""Epoch-row keys written to TensorBoard, with their tags (x axis: the training step)."""
+
+
+def _log_tensorboard(run, row):
+    """Rank 0, after an epoch: the row's scalars and, after a validation, the first
+    :data:`TENSORBOARD_IMAGES` validation images (LR nearest-enlarged | SR | HR, ``(3,H,3W)``
+    float in [0,1])."""
+    import super_resolve
+    import utils
+
+    writer, step = run.tensorboard, row["step"]
+    for key, tag in TENSORBOARD_SCALARS.items():
+        if row.get(key) is not None:
+            writer.add_scalar(tag, row[key], step)
+    if row.get("val_psnr") is not None and run.val_set is not None:
+        model = _inference_generator(run)
+        for i in range(min(TENSORBOARD_IMAGES, len(run.val_set))):
+            lr, hr, name = run.val_set[i]
+            sr = super_resolve.upscale_image(model, lr, device=run.device,
+                                             tile=solver.validation_tile(run.device))
+            near = lr.repeat(run.cfg.scale, 0).repeat(run.cfg.scale, 1)
+            panel = [utils.image_to_tensor(x if x.ndim == 3 else x[..., None].repeat(3, -1))
+                     for x in (near, sr, hr)]
+            writer.add_image(f"val/{name}", torch.cat(panel, dim=-1)[0], step)
+    writer.flush()
 
 
 def _print_epoch(name, epochs, row):
@@ -653,6 +754,15 @@ def _print_epoch(name, epochs, row):
         parts.append(f"NIQE {row['val_niqe']:.3f}")
     parts += [f"lr {row['lr']:.2e}", f"{row['it_per_s']:.2f} it/s", f"{row['time_s']:.0f} s"]
     print(" | ".join(parts), flush=True)
+    if row.get("patches_per_s") is not None:
+        print(f"  throughput: {row['it_per_s']:.2f} it/s, {row['patches_per_s']:.1f} patches/s, "
+              f"waiting for data {100 * row['data_wait']:.0f}% of the epoch"
+              + (" (the loader is the bottleneck: raise data.workers)"
+                 if row["data_wait"] > DATA_BOUND else ""), flush=True)
+
+
+DATA_BOUND = 0.3
+"""Data-wait fraction above which the throughput line calls the loader the bottleneck."""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -584,3 +584,22 @@ def test_lr_consistency_loss_sees_colour_shifts_more_than_fine_texture():
     sr = hr.clone().requires_grad_(True)
     loss(sr + 0.01, hr).backward()
     assert sr.grad is not None and sr.grad.abs().sum() > 0
+
+
+def test_color_matrices_are_made_once_per_device_and_dtype(monkeypatch):
+    # SRCNN/VDSR's Y loss converts colours several times per step: no host->device copy each time
+    utils._COLOR_MATRICES.clear()
+    made = []
+    real = torch.as_tensor
+    monkeypatch.setattr(torch, "as_tensor", lambda *a, **k: made.append(a[0].shape) or real(*a, **k))
+    _, hr = smooth_batch(3)
+    sr = (hr * 0.9).detach()
+    with torch.inference_mode():            # first made in inference mode (validation) ...
+        utils.rgb2ycbcr_torch(hr)
+    sr.requires_grad_(True)
+    for _ in range(3):                      # ... then used for training: still differentiable
+        solver.pixel_loss(sr, hr, y_only=True).backward()
+    assert sr.grad is not None and torch.isfinite(sr.grad).all()
+    assert len(made) == 2                   # the matrix and the offset, once
+    utils.rgb2ycbcr_torch(hr.double())
+    assert len(made) == 4                   # another dtype: its own copies
