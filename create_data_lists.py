@@ -25,18 +25,20 @@ import http.client
 import io
 import json
 import os
+import re
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
 from pathlib import Path
 
+import cli
 from config import get_config
 from datasets import (DIV2K_VALID, LR_NAME, check_pair_size, find_test_set, image_size,
                       pair_images)
+from utils import atomic_write, load_image
 
 DIV2K_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
 """Official DIV2K download folder (Agustsson & Timofte, NTIRE 2017)."""
@@ -79,18 +81,37 @@ class DownloadError(RuntimeError):
     """A download that failed or did not verify; the message names the URL and the file."""
 
 
+LIST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
+"""Allowed data list names: letters, digits, ``_ . + -``, not starting with a dot (no path
+separator, no ``..``): the list is ``<lists_dir>/<name>.json`` and nowhere else."""
+
+MIN_SCALE = 2
+"""Smallest upscaling factor of a list (the project's models are x4)."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Lists
 # ----------------------------------------------------------------------------------------------
 
+def check_list_name(name):
+    """ValueError unless ``name`` matches :data:`LIST_NAME` (e.g. ``../x`` or ``a/b`` would write
+    outside the lists folder). Returns ``name``."""
+    if not isinstance(name, str) or not LIST_NAME.match(name) or ".." in name:
+        raise ValueError(f"--name {name!r}: a list name may hold only letters, digits and "
+                         f"_ . + - (no path separator, no '..', not starting with a dot); e.g. "
+                         f"MyTrain")
+    return name
+
+
 def write_data_list(path, name, scale, hr_dir, lr_dir, pairs):
     """Write a JSON data list atomically (temporary file in the same folder, then rename).
 
-    ``pairs``: list of ``(hr_path, lr_path or None)``; paths are stored absolute. Returns the
-    list's Path.
+    ``pairs``: list of ``(hr_path, lr_path or None)``; paths are stored absolute. ``name`` must
+    pass :func:`check_list_name`. Written with ``utils.atomic_write`` (the project's one policy:
+    temporary file, fsync, rename; permissions 0666 minus the umask). Returns the list's Path.
     """
+    check_list_name(name)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     info = {
         "name": name, "scale": int(scale),
         "hr_dir": str(Path(hr_dir).resolve()),
@@ -98,14 +119,8 @@ def write_data_list(path, name, scale, hr_dir, lr_dir, pairs):
         "images": [{"hr": str(Path(h).resolve()), "lr": str(Path(l).resolve()) if l else None}
                    for h, l in pairs],
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(info, f, indent=1)
     return path
 
 
@@ -114,10 +129,15 @@ def list_from_folder(hr_dir, lr_dir, name, lists_dir, scale=4):
     or made by ``imresize`` when it is None). ``hr_dir`` may be a list of folders (then without
     ``lr_dir``): one list of all their images, e.g. VDSR's "291" = T91 + BSD200.
 
-    Checks every pair from the file headers: an HR image without LR partner, a mismatched LR
-    size or an unreadable image raise an error naming the file; non-image files are skipped
-    with a warning naming them. Returns the list's Path.
+    Checks every pair: an HR image without LR partner, a mismatched LR size or an image that
+    does not decode completely (truncated, corrupt: every image is decoded here with
+    ``utils.load_image``, so it cannot fail only at training time) raise an error naming the
+    file; non-image files are skipped with a warning naming them. Nothing is written unless
+    every image passes. Returns the list's Path.
     """
+    check_list_name(name)
+    if int(scale) != scale or scale < MIN_SCALE:
+        raise ValueError(f"--scale {scale}: must be an integer >= {MIN_SCALE}")
     if isinstance(hr_dir, (list, tuple)):          # several HR folders (e.g. T91 + BSD200)
         if lr_dir is not None:
             raise ValueError("several HR folders take no LR folder: their LR images are made "
@@ -130,13 +150,22 @@ def list_from_folder(hr_dir, lr_dir, name, lists_dir, scale=4):
         hr_size = image_size(hr)
         if lr is not None:
             check_pair_size(hr, lr, scale, hr_size)
+        for image in (hr, lr):
+            if image is not None:
+                load_image(image)     # ImageReadError naming the file: truncated, corrupt
+    if not pairs:
+        raise ValueError(f"{hr_dir}: no images found; nothing written")
     return write_data_list(Path(lists_dir) / f"{name}.json", name, scale, hr_dir, lr_dir, pairs)
 
 
 def lists_from_benchmark_root(root, lists_dir, scale=4, sets=BENCHMARK_SETS):
     """Write a list for every test set of ``sets`` found under ``root`` (see
     ``datasets.find_test_set``). Returns ``{set: list Path or None}``; None = not found (it is
-    also reported on stderr)."""
+    also reported on stderr). ``root`` must be a folder (FileNotFoundError otherwise) holding
+    at least one of the sets (FileNotFoundError listing the sets looked for otherwise)."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"--benchmark-root {root}: no such folder; give the folder that "
+                                f"holds <Set>/HR (e.g. data/benchmark)")
     written = {}
     for name in sets:
         try:
@@ -146,6 +175,9 @@ def lists_from_benchmark_root(root, lists_dir, scale=4, sets=BENCHMARK_SETS):
             written[name] = None
             continue
         written[name] = list_from_folder(hr_dir, lr_dir, name, lists_dir, scale)
+    if not any(written.values()):
+        raise FileNotFoundError(f"--benchmark-root {root}: none of the sets {list(sets)} is "
+                                f"there (expected <Set>/HR); check the folder")
     return written
 
 
@@ -372,15 +404,20 @@ def safe_extract(archive, target):
     return target
 
 
-def download_all(data_root, lists_dir, progress=True, remove_archives=False):
+def download_all(data_root, lists_dir, progress=True, remove_archives=False, div2k_url=None,
+                 benchmark_url=None):
     """Download, verify and extract DIV2K (x4 bicubic) and the EDSR benchmark package into
     ``data_root`` (``DIV2K/`` and ``benchmark/``), then write the lists ``DIV2K_train`` and one
     per test set. Archives live in ``data_root/downloads`` (deleted after extraction with
-    ``remove_archives``). Returns ``{list name: Path or None}``."""
+    ``remove_archives``). ``div2k_url`` (a folder URL) and ``benchmark_url`` (the tar's URL)
+    replace :data:`DIV2K_URL` / :data:`BENCHMARK_URL` (a mirror). Returns
+    ``{list name: Path or None}``."""
     data_root = Path(data_root)
     downloads = data_root / "downloads"
-    jobs = [(DIV2K_URL + name, data_root / "DIV2K") for name in DIV2K_ARCHIVES]
-    jobs.append((BENCHMARK_URL, data_root))
+    div2k_url = div2k_url or DIV2K_URL
+    div2k_url = div2k_url if div2k_url.endswith("/") else div2k_url + "/"
+    jobs = [(div2k_url + name, data_root / "DIV2K") for name in DIV2K_ARCHIVES]
+    jobs.append((benchmark_url or BENCHMARK_URL, data_root))
     for url, target in jobs:
         name = url.rsplit("/", 1)[1]
         if (target / f".extracted-{name}").is_file():
@@ -429,7 +466,19 @@ def main(argv=None):
     parser.add_argument("--scale", type=int, default=cfg.scale, help="default %(default)s")
     parser.add_argument("--remove-archives", action="store_true",
                         help="--download: delete each archive once extracted")
+    parser.add_argument("--div2k-url", metavar="URL", default=None,
+                        help=f"--download: DIV2K folder URL (a mirror; default {DIV2K_URL})")
+    parser.add_argument("--benchmark-url", metavar="URL", default=None,
+                        help=f"--download: URL of benchmark.tar (a mirror; default {BENCHMARK_URL})")
+    parser.add_argument(cli.DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
     args = parser.parse_args(argv)
+    if args.scale < MIN_SCALE:
+        parser.error(f"--scale must be an integer >= {MIN_SCALE}, got {args.scale}")
+    if args.name is not None:
+        try:
+            check_list_name(args.name)
+        except ValueError as e:
+            parser.error(str(e))
     if not (args.download or args.demo or args.from_folder or args.benchmark_root):
         parser.error("nothing to do: give --demo, --download, --from-folder or --benchmark-root")
     if args.from_folder and not args.name:
@@ -447,7 +496,9 @@ def main(argv=None):
             if args.download:
                 root = args.data_root or cfg.data.root
                 for name, path in download_all(root, args.lists_dir,
-                                               remove_archives=args.remove_archives).items():
+                                               remove_archives=args.remove_archives,
+                                               div2k_url=args.div2k_url,
+                                               benchmark_url=args.benchmark_url).items():
                     print(f"{name}: {path or 'missing'}")
             if args.from_folder:
                 folders = args.from_folder[0] if len(args.from_folder) == 1 else args.from_folder
@@ -458,11 +509,11 @@ def main(argv=None):
                 for name, path in lists_from_benchmark_root(args.benchmark_root, args.lists_dir,
                                                             args.scale).items():
                     print(f"{name}: {path or 'missing'}")
-    except (DownloadError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (DownloadError, OSError, ValueError) as e:   # ImageReadError is a ValueError
+        print(f"create_data_lists.py: error: {cli.one_line(e)}", file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run("create_data_lists.py", main))

@@ -40,13 +40,16 @@ computed, the failure is reported, the exit status is 1; with no set scored at a
 import argparse
 import json
 import math
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import cli
 import datasets
 import models
 import utils
@@ -542,7 +545,30 @@ def parse_args(argv=None):
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     p.add_argument("--per-image", action="store_true", help="per-image scores in the JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    p.add_argument(cli.DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
+    args = p.parse_args(argv)
+    if args.scale < 2:
+        p.error(f"--scale must be an integer >= 2 (the models are x4), got {args.scale}")
+    return args
+
+
+def check_output_file(path, option="--json"):
+    """Before any work: ``path`` must be writable as a file (not a folder; its folder creatable
+    and writable). Raises ValueError / OSError naming ``option`` and what to do; writes nothing
+    at ``path`` itself."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name, e.g. {path / 'results.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(13, "the file is read-only")
+    except OSError as e:
+        raise OSError(f"{option} {path}: cannot write there ({e.strerror or e}); choose a "
+                      f"writable location") from e
 
 
 def _error(message):
@@ -558,19 +584,21 @@ def main(argv=None):
         return _error(e)
     try:
         check_sets(args.data_root, args.sets, args.scale)   # before any work
+        if args.json is not None:
+            check_output_file(args.json, "--json")
         method = load_method(args.model, device, args.scale)
         metrics, lpips_model, unavailable = prepare_metrics(
             args.metrics, device, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
             lpips_weights=args.lpips_weights)
     except (OSError, ValueError, RuntimeError) as e:  # missing sets/files, bad checkpoints
-        return _error(e)
+        return _error(cli.one_line(e))
     results, failed = {}, {}
     for name in args.sets:   # a failing set is reported; the others are still scored
         try:
             results[name] = evaluate_set(method, args.data_root, name, args.scale, metrics,
                                          lpips_model, unavailable, not args.quiet, args.per_image)
         except (OSError, ValueError, RuntimeError) as e:
-            failed[name] = f"{type(e).__name__}: {e}"
+            failed[name] = f"{type(e).__name__}: {cli.one_line(e)}"
     print(f"x{args.scale}, model {args.model}; PSNR/SSIM on Y, {args.scale} px shaved; "
           f"LR-PSNR on the whole image\n")
     if results:
@@ -591,4 +619,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run("evaluate.py", main))

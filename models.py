@@ -298,7 +298,7 @@ def load_failure_reason(path, exc):
     if not head:
         return "the file is empty"
     pickled = re.search(r"GLOBAL (\S+?)(?:\s|$)", str(exc))
-    if pickled or "Weights only load failed" in str(exc):
+    if pickled or (head == TORCH_ZIP_MAGIC and "Weights only load failed" in str(exc)):
         # torch.save(model) or a crafted file: pickled code/objects, refused by weights_only.
         # Never suggest weights_only=False (torch's own advice): that would run the code.
         what = pickled.group(1) if pickled else "code or objects"

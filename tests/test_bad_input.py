@@ -558,9 +558,11 @@ def server(archives, monkeypatch):
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    monkeypatch.setattr(cdl, "DIV2K_URL", f"{url}/div2k/")
-    monkeypatch.setattr(cdl, "BENCHMARK_URL", f"{url}/edsr/benchmark.tar")
+    # the mirror options of --download point at it (no module constant patched); the default
+    # URLs are made unreachable so that a path forgetting the options fails loudly
+    _ArchiveServer.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    monkeypatch.setattr(cdl, "DIV2K_URL", "http://127.0.0.1:9/unreachable/")
+    monkeypatch.setattr(cdl, "BENCHMARK_URL", "http://127.0.0.1:9/unreachable.tar")
     yield _ArchiveServer
     httpd.shutdown()
     httpd.server_close()
@@ -570,7 +572,9 @@ def _download_cli(root, capsys):
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rc = cdl.main(["--download", "--data-root", str(root), "--lists-dir", str(root / "lists")])
+        rc = cdl.main(["--download", "--data-root", str(root), "--lists-dir", str(root / "lists"),
+                       "--div2k-url", f"{_ArchiveServer.url}/div2k",
+                       "--benchmark-url", f"{_ArchiveServer.url}/edsr/benchmark.tar"])
     return rc, capsys.readouterr().err
 
 
