@@ -256,3 +256,150 @@ def test_srgan_best_is_the_lowest_niqe_above_the_lr_psnr_floor():
         run.history.append(row)
         verdicts.append(train._is_best(run, row))
     assert verdicts == [True, False, False, True]
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU readiness (issue 8), shown on the CPU
+# ----------------------------------------------------------------------------------------------
+
+def test_fp16_grad_scalers_are_saved_and_resumed(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    cfg = smoke_config(tiny_data, epochs=1)
+    cfg.train.amp = "fp16"
+    train.run_stage(cfg, "srresnet", out, progress=False)
+    saved = torch.load(out / "srresnet.pth", weights_only=True)["scaler_g"]
+    assert saved is not None and saved["scale"] > 0 and saved["_growth_tracker"] > 0
+    loaded = []
+    real = torch.amp.GradScaler.load_state_dict
+    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict",
+                        lambda self, state: loaded.append(dict(state)) or real(self, state))
+    cfg.stage1.epochs = 2
+    train.run_stage(cfg, "srresnet", out, resume=True, progress=False)
+    assert loaded == [saved]
+    cfg.train.amp = "auto"                       # on the CPU: float32, no scaler
+    run = train._set_up(cfg, "srresnet", tmp_path / "auto", False, False)
+    assert run.amp is None and run.scaler_g is None and run.scaler_d is None
+
+
+def test_cpu_run_on_a_gpu_machine_touches_nothing_of_cuda(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)      # a GPU machine ...
+    def no_cuda(*args, **kwargs):
+        raise AssertionError("CUDA initialised by a device=cpu run")
+    monkeypatch.setattr(torch.cuda, "_lazy_init", no_cuda)
+    monkeypatch.setattr(torch.cuda, "set_device", no_cuda)
+    loaders = []
+    real = datasets.make_train_loader
+    monkeypatch.setattr(datasets, "make_train_loader",
+                        lambda *a, **k: loaders.append(k) or real(*a, **k))
+    cfg = smoke_config(tiny_data, epochs=1)                            # ... told to use the CPU
+    history = train.run_stage(cfg, "srresnet", tmp_path / "run", progress=False)
+    assert loaders and all(k["pin_memory"] is False for k in loaders)
+    assert "cuda" not in torch.load(tmp_path / "run" / "srresnet.pth", weights_only=True)["rng"]
+    row = history[-1]
+    assert row["patches_per_s"] > 0 and 0 <= row["data_wait"] <= 1     # the throughput line
+    assert "patches/s" in capsys.readouterr().out
+
+
+def test_compile_with_sync_bn_is_refused_and_sync_bn_needs_cuda(tiny_data):
+    cfg = smoke_config(tiny_data)
+    cfg.train.sync_bn, cfg.train.compile = True, True
+    with pytest.raises(ValueError, match="graph at every SyncBatchNorm"):
+        train.check_train_options(cfg, 2, torch.device("cuda", 0))
+    with pytest.raises(ValueError, match="needs CUDA"):
+        train.check_train_options(cfg, 2, torch.device("cpu"))
+    assert train.check_train_options(cfg, 1, torch.device("cpu")) is False   # one process: no SyncBN
+    cfg.train.compile = False
+    assert train.check_train_options(cfg, 2, torch.device("cuda", 0)) is True
+
+
+def _as_rank(monkeypatch, rank, local_rank, events):
+    """Pretend to be ``rank`` (``LOCAL_RANK`` ``local_rank``) of a 2-node run; ``agree`` (the
+    barrier) is recorded in ``events``."""
+    monkeypatch.setattr(solver, "rank", lambda: rank)
+    monkeypatch.setattr(solver, "is_main_process", lambda: rank == 0)
+    monkeypatch.setattr(solver, "is_distributed", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(solver, "agree", lambda ok, what="": events.append("barrier"))
+
+
+@pytest.mark.parametrize("rank, local_rank, order", [
+    (0, 0, ["load", "barrier"]),         # rank 0 loads (downloads) the VGG first ...
+    (3, 1, ["barrier", "load"]),         # ... the others from its cache after the barrier
+])
+def test_vgg_weights_are_loaded_by_rank_0_first(monkeypatch, rank, local_rank, order):
+    events = []
+    _as_rank(monkeypatch, rank, local_rank, events)
+    cfg = train.build_config("smoke")
+    real = train.content_loss_of
+    monkeypatch.setattr(train, "content_loss_of", lambda *a: events.append("load") or real(*a))
+    _, _, loss = train.build_networks(cfg, "srresnet", torch.device("cpu"))
+    assert events == order and loss is not None
+
+
+@pytest.mark.parametrize("rank, local_rank, order", [
+    (0, 0, ["build", "barrier"]),
+    (2, 0, ["build", "barrier"]),        # first rank of the second node: builds its node's cache
+    (3, 1, ["barrier", "build"]),
+])
+def test_data_cache_is_built_by_the_first_rank_of_each_node(monkeypatch, rank, local_rank, order):
+    events = []
+    _as_rank(monkeypatch, rank, local_rank, events)
+    assert train._local_main_first(lambda: events.append("build") or 7, "decoding") == 7
+    assert events == order
+
+
+class _FakeWriter:
+    """Stands in for tensorboard's SummaryWriter (records what it is given)."""
+    made = []
+
+    def __init__(self, log_dir):
+        self.log_dir, self.scalars, self.images = log_dir, [], []
+        _FakeWriter.made.append(self)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def add_image(self, tag, image, step):
+        self.images.append((tag, tuple(image.shape), float(image.min()), float(image.max()), step))
+
+    def flush(self):
+        pass
+
+
+def test_tensorboard_logs_losses_validation_and_images(tiny_data, tmp_path, monkeypatch):
+    fake = type(sys)("torch.utils.tensorboard")
+    fake.SummaryWriter = _FakeWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    _FakeWriter.made.clear()
+    cfg = smoke_config(tiny_data, epochs=2)
+    cfg.train.tensorboard = True
+    history = train.run_stage(cfg, "srresnet", tmp_path / "run", progress=False)
+    (writer,) = _FakeWriter.made
+    assert writer.log_dir == str(tmp_path / "run" / "tensorboard" / "srresnet")
+    tags = {tag for tag, _, _ in writer.scalars}
+    assert {"loss/content", "lr", "val/psnr", "val/ssim", "speed/patches_per_s"} <= tags
+    assert ("val/psnr", history[-1]["val_psnr"], history[-1]["step"]) in writer.scalars
+    side = 48                                       # the validation image: LR | SR | HR side by side
+    assert [img[1] for img in writer.images] == [(3, side, 3 * side)] * 2
+    assert all(0 <= lo <= hi <= 1 for _, _, lo, hi, _ in writer.images)
+    with open(tmp_path / "run" / "srresnet_log.csv") as f:   # the CSV log is written as before
+        assert len(list(csv.DictReader(f))) == 2
+
+
+def test_tensorboard_missing_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)   # import fails
+    with pytest.raises(RuntimeError, match="pip install tensorboard"):
+        train.tensorboard_writer(tmp_path)
+
+
+def test_validation_is_tiled_on_cuda_only(monkeypatch):
+    import super_resolve
+    tiles = []
+    monkeypatch.setattr(super_resolve, "upscale_image",
+                        lambda model, lr, device="cpu", tile=None, **k: tiles.append(tile)
+                        or np.zeros((lr.shape[0] * SCALE, lr.shape[1] * SCALE, 3), np.uint8))
+    data = [(np.zeros((8, 8, 3), np.uint8), np.zeros((32, 32, 3), np.uint8), "a")]
+    model = torch.nn.Conv2d(3, 3, 1)
+    for device in ("cuda", "cpu"):
+        solver.validate(model, data, SCALE, device, metrics=("psnr",))
+    assert tiles == [solver.VALIDATION_TILE, None]
