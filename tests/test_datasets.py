@@ -347,3 +347,50 @@ def test_train_from_list(train_dir, tmp_path):
     lst.write_text("{not json")
     with pytest.raises(ValueError, match="t.json"):
         datasets.TrainDataset.from_list(lst)
+
+
+RANK_SCRIPT = """
+import os, sys
+sys.path.insert(0, {root!r})
+import torch, torch.distributed as dist
+import datasets
+dist.init_process_group("gloo")
+ds = datasets.TrainDataset({hr!r}, scale={scale}, patch_size={patch}, patches_per_image=8,
+                           augment=False, progress=False)
+seen = {{}}
+for epoch in (1, 2):
+    loader = datasets.make_train_loader(ds, 2, workers=1, seed=100 + epoch, distributed=True)
+    loader.sampler.set_epoch(epoch)
+    seen[epoch] = torch.cat([lr for lr, hr in loader])
+torch.save(seen, os.path.join({out!r}, "rank" + os.environ["RANK"] + ".pt"))
+dist.destroy_process_group()
+"""
+
+
+def test_worker_crops_differ_between_ranks_and_epochs(tmp_path):
+    # two gloo ranks with a DataLoader worker each, one image without augmentation: the crops
+    # depend only on the workers' seeds. With seed + rank, rank 1 in epoch 1 repeated rank 0's
+    # crops of epoch 2.
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _save(tmp_path / "HR" / "a.png", _noise(96, 96, 3))
+    script = tmp_path / "ranks.py"
+    root = str(Path(datasets.__file__).resolve().parent)
+    script.write_text(RANK_SCRIPT.format(root=root, hr=str(tmp_path / "HR"), scale=SCALE,
+                                         patch=PATCH, out=str(tmp_path)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                    f"--master_port={port}", str(script)], check=True, timeout=120,
+                   capture_output=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    crops = {(0, 1): r0[1], (0, 2): r0[2], (1, 1): r1[1], (1, 2): r1[2]}
+    assert all(c.shape == (4, 3, PATCH // SCALE, PATCH // SCALE) for c in crops.values())
+    keys = list(crops)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            assert not torch.equal(crops[a], crops[b]), (a, b)
