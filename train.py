@@ -862,6 +862,11 @@ def main(argv=None):
     if args.epochs is not None:
         for stage in stages:
             stage_config(cfg, stage).epochs = args.epochs
+        try:
+            validate_config(cfg)             # --epochs 0 / -1: one line naming the setting
+        except ValueError as e:
+            print(f"error: --epochs {args.epochs}: {e}", file=sys.stderr)
+            return 1
     out = args.out or Path(cfg.train.out_dir) / args.config
     try:
         world = solver.init_distributed(cfg.train.device)      # torchrun: join the group
