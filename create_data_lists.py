@@ -166,18 +166,22 @@ def lists_from_benchmark_root(root, lists_dir, scale=4, sets=BENCHMARK_SETS):
     if not Path(root).is_dir():
         raise FileNotFoundError(f"--benchmark-root {root}: no such folder; give the folder that "
                                 f"holds <Set>/HR (e.g. data/benchmark)")
-    written = {}
-    for name in sets:
+    found = {}
+    for name in sets:                  # every set looked up before any list is written
         try:
-            hr_dir, lr_dir = find_test_set(root, name, scale)
+            found[name] = find_test_set(root, name, scale)
         except FileNotFoundError:
-            print(f"missing test set {name} under {root}", file=sys.stderr)
-            written[name] = None
-            continue
-        written[name] = list_from_folder(hr_dir, lr_dir, name, lists_dir, scale)
-    if not any(written.values()):
+            found[name] = None
+    if not any(found.values()):
         raise FileNotFoundError(f"--benchmark-root {root}: none of the sets {list(sets)} is "
                                 f"there (expected <Set>/HR); check the folder")
+    written = {}
+    for name, dirs in found.items():
+        if dirs is None:
+            print(f"missing test set {name} under {root}", file=sys.stderr)
+            written[name] = None
+        else:
+            written[name] = list_from_folder(*dirs, name, lists_dir, scale)
     return written
 
 

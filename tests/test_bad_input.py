@@ -10,6 +10,7 @@ checkpoints, missing data folders, an interrupted download and a corrupt archive
 import http.server
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -623,3 +624,326 @@ def test_corrupt_archive_is_refused_and_not_extracted(server, archives, tmp_path
     rc, err = _download_cli(tmp_path, capsys)
     assert rc == 0, err
     assert (tmp_path / "DIV2K" / "DIV2K_train_LR_bicubic" / "X4" / "0001x4.png").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# Round two (issue 9): every class through the command lines, one line, nothing lost
+# ----------------------------------------------------------------------------------------------
+
+import config            # noqa: E402  (kept with the tests that use them)
+import super_resolve     # noqa: E402
+
+
+def _tool(script, *args):
+    """``script`` (a command-line tool of the project) in a fresh interpreter:
+    ``(returncode, stdout, stderr)``."""
+    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _tree(folder):
+    """``{relative path: bytes}`` of every file under ``folder`` (to prove nothing changed)."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def _nan_checkpoint(path, key="body.0.body.0.weight", value=float("nan")):
+    _checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["generator"][key].view(-1)[3] = value
+    torch.save(ckpt, path)
+    return key
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, rng):
+    for value in (float("nan"), float("inf")):
+        bad = tmp_path / f"bad_{value}.pth"
+        key = _nan_checkpoint(bad, value=value)
+        with pytest.raises(ValueError) as info:
+            models.load_generator(bad)
+        _one_line(info.value, bad, repr(key), "non-finite")
+    # the command lines: one line, non-zero, nothing written / previous results kept
+    utils.save_image(tmp_path / "in.png", _image(rng, 12, 12))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "in.png").write_bytes(b"previous result")
+    rc, _, err = _tool("super_resolve.py", "--checkpoint", bad, "--input", tmp_path / "in.png",
+                       "--output", out, "--overwrite", "--device", "cpu")
+    _assert_cli_failed(rc, err, bad, repr(key), "non-finite")
+    assert (out / "in.png").read_bytes() == b"previous result"
+    _make_set(tmp_path, "Fake", rng, n=1)
+    (tmp_path / "r.json").write_text("{}")
+    rc, out_text, err = _tool("evaluate.py", "--model", bad, "--data-root", tmp_path, "--sets",
+                              "Fake", "--json", tmp_path / "r.json", "--quiet")
+    _assert_cli_failed(rc, err, bad, repr(key))
+    assert "dB" not in out_text and (tmp_path / "r.json").read_text() == "{}"
+
+
+class _Overflow(torch.nn.Module):
+    """x4 nearest upscaling that overflows to inf/NaN (finite weights, broken output)."""
+    scale = SCALE
+
+    def forward(self, x):
+        y = torch.nn.functional.interpolate(x, scale_factor=SCALE, mode="nearest")
+        return y * 1e38 * 1e38 - y * 1e38 * 1e38      # inf - inf = NaN
+
+
+def test_non_finite_output_is_an_error_never_an_image_or_a_score(tmp_path, rng):
+    img = _image(rng, 20, 20)
+    for tile in (None, 8):       # whole image and every tile pass through the same check
+        with pytest.raises(super_resolve.NonFiniteOutputError, match="non-finite"):
+            super_resolve.upscale_image(_Overflow(), img, tile=tile, overlap=2)
+    _make_set(tmp_path, "Fake", rng, n=1)
+    with pytest.raises(ValueError, match="non-finite"):
+        evaluate.evaluate(_Overflow(), tmp_path, ["Fake"], SCALE, progress=False)
+
+
+def _exif_png(path, img, orientation):
+    pil = Image.fromarray(img)
+    exif = Image.Exif()
+    exif[utils.EXIF_ORIENTATION] = orientation
+    pil.save(path, exif=exif)
+
+
+def test_exif_orientation_is_applied_and_said(tmp_path, rng, capsys):
+    img = _image(rng, 12, 20)                          # 12 rows x 20 columns as stored
+    _exif_png(tmp_path / "phone.png", img, 6)          # 6: shown rotated 90 degrees clockwise
+    with pytest.warns(UserWarning, match="phone.png: EXIF orientation 6 applied"):
+        shown = utils.load_image(tmp_path / "phone.png")
+    np.testing.assert_array_equal(shown, np.rot90(img, k=-1))
+    _exif_png(tmp_path / "plain.png", img, 1)          # 1: as stored, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(utils.load_image(tmp_path / "plain.png"), img)
+    # an alpha channel is turned with the image
+    rgba = np.dstack([img, np.arange(12 * 20, dtype=np.uint8).reshape(12, 20)])
+    _exif_png(tmp_path / "alpha.png", rgba, 6)
+    with pytest.warns(UserWarning):
+        got, alpha = super_resolve.read_image(tmp_path / "alpha.png")
+    np.testing.assert_array_equal(alpha, np.rot90(rgba[:, :, 3], k=-1))
+    # the command line says so on one line and writes the upright result
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    rc, out, err = _tool("super_resolve.py", "--checkpoint", ckpt, "--input", tmp_path / "phone.png",
+                         "--output", tmp_path / "out", "--device", "cpu", "--quiet")
+    assert rc == 0, err
+    assert "warning: " in err and "EXIF orientation 6 applied" in err and "Traceback" not in err
+    with Image.open(tmp_path / "out" / "phone.png") as result:
+        assert result.size == (12 * SCALE, 20 * SCALE)   # upright: 48 wide, 80 high
+
+
+def test_multi_frame_files_say_only_the_first_frame_is_used(tmp_path, rng):
+    frames = [Image.fromarray(_image(rng, 16, 16)) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match="anim.gif: has 3 frames .* only the first"):
+        first = utils.load_image(tmp_path / "anim.gif")
+    np.testing.assert_array_equal(first, np.asarray(frames[0].convert("RGB")))
+
+
+def test_tiny_images_are_padded_not_turned_into_border_effect(tmp_path, rng):
+    torch.manual_seed(0)
+    model = models.SRResNet(scale=SCALE, n_blocks=1, n_channels=8).eval()
+    side = super_resolve.MIN_INPUT_SIDE
+    for h, w in ((1, 1), (1, 5), (3, 3), (side - 1, 2 * side), (2 * side, 2)):
+        img = _image(rng, h, w)
+        got = super_resolve.upscale_image(model, img)
+        assert got.shape == (SCALE * h, SCALE * w, 3)
+        # exactly what the model gives on the edge-padded image, centre kept
+        top, left = max(0, side - h) // 2, max(0, side - w) // 2
+        padded = np.pad(img, ((top, max(0, side - h) - top), (left, max(0, side - w) - left),
+                              (0, 0)), mode="edge")
+        want = super_resolve.upscale_image(model, padded)
+        np.testing.assert_array_equal(
+            got, want[SCALE * top:SCALE * (top + h), SCALE * left:SCALE * (left + w)])
+        # gray follows the same path
+        assert super_resolve.upscale_image(model, img[:, :, 0]).shape == (SCALE * h, SCALE * w)
+    # a model whose output is the nearest-upscaled input keeps a 1x1 colour exactly
+    colour = np.array([[[200, 120, 40]]], np.uint8)
+    nearest = evaluate.load_method(_NearestModel(), scale=SCALE)
+    np.testing.assert_array_equal(nearest(colour), np.broadcast_to(colour, (4, 4, 3)))
+    # the command line takes a 1x1 image
+    utils.save_image(tmp_path / "dot.png", colour[0:1, 0:1])
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    rc, _, err = _tool("super_resolve.py", "--checkpoint", ckpt, "--input", tmp_path / "dot.png",
+                       "--output", tmp_path / "out", "--device", "cpu", "--quiet")
+    assert rc == 0, err
+    with Image.open(tmp_path / "out" / "dot.png") as result:
+        assert result.size == (SCALE, SCALE)
+
+
+class _NearestModel(torch.nn.Module):
+    scale = SCALE
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, scale_factor=SCALE, mode="nearest")
+
+
+def test_16_bit_images_are_rounded_not_truncated(tmp_path):
+    # v -> round(v / 257): known values, including the ones where v >> 8 differs
+    values = np.array([[0, 128, 129, 255, 385, 386, 32767, 32896, 65279, 65535]], np.uint16)
+    want = np.array([[0, 0, 1, 1, 1, 2, 127, 128, 254, 255]], np.uint8)
+    assert not np.array_equal(want, (values >> 8).astype(np.uint8))
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as check:
+        assert check.mode.startswith("I")
+    np.testing.assert_array_equal(utils.load_image(tmp_path / "g16.png"), want)
+    assert utils.UINT16_TO_UINT8 == 257
+    readme = (ROOT / "README.md").read_text() + (ROOT / "super_resolve.py").read_text()
+    assert "round(v / 257)" in readme and ">> 8" not in readme
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("stage1.epochs", 0, ">= 1"), ("stage2.epochs", -3, ">= 1"),
+    ("stage1.batch_size", 0, ">= 1"), ("stage1.lr", 0.0, "> 0"), ("stage2.lr", -1e-4, "> 0"),
+    ("stage1.lr", "fast", "must be a number"), ("stage1.epochs", 2.5, "must be an integer"),
+    ("stage1.epochs", True, "must be an integer"), ("data.patch_size", 0, ">= 1"),
+    ("data.patch_size", 50, "multiple of scale"), ("data.workers", -1, ">= 0"),
+    ("scale", 1, ">= 2"), ("stage2.ema_decay", 1.0, "< 1"), ("stage2.d_steps", 0, ">= 1"),
+    ("stage1.lr_decay_factor", 0, "> 0"), ("train.time_budget_s", 0, "> 0"),
+    ("train.val_every", 0, ">= 1"), ("stage1.lr", float("nan"), "finite"),
+    ("vgg.j", 4, "VGG19 block 2"), ("stage1.lr_min", 1.0, "above stage1.lr"),
+    ("stage1.betas", (0.9, 1.5), "[0, 1)"),
+])
+def test_validate_config_refuses_nonsensical_numbers(key, value, words):
+    cfg = config.get_config("demo")
+    section, _, name = key.rpartition(".")
+    (cfg[section] if section else cfg)[name] = value
+    with pytest.raises(ValueError) as info:
+        config.validate_config(cfg)
+    _one_line(info.value, key.split(".")[-1] if key == "vgg.j" else key, words)
+
+
+def test_every_preset_and_variant_is_valid():
+    for preset in config.PRESETS:
+        config.validate_config(config.get_config(preset))
+        for variant in config.VARIANTS:
+            import train
+            train.build_config(preset, variant=variant)    # validated inside
+
+
+def test_numeric_settings_refused_at_the_command_lines(tmp_path, rng):
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    utils.save_image(tmp_path / "in.png", _image(rng, 40, 40))
+    margin = super_resolve.receptive_margin(models.load_generator(ckpt)[0])
+    sr = ["super_resolve.py", "--checkpoint", ckpt, "--input", tmp_path / "in.png",
+          "--output", tmp_path / "out", "--device", "cpu", "--quiet"]
+    cases = [
+        (sr + ["--tile", "16", "--overlap", "0"], ["--overlap 0", f"radius {margin}", "seams"]),
+        (sr + ["--tile", str(margin - 1)], [f"--tile {margin - 1}", "smaller than the overlap"]),
+        (sr + ["--tile", "-1"], ["--tile", ">= 0"]),
+        (["evaluate.py", "--scale", "0", "--sets", "Set5"], ["--scale", ">= 2"]),
+        (["create_data_lists.py", "--scale", "0", "--benchmark-root", tmp_path],
+         ["--scale", ">= 2"]),
+        (["train.py", "--config", "smoke", "--out", tmp_path / "run", "--epochs", "0"],
+         ["stage1.epochs=0", ">= 1"]),
+        (["train.py", "--config", "smoke", "--out", tmp_path / "run", "--set",
+          "stage1.batch_size=0"], ["stage1.batch_size=0", ">= 1"]),
+        (["train.py", "--config", "smoke", "--out", tmp_path / "run", "--set",
+          "stage1.lr=-1"], ["stage1.lr=-1", "> 0"]),
+    ]
+    for argv, needles in cases:
+        rc, _, err = _tool(*argv)
+        assert rc != 0 and "Traceback" not in err, (argv, err)
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert lines and all(n in lines[-1] for n in needles), (argv, err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "run" / "srresnet.pth").exists()
+    # with the default overlap (the receptive field) and a tile >= it, the tiled run works
+    rc, _, err = _tool(*sr, "--tile", str(margin))
+    assert rc == 0, err
+
+
+def test_output_locations_are_checked_before_work(tmp_path, rng):
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    utils.save_image(tmp_path / "in.png", _image(rng, 12, 12))
+    (tmp_path / "a_file").write_text("keep me")
+    sr = ["super_resolve.py", "--checkpoint", ckpt, "--input", tmp_path / "in.png",
+          "--device", "cpu", "--quiet", "--output"]
+    for output, needles in ((tmp_path / "a_file", ["a_file", "existing file", "folder"]),
+                            (tmp_path / "result.png", ["result.png", "file name", "folder"]),
+                            (tmp_path / "a_file" / "sub", ["a_file", "cannot write"])):
+        rc, _, err = _tool(*sr, output)
+        _assert_cli_failed(rc, err, *needles)
+    assert (tmp_path / "a_file").read_text() == "keep me"
+    assert not (tmp_path / "result.png").exists()
+    # evaluate --json: a folder, or under a file -> refused before any set is scored
+    _make_set(tmp_path, "Fake", rng, n=1)
+    (tmp_path / "jdir").mkdir()
+    for target, needles in ((tmp_path / "jdir", ["--json", "jdir", "is a folder"]),
+                            (tmp_path / "a_file" / "r.json", ["--json", "cannot write"])):
+        rc, out, err = _tool("evaluate.py", "--data-root", tmp_path, "--sets", "Fake", "--json",
+                             target, "--quiet")
+        _assert_cli_failed(rc, err, *needles)
+        assert "PSNR" not in out                  # no work was done
+    assert list((tmp_path / "jdir").iterdir()) == []
+
+
+def test_data_list_names_scale_roots_and_truncated_images(tmp_path, rng, capsys):
+    hr_dir, _ = _make_set(tmp_path, "Set", rng, n=2, with_lr=False)
+    lists = tmp_path / "data" / "lists"
+    for name in ("../escape", "a/b", "..", ".hidden", "", "x\\y"):
+        with pytest.raises(ValueError, match="list name"):
+            cdl.list_from_folder(hr_dir, None, name, lists, SCALE)
+    rc, _, err = _tool("create_data_lists.py", "--from-folder", hr_dir, "--name", "../escape",
+                       "--lists-dir", lists)
+    assert rc != 0 and "Traceback" not in err
+    _one_line(err.strip().splitlines()[-1], "--name '../escape'", "no path separator")
+    assert not (tmp_path / "data" / "escape.json").exists() and not lists.exists()
+    # a truncated HR image is found when the list is built, not at training time
+    good = cdl.list_from_folder(hr_dir, None, "Good", lists, SCALE)
+    before = good.read_bytes()
+    _truncate(hr_dir / "img1.png")
+    _main_fails(capsys, cdl.main, ["--from-folder", str(hr_dir), "--name", "Good",
+                                   "--lists-dir", str(lists)], hr_dir / "img1.png")
+    assert good.read_bytes() == before                     # the previous list is kept
+    # one permission policy: lists are written like checkpoints (0666 minus the umask)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert good.stat().st_mode & 0o777 == 0o666 & ~umask
+    # a benchmark root that does not exist, or holds none of the sets
+    _main_fails(capsys, cdl.main, ["--benchmark-root", str(tmp_path / "nowhere"),
+                                   "--lists-dir", str(lists)], "nowhere", "no such folder")
+    _main_fails(capsys, cdl.main, ["--benchmark-root", str(hr_dir), "--lists-dir", str(lists)],
+                "none of the sets")
+
+
+def test_pickled_code_is_refused_never_run_nor_advised(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"format": models.CHECKPOINT_FORMAT, "generator": Evil()}, evil)
+    utils.save_image(tmp_path / "in.png", np.zeros((8, 8, 3), np.uint8))
+    for argv in (["super_resolve.py", "--checkpoint", evil, "--input", tmp_path / "in.png",
+                  "--output", tmp_path / "out"],
+                 ["evaluate.py", "--model", evil, "--data-root", tmp_path, "--sets", "in"]):
+        if argv[0] == "evaluate.py":
+            _make_set(tmp_path, "in", np.random.default_rng(0), n=1)
+        rc, _, err = _tool(*argv)
+        _assert_cli_failed(rc, err, evil, "pickled posix.system", "will not be loaded")
+        assert "weights_only" not in err and "truncated" not in err
+        assert not marker.exists()
+
+
+def test_debug_shows_the_traceback_otherwise_one_line(tmp_path, rng):
+    ckpt = tmp_path / "bad.pth"
+    _nan_checkpoint(ckpt)
+    utils.save_image(tmp_path / "in.png", _image(rng, 12, 12))
+    argv = ["super_resolve.py", "--checkpoint", ckpt, "--input", tmp_path / "in.png",
+            "--output", tmp_path / "out", "--device", "cpu"]
+    rc, _, err = _tool(*argv)
+    _assert_cli_failed(rc, err, "non-finite")
+    # an unexpected failure inside main: still one line through cli.run ...
+    import cli
+    rc = cli.run("x.py", lambda argv: {}["missing"], [])
+    assert rc == cli.EXIT_FAILURE
+    # ... and a traceback only with --debug
+    with pytest.raises(KeyError):
+        cli.run("x.py", lambda argv: {}["missing"], ["--debug"])
