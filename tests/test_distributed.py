@@ -55,6 +55,13 @@ WRAPPER = textwrap.dedent("""
             return real(generator, *args, **kwargs)
         return spy
 
+    if os.environ.get("SPY_NAN_RANK") == os.environ["RANK"]:   # this rank's loss turns NaN at a step
+        real_forward, calls = solver.PixelLoss.forward, [0]
+        def nan_forward(self, sr, hr):
+            calls[0] += 1
+            loss = real_forward(self, sr, hr)
+            return loss * float("nan") if calls[0] == int(os.environ["SPY_NAN_STEP"]) else loss
+        solver.PixelLoss.forward = nan_forward
     solver.train_epoch_mse = spying(solver.train_epoch_mse, "srresnet")
     solver.train_epoch_gan = spying(solver.train_epoch_gan, "srgan")
     rc = train.main(sys.argv[1:])
@@ -95,7 +102,7 @@ def tiny_data(tmp_path):
             "train.eval_sets=[]"]
 
 
-def _torchrun(tmp_path, overrides, out, *extra):
+def _torchrun(tmp_path, overrides, out, *extra, env=None):
     """``torchrun --nproc_per_node=2`` of the spying wrapper; returns (process, per-rank dicts)."""
     spy_dir = tmp_path / "ranks"
     spy_dir.mkdir(exist_ok=True)
@@ -106,7 +113,7 @@ def _torchrun(tmp_path, overrides, out, *extra):
         args += ["--set", item]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(wrapper), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S)
     ranks = [torch.load(spy_dir / f"rank{r}.pt", weights_only=True)
@@ -172,3 +179,19 @@ def test_a_failure_on_rank_zero_stops_every_rank(tiny_data, tmp_path):
     assert "rank 1: error: rank 1 stops: rank 0 failed while validating or saving epoch 1" \
         in proc.stderr
     assert [r["rc"] for r in ranks] == [1, 1]
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_before_a_checkpoint(tiny_data, tmp_path):
+    # rank 1's loss is NaN at step 2; the ranks read their losses at the end of epoch 1 (step 3,
+    # before sync_every) and agree (one all-reduce): both stop, naming the step, nothing is saved
+    out = tmp_path / "run"
+    proc, ranks = _torchrun(tmp_path, tiny_data, out, "--stage", "srresnet", "--epochs", "2",
+                            env={"SPY_NAN_RANK": "1", "SPY_NAN_STEP": "2"})
+    assert proc.returncode != 0
+    assert ("rank 1: error: non-finite content loss in stage 'srresnet', epoch 1, step 2 "
+            "(found at the check after step 3") in proc.stderr, proc.stderr
+    # rank 0 stops too: its own loss of step 3 is NaN already (DDP averaged rank 1's NaN
+    # gradients of step 2 into its weights); it would say "on another rank" otherwise
+    assert "rank 0: error: non-finite" in proc.stderr and "epoch 1, step" in proc.stderr
+    assert [r["rc"] for r in ranks] == [1, 1]
+    assert not (out / "srresnet.pth").exists() and not (out / "srresnet_best.pth").exists()

@@ -603,3 +603,21 @@ def test_color_matrices_are_made_once_per_device_and_dtype(monkeypatch):
     assert len(made) == 2                   # the matrix and the offset, once
     utils.rgb2ycbcr_torch(hr.double())
     assert len(made) == 4                   # another dtype: its own copies
+
+
+def test_ranks_agree_on_a_non_finite_loss_and_the_budget_at_reads_only(monkeypatch):
+    reduced = []
+    monkeypatch.setattr(solver, "is_distributed", lambda: True)
+    monkeypatch.setattr(solver, "rank", lambda: 0)
+    monkeypatch.setattr(solver, "all_reduce_max", lambda v: reduced.append(v) or 1.0)
+    watch = solver.LossWatch()                      # finite here; another rank saw a NaN
+    watch.add("content_loss", torch.tensor(0.5), check=True)
+    with pytest.raises(FloatingPointError, match=r"on another rank \(this is rank 0\) in stage "
+                                                 r"'srresnet', epoch 4"):
+        watch.read(where=("srresnet", 4), checked_at=9)
+    assert reduced == [0.0]
+    reduced.clear()
+    clock = solver.RunClock(100, time_budget_s=3600, share_every=5).start()
+    for _ in range(12):
+        clock.tick()
+    assert len(reduced) == 3                        # at start, after ticks 5 and 10
