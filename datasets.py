@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 import utils
 from imresize import imresize
 
-IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm", ".webp",
+                    ".gif")
 """File name endings read as images (lower case); ``.png`` first = preferred LR partner."""
 
 LR_NAME = "{stem}x{scale}"
@@ -97,6 +98,9 @@ def list_images(folder):
     images = []
     for path in sorted(folder.iterdir()):
         if not path.is_file():
+            if is_image_file(path):    # a folder, or a broken / looping link, named like an image
+                warnings.warn(f"skipping {path}: named like an image but not a readable file "
+                              f"(a folder, or a broken or looping link)", stacklevel=2)
             continue
         if is_image_file(path):
             images.append(path)

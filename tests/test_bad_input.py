@@ -947,3 +947,16 @@ def test_debug_shows_the_traceback_otherwise_one_line(tmp_path, rng):
     # ... and a traceback only with --debug
     with pytest.raises(KeyError):
         cli.run("x.py", lambda argv: {}["missing"], ["--debug"])
+
+
+def test_one_rule_for_image_kinds_in_folders(tmp_path, rng):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(_image(rng, 16, 16)).save(folder / "a.gif")      # read alone and in folders
+    (folder / "b.png").mkdir()                                       # a folder named like an image
+    (folder / "c.png").symlink_to(folder / "c.png")                  # a symlink loop
+    with pytest.warns(UserWarning) as record:
+        found = datasets.list_images(folder)
+    assert found == [folder / "a.gif"]
+    said = " | ".join(str(w.message) for w in record)
+    assert "b.png" in said and "c.png" in said and "not a readable file" in said
