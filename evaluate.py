@@ -35,7 +35,10 @@ written by ``train.py``. ``--data-root`` holds the sets in the EDSR layout
 ``imresize(modcrop(HR, scale), 1/scale)``. Every set is looked up before any work starts; a
 set that fails while being scored does not lose the others (the table and JSON hold what was
 computed, the failure is reported, the exit status is 1; with no set scored at all, an existing
-``--json`` file is left as it was).
+``--json`` file is left as it was). ``--json`` is checked writable (a file name, its folder
+writable) before any work too. A checkpoint with NaN/inf weights is refused naming the tensor,
+and a non-finite model output fails the set (never a score). Failures end with one line on
+stderr and a non-zero exit; ``--debug`` shows the traceback (``cli.py``).
 """
 import argparse
 import json

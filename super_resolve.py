@@ -16,18 +16,28 @@ Every input becomes ``OUTPUT/<input stem>.png`` (lossless), ``scale`` times larg
 * 16-bit images are reduced to 8 bits first (``round(v / 257)``, see ``utils.load_image``): the
   model works on 8-bit images, so the output is 8-bit.
 * Palette images become RGB (RGBA when the palette has transparency).
+* A photo's EXIF orientation is applied (a warning says so); a multi-frame file (animated GIF,
+  multi-page TIFF) gives its first frame (a warning says so). See ``utils.load_image``.
+* An image under :data:`MIN_INPUT_SIDE` px a side is edge-padded to it and cropped back.
+* NaN/inf weights are refused when the checkpoint is loaded (``models.load_generator`` names the
+  tensor); a non-finite model output is an error (:class:`NonFiniteOutputError`), never an image.
 
 In a folder, the image files (by extension, see ``datasets.IMAGE_EXTENSIONS``) are processed in
 name order; other files are skipped with a warning, and a file that cannot be read is skipped
 with a warning naming it (the exit status is then 1). Existing outputs are kept (skipped) unless
-``--overwrite``; an output that would replace an input file is refused.
+``--overwrite``; an output that would replace an input file is refused. ``--output`` is a
+folder: an existing file, a name ending like an image file (``result.png``) or a place that
+cannot be written is refused before any work. Any other failure (disk full, a non-finite output)
+stops with one line naming the file; outputs already written are kept (each is written
+atomically). ``--debug`` shows the traceback (``cli.py``).
 
 Tiling (``--tile N``, default 256 LR pixels; 0 = whole image): the LR image is cut into N x N
 tiles, each tile is run with a margin of ``overlap`` LR pixels of real neighbouring context on
 every side, and only its centre is kept. With ``overlap`` >= the model's receptive-field radius
 (:func:`receptive_margin`, the default) every kept output pixel sees exactly the input it would
 see in a whole-image pass, so the tiled result equals the untiled one up to float rounding
-(tests: at most 1 gray level). Only one tile is on the device at a time; the output is a uint8
+(tests: at most 1 gray level). The command line refuses an ``--overlap`` below that radius (seams)
+and a ``--tile`` below the overlap (more context than image per tile). Only one tile is on the device at a time; the output is a uint8
 canvas on the CPU, so a 2K input becomes an 8K output in bounded memory.
 """
 import argparse
