@@ -15,7 +15,6 @@ image is made with the project's MATLAB-exact bicubic ``imresize(modcrop(hr, sca
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -299,15 +298,10 @@ def cache_key(hr_path, lr_path, scale):
 
 
 def _save_npy_atomic(path, array):
-    """``np.save`` to a temporary file in the same folder, then rename: never a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``np.save`` through ``utils.atomic_write`` (temporary file, rename: never a partial file;
+    the project's one permission policy, 0666 minus the umask, like lists and checkpoints)."""
+    with utils.atomic_write(path, "wb") as f:
+        np.save(f, array)
 
 
 def _open_npy(path):

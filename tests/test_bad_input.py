@@ -960,3 +960,15 @@ def test_one_rule_for_image_kinds_in_folders(tmp_path, rng):
     assert found == [folder / "a.gif"]
     said = " | ".join(str(w.message) for w in record)
     assert "b.png" in said and "c.png" in said and "not a readable file" in said
+
+
+def test_one_permission_policy_for_lists_caches_and_checkpoints(tmp_path, rng):
+    umask = os.umask(0)
+    os.umask(umask)
+    want = 0o666 & ~umask
+    datasets._save_npy_atomic(tmp_path / "cache.npy", np.zeros(3, np.uint8))
+    hr_dir, _ = _make_set(tmp_path, "Set", rng, n=1, with_lr=False)
+    listed = cdl.list_from_folder(hr_dir, None, "Set", tmp_path / "lists", SCALE)
+    for path in (tmp_path / "cache.npy", listed):
+        assert path.stat().st_mode & 0o777 == want, path
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
