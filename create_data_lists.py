@@ -478,6 +478,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.scale < MIN_SCALE:
         parser.error(f"--scale must be an integer >= {MIN_SCALE}, got {args.scale}")
+    if Path(args.lists_dir).exists() and not Path(args.lists_dir).is_dir():
+        parser.error(f"--lists-dir {args.lists_dir} is a file; give a folder for the JSON lists")
     if args.name is not None:
         try:
             check_list_name(args.name)

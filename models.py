@@ -270,6 +270,9 @@ def _vgg19_features(end):
 def _torch_load_dict(path, what):
     """``torch.load(path, weights_only=True)`` on the CPU; returns a dict or raises a clear error."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, not a {what} file; give the .pth file in it "
+                                f"(e.g. {path / 'srresnet.pth'})")
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:

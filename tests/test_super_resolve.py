@@ -226,3 +226,31 @@ def test_cli_single_file_and_clear_errors(checkpoint, tmp_path):
     assert str(bad) in proc.stderr and "not a generator checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o2").exists()
+
+
+def test_a_failure_mid_folder_stops_with_one_line_and_keeps_written_outputs(checkpoint, tmp_path,
+                                                                            capsys, monkeypatch):
+    import errno
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(_photo_lr(12, 12)).save(src / f"{name}.png")
+    out = tmp_path / "out"
+    real = super_resolve.upscale_file
+
+    def disk_full_at_b(model, s, d, *args, **kwargs):
+        if Path(s).stem == "b":
+            raise OSError(errno.ENOSPC, "No space left on device", str(d))
+        return real(model, s, d, *args, **kwargs)
+
+    monkeypatch.setattr(super_resolve, "upscale_file", disk_full_at_b)
+    rc = _main("--checkpoint", checkpoint, "--input", src, "--output", out, "--device", "cpu",
+               "--quiet")
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 1 and len(err) == 1
+    assert "No space left" in err[0] and "b.png" in err[0] and "kept" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]     # written before: kept
+    # the checks before any work: a folder as --checkpoint, an --output that is a file
+    capsys.readouterr()
+    assert _main("--checkpoint", tmp_path, "--input", src, "--output", out) == 1
+    assert "is a folder, not a checkpoint file" in capsys.readouterr().err
