@@ -1,4 +1,7 @@
-"""Training step time on the CPU: SRResNet with and without channels_last, and one SRGAN step.
+"""Training step time on the CPU: SRResNet with and without channels_last, and one SRGAN step;
+on a CUDA machine also the GPU rows (fp32 / bf16 / fp16, NCHW / channels_last, torch.compile;
+SRResNet and SRGAN steps through ``solver.train_epoch_*``; patches/s of the whole pipeline with
+DataLoader workers).
 
 A step is forward + backward + Adam update on one batch of random patches, through the same
 loss functions as ``solver.py``. Every variant is timed in the same process, alternating between
@@ -83,6 +86,99 @@ def time_interleaved(steps, repeats=REPEATS, warmup=WARMUP):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+GPU_STEPS = 50          # steps per timed GPU epoch (one host read at its end, as in training)
+GPU_VARIANTS = [(amp, cl, False) for amp in (None, "bf16", "fp16") for cl in (False, True)]
+GPU_VARIANTS += [("bf16", True, True)]      # + torch.compile
+
+
+def _gpu_epoch(cfg, stage, amp, channels_last, compiled, device):
+    """A closure running one ``solver.train_epoch_*`` of GPU_STEPS steps on batches already on
+    ``device`` (the GPU time of the steps, the loader excluded); synchronised at the end."""
+    torch.manual_seed(0)
+    g = solver.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
+                             device, channels_last)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.stage1.lr)
+    lr, hr = _batch(cfg.scale, channels_last)
+    batches = [(lr.to(device), hr.to(device))] * GPU_STEPS
+    scaler = lambda: solver.make_grad_scaler(amp, device)
+    model = torch.compile(g) if compiled else g
+    common = dict(amp=amp, channels_last=channels_last, progress=False)
+    if stage == "srresnet":
+        loss, s_g = solver.PixelLoss("mse"), scaler()
+        run = lambda: solver.train_epoch_mse(model, batches, opt_g, loss, device, scaler=s_g, **common)
+    else:
+        d = cfg.discriminator
+        disc = solver.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
+                                    device, channels_last)
+        critic = torch.compile(disc) if compiled else disc
+        vgg = models.TruncatedVGG19(2, 2, weights=models.RANDOM_WEIGHTS)
+        loss = solver.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), device, channels_last)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.stage2.lr)
+        s_g, s_d = scaler(), scaler()
+        run = lambda: solver.train_epoch_gan(model, critic, batches, opt_g, opt_d, loss, device,
+                                             scaler_g=s_g, scaler_d=s_d, **common)
+
+    def epoch():
+        run()
+        torch.cuda.synchronize(device)
+    return epoch
+
+
+def _pipeline_patches_per_s(cfg, device, workers=4):
+    """Patches/s of stage 1 with the real DataLoader (``workers`` processes, pinned memory) on
+    the demo training list, bf16 + channels_last; None when the demo data is not built."""
+    import datasets
+    import train
+    demo = get_config("demo")
+    path = train.list_path(demo, demo.data.train_list)
+    if not path.is_file():
+        return None
+    ds = datasets.TrainDataset.from_list(path, scale=cfg.scale, patch_size=LR_PATCH * cfg.scale,
+                                         patches_per_image=50, progress=False)
+    loader = datasets.make_train_loader(ds, BATCH, workers, 0, pin_memory=True)
+    torch.manual_seed(0)
+    g = solver.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
+                             device, True)
+    opt = torch.optim.Adam(g.parameters(), lr=cfg.stage1.lr)
+    solver.train_epoch_mse(g, loader, opt, solver.PixelLoss("mse"), device, amp="bf16",
+                           channels_last=True, progress=False)          # warm-up (workers start)
+    m = solver.train_epoch_mse(g, loader, opt, solver.PixelLoss("mse"), device, amp="bf16",
+                               channels_last=True, progress=False)
+    return m["patches_per_s"], m["data_wait"], workers
+
+
+def gpu_section(cfg):
+    """The GPU rows as markdown (a note saying they were not measured without CUDA)."""
+    lines = ["## Training step time (GPU)", ""]
+    if not torch.cuda.is_available():
+        return "\n".join(lines + [
+            "Not measured: no CUDA device on the machine that ran this benchmark. On a CUDA machine "
+            "this section times SRResNet and SRGAN steps (fp32 / bf16 / fp16 x NCHW / "
+            "channels_last, and bf16 + channels_last + torch.compile) and the patches/s of the "
+            "whole pipeline with DataLoader workers.", ""])
+    device = torch.device("cuda", torch.cuda.current_device())
+    torch.backends.cudnn.benchmark = True
+    steps = {(stage, *v): _gpu_epoch(cfg, stage, *v, device)
+             for stage in ("srresnet", "srgan") for v in GPU_VARIANTS}
+    t = time_interleaved(steps, repeats=3, warmup=1)
+    lines += [f"{torch.cuda.get_device_name(device)}; batch {BATCH} of {LR_PATCH}x{LR_PATCH} LR "
+              f"patches, the paper's models; {GPU_STEPS} steps per timed epoch through "
+              f"`solver.train_epoch_*` (losses read once per epoch), median of 3 epochs.", "",
+              "| step | amp | memory format | compile | ms/step | patches/s |",
+              "|---|---|---|---|---:|---:|"]
+    for (stage, amp, cl, compiled), sec in t.items():
+        ms = 1000 * sec / GPU_STEPS
+        lines.append(f"| {stage} | {amp or 'fp32'} | {'channels_last' if cl else 'NCHW'} | "
+                     f"{'yes' if compiled else 'no'} | {ms:.1f} | {BATCH * 1000 / ms:.0f} |")
+    pipeline = _pipeline_patches_per_s(cfg, device)
+    if pipeline is not None:
+        pps, wait, workers = pipeline
+        lines += ["", f"Whole pipeline (demo photos, {workers} DataLoader workers, pinned memory, "
+                      f"bf16 + channels_last SRResNet): {pps:.0f} patches/s, "
+                      f"{100 * wait:.0f}% of the epoch waiting for data."]
+    return "\n".join(lines) + "\n"
+
+
 def run():
     cfg, demo = get_config("paper"), get_config("demo")
     steps = {
@@ -119,8 +215,8 @@ def run():
     ]
     lines += [f"| {name} | {fmt} | {sec:.2f} | {ratio:.2f}x |" for name, fmt, sec, ratio in rows]
     lines += ["", f"An SRGAN step costs {t['srgan_cl'] / t['srresnet_cl']:.1f}x an SRResNet step "
-                  f"(both channels_last)."]
-    return "\n".join(lines) + "\n"
+                  f"(both channels_last).", ""]
+    return "\n".join(lines) + "\n" + gpu_section(cfg)
 
 
 if __name__ == "__main__":
