@@ -18,8 +18,11 @@ strings the epochs together with checkpoints and logs.
 Multi-process training (``torchrun``, see ``train.py``): :func:`init_distributed` joins the
 process group, the models are wrapped in DistributedDataParallel, and the helpers of the section
 "Multi-process training" keep the ranks in lock-step -- a non-finite loss on any rank stops every
-rank (:func:`check_finite`), the time budget is measured on one shared clock (:class:`RunClock`),
-and :func:`unwrap` gives the plain module whose weights are saved.
+rank (:class:`LossWatch`, :func:`check_finite`), the time budget is measured on one shared clock
+(:class:`RunClock`), and :func:`unwrap` gives the plain module whose weights are saved.
+
+Host synchronisations: the epoch functions keep their losses on the device and read them every
+``sync_every`` steps (:class:`LossWatch`), so a GPU is never waited for in between.
 
 Learning rate: every iteration the optimisers' lr is set to ``lr_fn(clock.progress())``, where the
 :class:`RunClock` progress is the fraction of the planned iterations done (or of the wall-clock

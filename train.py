@@ -25,8 +25,10 @@ killed at any moment (SIGKILL, out of memory) or stopped by a full disk leaves t
 checkpoint; ``--resume`` restarts the interrupted epoch from it (each epoch's data depends only
 on the seed and the epoch number, so on the CPU the result is bit-identical to an uninterrupted
 run) and deletes the half-written temp files of the killed run. A non-finite loss stops the run
-before the optimiser step, naming the stage, epoch and step; a collapsed discriminator is
-reported with its epoch and step.
+at the next host read of the losses (every ``train.sync_every`` steps and at the end of each
+epoch, ``solver.LossWatch``), naming the stage, epoch and the step where it first happened,
+before any checkpoint is written with it; a collapsed discriminator is reported with its epoch
+and step.
 
 Several GPUs: one process per GPU with DistributedDataParallel::
 
