@@ -414,6 +414,7 @@ class TruncatedVGG19(nn.Module):
                     else type(feats[k]).__name__
                 raise ValueError(f"{source}: VGG19 tensor {k!r} has shape {found}, "
                                  f"expected {tuple(ref.shape)}")
+        check_finite_state({k: feats[k] for k in needed}, source)
         self.features.load_state_dict({k: feats[k] for k in needed})
 
     def train(self, mode=True):
@@ -570,15 +571,16 @@ def _describe(obj):
 
 def check_finite_state(state, source):
     """Raise ValueError naming ``source`` and the first tensor of the state dict ``state`` that
-    holds a NaN or an infinity (a diverged run): such weights give a black or garbage image and
-    a meaningless score, never a result. Non-tensor and integer entries are not checked."""
+    holds a NaN or an infinity (a diverged run, a damaged file): such weights give a black or
+    garbage image and a meaningless score or loss, never a result. Every weight file passes
+    here (generators, VGG19, LPIPS). Non-tensor and integer entries are not checked."""
     for key, value in state.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             bad = int((~torch.isfinite(value)).sum())
             if bad:
                 raise ValueError(f"{source}: weight tensor {key!r} holds {bad} non-finite "
-                                 f"value(s) (NaN/inf; the training diverged): refusing to load "
-                                 f"it; use an earlier checkpoint")
+                                 f"value(s) (NaN/inf: diverged training or a damaged file): "
+                                 f"refusing to load it; use an earlier or a fresh copy")
 
 
 def load_generator(path, device="cpu", expect_scale=None):
@@ -865,6 +867,7 @@ class LPIPS(nn.Module):
         if why:
             raise ValueError(f"{source}: not the torchvision {self.net} weights LPIPS needs "
                              f"({LPIPS_BACKBONE_URLS[self.net]}): {why}")
+        check_finite_state(subset, source)
         self.backbone.features.load_state_dict(subset)
 
     def _load_linear(self, state, source):
@@ -875,6 +878,7 @@ class LPIPS(nn.Module):
         if why:
             raise ValueError(f"{source}: not the LPIPS v0.1 {self.net} linear weights "
                              f"({LPIPS_LINEAR_URLS[self.net]}): {why}")
+        check_finite_state({k: state[k] for k in needed}, source)
         self.load_state_dict(state, strict=False)
 
     def train(self, mode=True):

@@ -453,3 +453,17 @@ def test_load_generator_prefers_the_ema_weights(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), averaged(x), rtol=0, atol=0)
         assert not torch.equal(loaded(x), raw(x))
+
+
+def test_every_weight_file_with_nan_or_inf_is_refused_naming_the_tensor(tmp_path):
+    vgg = models.TruncatedVGG19(2, 2, weights=models.RANDOM_WEIGHTS)
+    state = {f"features.{k}": v.clone() for k, v in vgg.features.state_dict().items()}
+    state["features.2.weight"][0, 0, 0, 0] = float("inf")
+    torch.save(state, tmp_path / "vgg.pth")
+    with pytest.raises(ValueError, match=r"vgg.pth: weight tensor '2.weight' holds 1 "
+                                         r"non-finite"):
+        models.TruncatedVGG19(2, 2, weights=tmp_path / "vgg.pth")
+    with pytest.raises(ValueError, match=r"src: weight tensor 'b' holds 2 non-finite"):
+        models.check_finite_state({"a": torch.ones(2), "n": 3, "i": torch.arange(3),
+                                   "b": torch.tensor([1.0, float("nan"), -float("inf")])}, "src")
+    models.check_finite_state({"a": torch.ones(2), "i": torch.arange(3)}, "src")   # finite: fine
