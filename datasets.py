@@ -146,10 +146,9 @@ def image_size(path):
     """
     try:
         with Image.open(path) as im:
-            width, height = im.size
+            return utils.oriented_size(im)     # after the EXIF orientation, as loaded
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise utils.ImageReadError(f"cannot read image {path}: {e}") from e
-    return height, width
 
 
 def check_pair_size(hr_path, lr_path, scale, hr_size=None, lr_size=None):

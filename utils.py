@@ -142,6 +142,21 @@ def oriented(img, path=None, warn=True):
     return ImageOps.exif_transpose(img)
 
 
+EXIF_SWAPS_AXES = (5, 6, 7, 8)
+"""EXIF orientations that turn the image by 90 degrees (width and height swap)."""
+
+
+def oriented_size(img):
+    """``(height, width)`` of an opened (not necessarily decoded) PIL image as
+    :func:`load_image` returns it: after its EXIF orientation (header only)."""
+    width, height = img.size
+    try:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 -- a broken EXIF block: as stored, like oriented()
+        orientation = 1
+    return (width, height) if orientation in EXIF_SWAPS_AXES else (height, width)
+
+
 def _pil_to_array(img, path):
     """A decoded PIL image -> uint8 ``(H,W)`` or ``(H,W,3)`` (see :func:`load_image`)."""
     mode = img.mode

@@ -713,6 +713,7 @@ def test_exif_orientation_is_applied_and_said(tmp_path, rng, capsys):
     with pytest.warns(UserWarning, match="phone.png: EXIF orientation 6 applied"):
         shown = utils.load_image(tmp_path / "phone.png")
     np.testing.assert_array_equal(shown, np.rot90(img, k=-1))
+    assert datasets.image_size(tmp_path / "phone.png") == shown.shape[:2]   # header: the same
     _exif_png(tmp_path / "plain.png", img, 1)          # 1: as stored, no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
