@@ -66,6 +66,7 @@ from types import SimpleNamespace
 import torch
 
 import datasets
+import cli
 import solver
 from config import PRESETS, VARIANTS, get_config, validate_config
 
@@ -902,4 +903,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run("train.py", main))   # one line per failure, traceback only with --debug
