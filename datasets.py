@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
 import utils
 from imresize import imresize
@@ -506,21 +506,33 @@ class TrainDataset(Dataset):
 
     # -- sampling --------------------------------------------------------------------------------
 
-    def _generator(self):
-        """This process's numpy Generator, seeded from ``torch.initial_seed()``."""
-        seed = torch.initial_seed()
-        if self._rng is None or seed != self._rng_seed:
-            self._rng, self._rng_seed = np.random.default_rng(seed), seed
+    def _generator(self, epoch_seed=None):
+        """This process's numpy Generator: seeded from ``torch.initial_seed()``, or, for an index
+        tagged with an ``epoch_seed`` (:class:`EpochSeededSampler`), from that seed and the
+        DataLoader worker's id (persistent workers then crop anew, reproducibly, each epoch)."""
+        if epoch_seed is None:
+            key = seed = torch.initial_seed()
+        else:
+            info = torch.utils.data.get_worker_info()
+            seed = [int(epoch_seed), info.id if info is not None else 0]
+            key = tuple(seed)
+        if self._rng is None or key != self._rng_seed:
+            self._rng, self._rng_seed = np.random.default_rng(seed), key
         return self._rng
 
     def __len__(self):
         return len(self.pairs) * self.patches_per_image
 
     def __getitem__(self, index):
+        """Patch ``index`` (an int, or ``(epoch_seed, index)`` from :class:`EpochSeededSampler`):
+        ``(lr, hr)`` float32 ``(3,p/s,p/s)``, ``(3,p,p)`` in [0,1]."""
+        epoch_seed = None
+        if isinstance(index, tuple):
+            epoch_seed, index = index
         if not 0 <= index < len(self):
             raise IndexError(f"patch index {index} out of range for {len(self)} patches")
         hr_img, lr_img = self._arrays(index % len(self.pairs))
-        rng = self._generator()
+        rng = self._generator(epoch_seed)
         lp, s = self.lr_patch, self.scale
         y = int(rng.integers(0, lr_img.shape[0] - lp + 1))
         x = int(rng.integers(0, lr_img.shape[1] - lp + 1))
@@ -572,3 +584,50 @@ def make_train_loader(dataset, batch_size, workers, seed, distributed=False, dro
     return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
                       num_workers=workers, pin_memory=bool(pin_memory),
                       persistent_workers=workers > 0, drop_last=drop_last, generator=generator)
+
+
+class EpochSeededSampler(Sampler):
+    """The indices of ``sampler`` tagged with the crop seed of the current epoch: yields
+    ``(seed, index)`` (``TrainDataset.__getitem__`` seeds its crops from it). It carries the
+    epoch into persistent DataLoader workers, which otherwise keep the seed they started with.
+    Set both seeds with :func:`start_epoch`."""
+
+    def __init__(self, sampler):
+        self.sampler, self.seed = sampler, 0
+
+    def __iter__(self):
+        return ((self.seed, i) for i in self.sampler)
+
+    def __len__(self):
+        return len(self.sampler)
+
+
+def make_stage_loader(dataset, batch_size, workers, distributed=False, drop_last=True,
+                      pin_memory=False):
+    """A training DataLoader made once for a whole stage: its ``workers`` (> 0) processes and
+    their memory maps live until the stage ends (no restart, no re-pickling of the dataset per
+    epoch). Call :func:`start_epoch` before each epoch: the data of an epoch then depends only
+    on its seeds, as with :func:`make_train_loader` per epoch, so a resumed run sees the same
+    batches. ``distributed``, ``pin_memory`` as for :func:`make_train_loader`."""
+    if distributed:
+        order = DistributedSampler(dataset, shuffle=True, seed=0, drop_last=drop_last)
+    else:
+        order = RandomSampler(dataset, generator=torch.Generator())
+    return DataLoader(dataset, batch_size=batch_size, sampler=EpochSeededSampler(order),
+                      num_workers=workers, pin_memory=bool(pin_memory),
+                      persistent_workers=workers > 0, drop_last=drop_last,
+                      generator=torch.Generator())   # (its own: the global RNG is not drawn)
+
+
+def start_epoch(loader, order_seed, crop_seed, epoch):
+    """Prepare a :func:`make_stage_loader` loader for ``epoch``: shuffle with ``order_seed``
+    (the same on every rank: the ranks split one permutation) and crop with ``crop_seed``
+    (different per rank, e.g. ``seed + epoch + rank * RANK_SEED_OFFSET``)."""
+    sampler = loader.sampler
+    sampler.seed = int(crop_seed)
+    if isinstance(sampler.sampler, DistributedSampler):
+        sampler.sampler.seed = int(order_seed)
+        sampler.sampler.set_epoch(epoch)
+    else:
+        sampler.sampler.generator.manual_seed(int(order_seed))
+    return loader

@@ -557,6 +557,10 @@ def _set_up(cfg, stage, out_dir, resume, progress):
     run.train_set = _local_main_first(lambda: build_train_set(cfg, run.progress, patch),
                                       "decoding the data")
     run.val_set = build_val_set(cfg) if is_main else None
+    run.loader = (datasets.make_stage_loader(run.train_set, run.rank_batch, cfg.data.workers,
+                                             distributed=world > 1,
+                                             pin_memory=run.device.type == "cuda")
+                  if cfg.data.workers > 0 else None)
     run.d_steps = int(scfg.get("d_steps", 1)) if stage == "srgan" else 1
     batches = (len(run.train_set) // world) // run.rank_batch   # = len // batch_size on one process
     if batches < 1:
@@ -612,12 +616,16 @@ def _train_epoch(run, epoch):
     # The data of an epoch depends only on (seed, epoch): the loader's shuffling generator
     # and the patch RNG of datasets.TrainDataset (seeded from torch.initial_seed() in the
     # main process, from the loader's worker seeds otherwise).
-    torch.manual_seed(cfg.seed + epoch + solver.rank() * RANK_SEED_OFFSET)
-    loader = datasets.make_train_loader(run.train_set, run.rank_batch, cfg.data.workers,
-                                        cfg.seed + epoch, distributed=run.world > 1,
-                                        pin_memory=run.device.type == "cuda")
-    if run.world > 1:
-        loader.sampler.set_epoch(epoch)
+    crop_seed = cfg.seed + epoch + solver.rank() * RANK_SEED_OFFSET
+    torch.manual_seed(crop_seed)
+    if run.loader is not None:          # workers: one loader (and its workers) for the stage
+        loader = datasets.start_epoch(run.loader, cfg.seed + epoch, crop_seed, epoch)
+    else:                               # no workers to keep: a loader per epoch, as always
+        loader = datasets.make_train_loader(run.train_set, run.rank_batch, cfg.data.workers,
+                                            cfg.seed + epoch, distributed=run.world > 1,
+                                            pin_memory=run.device.type == "cuda")
+        if run.world > 1:
+            loader.sampler.set_epoch(epoch)
     common = dict(clock=run.clock, lr_fn=run.lr_fn, amp=run.amp,
                   channels_last=bool(cfg.train.channels_last), stage=run.name, epoch=epoch,
                   progress=run.progress, sync_every=run.sync_every)

@@ -403,3 +403,32 @@ def test_validation_is_tiled_on_cuda_only(monkeypatch):
     for device in ("cuda", "cpu"):
         solver.validate(model, data, SCALE, device, metrics=("psnr",))
     assert tiles == [solver.VALIDATION_TILE, None]
+
+
+def test_workers_live_for_the_stage_and_resume_stays_bit_identical(tiny_data, tmp_path, monkeypatch):
+    # data.workers > 0: one DataLoader (persistent workers) per stage, its crops seeded per epoch
+    made = []
+    real = datasets.make_stage_loader
+    monkeypatch.setattr(datasets, "make_stage_loader", lambda *a, **k: made.append(1) or real(*a, **k))
+    cfg = smoke_config(tiny_data, epochs=2)
+    cfg.data.workers = 2
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    history = train.run_stage(cfg, "srresnet", straight, progress=False)
+    assert len(made) == 1                                   # not one per epoch
+    with monkeypatch.context() as m:
+        _interrupt_after_first_checkpoint(m)
+        with pytest.raises(KeyboardInterrupt):
+            train.run_stage(cfg, "srresnet", resumed, progress=False)
+    resumed_history = train.run_stage(cfg, "srresnet", resumed, resume=True, progress=False)
+    a, b = (solver.load_checkpoint(d / "srresnet.pth") for d in (straight, resumed))
+    _assert_same_state(a, b, ["generator", "optimizer_g"])
+    assert [r["content_loss"] for r in history] == [r["content_loss"] for r in resumed_history]
+
+
+def test_stage_loader_crops_anew_each_epoch_and_repeats_an_epoch_exactly(tiny_data):
+    cfg = smoke_config(tiny_data)
+    ds = train.build_train_set(cfg, progress=False)
+    loader = datasets.make_stage_loader(ds, 4, workers=2)
+    epoch = lambda e: torch.cat([lr for lr, _ in datasets.start_epoch(loader, 10 + e, 10 + e, e)])
+    one, two, again = epoch(1), epoch(2), epoch(1)
+    assert not torch.equal(one, two) and torch.equal(one, again)
