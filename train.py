@@ -487,6 +487,8 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
                          f"validating or saving epoch {epoch}")
         if not run.is_main:
             run.history.append(row)      # (without validation scores: rank 0 keeps the full log)
+    if run.tensorboard is not None:
+        run.tensorboard.close()
     return run.history
 
 

@@ -365,6 +365,9 @@ class _FakeWriter:
     def flush(self):
         pass
 
+    def close(self):
+        self.closed = True
+
 
 def test_tensorboard_logs_losses_validation_and_images(tiny_data, tmp_path, monkeypatch):
     fake = type(sys)("torch.utils.tensorboard")
@@ -375,6 +378,7 @@ def test_tensorboard_logs_losses_validation_and_images(tiny_data, tmp_path, monk
     cfg.train.tensorboard = True
     history = train.run_stage(cfg, "srresnet", tmp_path / "run", progress=False)
     (writer,) = _FakeWriter.made
+    assert writer.closed                            # at the end of the stage
     assert writer.log_dir == str(tmp_path / "run" / "tensorboard" / "srresnet")
     tags = {tag for tag, _, _ in writer.scalars}
     assert {"loss/content", "lr", "val/psnr", "val/ssim", "speed/patches_per_s"} <= tags
