@@ -4,7 +4,8 @@
 ``sys.exit(cli.run("evaluate.py", main))`` runs ``main(argv)`` and turns any exception that
 escapes it into ONE line on stderr, ``<prog>: error: <message>``, and exit status
 :data:`EXIT_FAILURE`; the traceback is shown only with ``--debug`` on the command line (then the
-exception propagates as usual). Ctrl-C gives :data:`EXIT_INTERRUPTED` and one line. Warnings
+exception propagates as usual, also from a tool's own handlers that report through
+:func:`fail`). Ctrl-C gives :data:`EXIT_INTERRUPTED` and one line. Warnings
 (``warnings.warn``, e.g. "EXIF orientation applied", "only the first frame is used") are printed
 as one line each, ``<prog>: warning: <message>``, instead of Python's two-line format.
 
@@ -18,6 +19,8 @@ import warnings
 DEBUG_FLAG = "--debug"
 """Command-line flag that shows the full traceback of a failure (removed before ``main`` sees
 the arguments)."""
+
+_debug = False          # set by run(): --debug was given
 
 EXIT_FAILURE = 1        # the tool failed (or some of its inputs did); see the error line
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
@@ -33,11 +36,27 @@ def one_line(exc):
     return text
 
 
+def debugging():
+    """True inside :func:`run` when ``--debug`` was given."""
+    return _debug
+
+
+def fail(prog, exc, prefix=""):
+    """A tool's handler of an expected error: under ``--debug`` re-raise ``exc`` (the caller
+    must call this inside its ``except`` block); else print ``<prog>: error: <prefix><one line>``
+    on stderr and return :data:`EXIT_FAILURE`."""
+    if _debug:
+        raise exc
+    print(f"{prog}: error: {prefix}{one_line(exc)}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def run(prog, main, argv=None):
     """Run ``main(argv)`` (``argv`` default ``sys.argv[1:]``) under the policy of the module
     docstring; returns the exit status (``main``'s return value, 0 for None)."""
+    global _debug
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = DEBUG_FLAG in argv
+    debug = _debug = DEBUG_FLAG in argv
     argv = [a for a in argv if a != DEBUG_FLAG]
     if not debug:
         warnings.showwarning = lambda message, *args, **kwargs: print(
@@ -55,4 +74,6 @@ def run(prog, main, argv=None):
         print(f"{prog}: error: {one_line(exc)} (run with {DEBUG_FLAG} for the traceback)",
               file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        _debug = False
     return 0 if rc is None else int(rc)

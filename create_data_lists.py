@@ -516,8 +516,7 @@ def main(argv=None):
                                                             args.scale).items():
                     print(f"{name}: {path or 'missing'}")
     except (DownloadError, OSError, ValueError) as e:   # ImageReadError is a ValueError
-        print(f"create_data_lists.py: error: {cli.one_line(e)}", file=sys.stderr)
-        return 1
+        return cli.fail("create_data_lists.py", e)
     return 0
 
 

@@ -46,6 +46,7 @@ import math
 import os
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -574,9 +575,9 @@ def check_output_file(path, option="--json"):
                       f"writable location") from e
 
 
-def _error(message):
-    print(f"evaluate.py: error: {message}", file=sys.stderr)
-    return 1
+def _error(exc):
+    """One line for ``exc`` (the traceback under ``--debug``, see ``cli.fail``)."""
+    return cli.fail("evaluate.py", exc)
 
 
 def main(argv=None):
@@ -594,13 +595,15 @@ def main(argv=None):
             args.metrics, device, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,
             lpips_weights=args.lpips_weights)
     except (OSError, ValueError, RuntimeError) as e:  # missing sets/files, bad checkpoints
-        return _error(cli.one_line(e))
+        return _error(e)
     results, failed = {}, {}
     for name in args.sets:   # a failing set is reported; the others are still scored
         try:
             results[name] = evaluate_set(method, args.data_root, name, args.scale, metrics,
                                          lpips_model, unavailable, not args.quiet, args.per_image)
         except (OSError, ValueError, RuntimeError) as e:
+            if cli.debugging():            # the traceback, and the other sets still scored
+                traceback.print_exc()
             failed[name] = f"{type(e).__name__}: {cli.one_line(e)}"
     print(f"x{args.scale}, model {args.model}; PSNR/SSIM on Y, {args.scale} px shaved; "
           f"LR-PSNR on the whole image\n")

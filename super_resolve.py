@@ -406,8 +406,7 @@ def main(argv=None):
         plan = plan_outputs(inputs, args.output)
         check_output_dir(args.output)
     except (OSError, ValueError, RuntimeError) as e:
-        print(f"super_resolve.py: error: {cli.one_line(e)}", file=sys.stderr)
-        return 1
+        return cli.fail("super_resolve.py", e)
 
     failed = written = kept = 0
     single = len(plan) == 1
@@ -425,6 +424,8 @@ def main(argv=None):
             failed += 1
             continue
         except (OSError, ValueError, RuntimeError) as e:   # disk full, NaN output, ...: stop
+            if cli.debugging():
+                raise
             error = f"{src}: {cli.one_line(e)}" if isinstance(e, NonFiniteOutputError) else \
                 cli.one_line(e)
             break

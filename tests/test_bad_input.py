@@ -941,6 +941,8 @@ def test_debug_shows_the_traceback_otherwise_one_line(tmp_path, rng):
             "--output", tmp_path / "out", "--device", "cpu"]
     rc, _, err = _tool(*argv)
     _assert_cli_failed(rc, err, "non-finite")
+    rc, _, err = _tool(*argv, "--debug")                # the same failure, with its traceback
+    assert rc != 0 and "Traceback" in err and "non-finite" in err
     # an unexpected failure inside main: still one line through cli.run ...
     import cli
     rc = cli.run("x.py", lambda argv: {}["missing"], [])
