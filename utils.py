@@ -17,6 +17,7 @@ Conventions (used by every module of the project):
 import contextlib
 import functools
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -85,7 +86,8 @@ def load_image(path, rgb=False):
     Returns:
         ``np.ndarray`` uint8: ``(H,W)`` for single-channel files (modes ``1``, ``L``, ``LA`` with
         its alpha dropped, 16-bit gray ``I;16``/``I``), ``(H,W,3)`` for everything else (RGB; RGBA
-        with alpha dropped; palette and CMYK converted to RGB). 16-bit values ``v`` become
+        with alpha dropped; palette and CMYK converted to RGB). 16-bit values ``v`` (gray, and
+        48/64-bit colour PNG / TIFF, which PIL alone would cut to ``v >> 8``) become
         ``round(v / 257)`` (the nearest 8-bit value: 0 -> 0, 128 -> 0, 129 -> 1, 65535 -> 255;
         not ``v >> 8``, which truncates). The EXIF orientation of a photo (tag 274, e.g. 6 of a
         phone held upright) is applied, so the pixels are as the photo is shown, with a
@@ -99,12 +101,15 @@ def load_image(path, rgb=False):
     path = Path(path)
     try:
         with Image.open(path) as img:
+            low_tiles = _low_byte_tiles(img)   # 16-bit colour: PIL keeps only the high bytes
             img.load()  # decode now: a truncated or corrupt file fails here, not later
             frames = getattr(img, "n_frames", 1)
             if frames > 1:
                 warnings.warn(f"{path}: has {frames} frames (animation or pages): only the first "
                               f"is used", stacklevel=2)
             arr = _pil_to_array(oriented(img, path), path)
+        if low_tiles:
+            arr = _round_16_bit(path, arr, low_tiles)
     except ImageReadError:
         raise
     except FileNotFoundError as e:
@@ -120,6 +125,47 @@ def load_image(path, rgb=False):
     if rgb and arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     return arr
+
+
+_SWAP_ENDIAN = {";16B": ";16L", ";16L": ";16B",
+                ";16N": ";16B" if sys.byteorder == "little" else ";16L"}   # N: native order
+"""PIL rawmode suffixes of 16-bit samples; decoding big-endian data as little-endian picks the
+low byte of every sample instead of the high one (same bits per pixel: same unfiltering)."""
+
+
+def _low_byte_tiles(img):
+    """For a not yet decoded 16-bit-per-channel colour image (48/64-bit PNG, 16-bit RGB(A) TIFF),
+    which PIL decodes to 8 bits by keeping the HIGH byte (``v >> 8``): its decoder tiles with the
+    other byte order, which give the LOW bytes. None for every other image."""
+    if img.mode not in ("RGB", "RGBA", "LA") or not getattr(img, "tile", None):
+        return None
+    tiles = []
+    for tile in img.tile:
+        args = tile.args
+        raw = args if isinstance(args, str) else (
+            args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else None)
+        if raw is None or raw[-4:] not in _SWAP_ENDIAN:
+            return None
+        swapped = raw[:-4] + _SWAP_ENDIAN[raw[-4:]]
+        tiles.append(tile._replace(args=swapped if isinstance(args, str)
+                                   else (swapped,) + tuple(args[1:])))
+    return tiles
+
+
+def _round_16_bit(path, high, low_tiles):
+    """uint8 ``round(v / 257)`` of a 16-bit colour file from its decoded high bytes ``high``
+    (as :func:`_pil_to_array` gives them) and a second decode with ``low_tiles``."""
+    try:
+        with Image.open(path) as low:
+            low.tile = low_tiles
+            low.load()
+            lo = _pil_to_array(oriented(low, path, warn=False), path)
+    except Exception as e:  # noqa: BLE001 -- no unpacker for this layout: say what is used
+        warnings.warn(f"{path}: 16-bit samples reduced by their high byte (v >> 8), the low "
+                      f"bytes could not be read ({type(e).__name__}: {e})", stacklevel=3)
+        return high
+    value = high.astype(np.float64) * 256 + lo
+    return np.round(value / UINT16_TO_UINT8).astype(np.uint8)
 
 
 EXIF_ORIENTATION = 274

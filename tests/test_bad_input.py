@@ -782,6 +782,22 @@ class _NearestModel(torch.nn.Module):
         return torch.nn.functional.interpolate(x, scale_factor=SCALE, mode="nearest")
 
 
+def _write_png16(path, arr):
+    """uint16 ``(H,W,3)`` / ``(H,W,4)`` -> a 48-bit RGB / 64-bit RGBA PNG (big-endian samples,
+    filter 0), written by hand: PIL cannot write 16-bit colour."""
+    import struct
+    import zlib
+    h, w, c = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    header = struct.pack(">IIBBBBB", w, h, 16, {3: 2, 4: 6}[c], 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def test_16_bit_images_are_rounded_not_truncated(tmp_path):
     # v -> round(v / 257): known values, including the ones where v >> 8 differs
     values = np.array([[0, 128, 129, 255, 385, 386, 32767, 32896, 65279, 65535]], np.uint16)
@@ -792,6 +808,20 @@ def test_16_bit_images_are_rounded_not_truncated(tmp_path):
         assert check.mode.startswith("I")
     np.testing.assert_array_equal(utils.load_image(tmp_path / "g16.png"), want)
     assert utils.UINT16_TO_UINT8 == 257
+    # 16-bit colour (48-bit RGB / 64-bit RGBA PNG, 16-bit TIFF): PIL alone keeps the high byte
+    rgb16 = np.stack([values[0], values[0][::-1], np.full(10, 385, np.uint16)], axis=1)[None]
+    want_rgb = np.round(rgb16 / 257).astype(np.uint8)
+    _write_png16(tmp_path / "rgb48.png", rgb16)
+    with Image.open(tmp_path / "rgb48.png") as pil_only:
+        assert not np.array_equal(np.asarray(pil_only), want_rgb)      # v >> 8 there
+    np.testing.assert_array_equal(utils.load_image(tmp_path / "rgb48.png"), want_rgb)
+    _write_png16(tmp_path / "rgba64.png", np.dstack([rgb16, rgb16[..., :1]]))
+    np.testing.assert_array_equal(utils.load_image(tmp_path / "rgba64.png"), want_rgb)
+    tifffile = pytest.importorskip("tifffile")
+    for name, kwargs in (("plain.tif", {}), ("zlib.tif", {"compression": "zlib"}),
+                         ("big.tif", {"byteorder": ">"})):
+        tifffile.imwrite(tmp_path / name, rgb16, photometric="rgb", **kwargs)
+        np.testing.assert_array_equal(utils.load_image(tmp_path / name), want_rgb, err_msg=name)
     readme = (ROOT / "README.md").read_text() + (ROOT / "super_resolve.py").read_text()
     assert "round(v / 257)" in readme and ">> 8" not in readme
 
