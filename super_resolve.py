@@ -55,8 +55,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import cli
-from utils import ImageReadError, atomic_write, image_to_tensor, load_image, oriented, \
-    rgb_to_luma, tensor_to_image
+from utils import UINT16_TO_UINT8, ImageReadError, atomic_write, image_to_tensor, load_image, \
+    low_byte_tiles, oriented, rgb_to_luma, tensor_to_image
 
 DEFAULT_TILE = 256
 """Tile side of the command line, LR pixels (~1 GB of activations for a full SRResNet in fp32)."""
@@ -255,16 +255,25 @@ def read_image(path):
     """Read an image for super-resolution -> ``(img, alpha)``.
 
     ``img``: uint8 ``(H,W)`` or ``(H,W,3)`` as ``utils.load_image`` gives it (16-bit reduced to
-    8-bit, palette -> RGB, alpha dropped, EXIF orientation applied, first frame); ``alpha``: uint8 ``(H,W)`` or None when the file has
-    no alpha channel / transparency. Raises ``utils.ImageReadError`` naming the file.
+    8-bit, palette -> RGB, alpha dropped, EXIF orientation applied, first frame); ``alpha``:
+    uint8 ``(H,W)`` or None when the file has no alpha channel / transparency, turned and
+    reduced like the image (16-bit alpha: ``round(v / 257)``). Raises
+    ``utils.ImageReadError`` naming the file.
     """
     img = load_image(path)
     try:
         with Image.open(path) as pil:
             if pil.mode not in ALPHA_MODES and "transparency" not in pil.info:
                 return img, None
+            low_tiles = low_byte_tiles(pil)         # 16-bit alpha (64-bit RGBA PNG ...)
             pil = oriented(pil, path, warn=False)   # turned like the image (load_image said so)
             alpha = np.asarray(pil.convert("RGBA").getchannel("A"), dtype=np.uint8).copy()
+        if low_tiles:
+            with Image.open(path) as pil:
+                pil.tile = low_tiles
+                low = oriented(pil, path, warn=False).convert("RGBA").getchannel("A")
+                value = alpha.astype(np.float64) * 256 + np.asarray(low, dtype=np.uint8)
+                alpha = np.round(value / UINT16_TO_UINT8).astype(np.uint8)
     except Exception as e:  # noqa: BLE001 -- PIL raises many types for odd files
         raise ImageReadError(f"{path}: cannot read its alpha channel ({type(e).__name__}: {e})") from e
     return img, alpha

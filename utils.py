@@ -101,7 +101,7 @@ def load_image(path, rgb=False):
     path = Path(path)
     try:
         with Image.open(path) as img:
-            low_tiles = _low_byte_tiles(img)   # 16-bit colour: PIL keeps only the high bytes
+            low_tiles = low_byte_tiles(img)   # 16-bit colour: PIL keeps only the high bytes
             img.load()  # decode now: a truncated or corrupt file fails here, not later
             frames = getattr(img, "n_frames", 1)
             if frames > 1:
@@ -133,7 +133,7 @@ _SWAP_ENDIAN = {";16B": ";16L", ";16L": ";16B",
 low byte of every sample instead of the high one (same bits per pixel: same unfiltering)."""
 
 
-def _low_byte_tiles(img):
+def low_byte_tiles(img):
     """For a not yet decoded 16-bit-per-channel colour image (48/64-bit PNG, 16-bit RGB(A) TIFF),
     which PIL decodes to 8 bits by keeping the HIGH byte (``v >> 8``): its decoder tiles with the
     other byte order, which give the LOW bytes. None for every other image."""

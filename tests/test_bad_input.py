@@ -817,6 +817,8 @@ def test_16_bit_images_are_rounded_not_truncated(tmp_path):
     np.testing.assert_array_equal(utils.load_image(tmp_path / "rgb48.png"), want_rgb)
     _write_png16(tmp_path / "rgba64.png", np.dstack([rgb16, rgb16[..., :1]]))
     np.testing.assert_array_equal(utils.load_image(tmp_path / "rgba64.png"), want_rgb)
+    img, alpha = super_resolve.read_image(tmp_path / "rgba64.png")      # alpha: the same rule
+    np.testing.assert_array_equal(alpha, want_rgb[..., 0])
     tifffile = pytest.importorskip("tifffile")
     for name, kwargs in (("plain.tif", {}), ("zlib.tif", {"compression": "zlib"}),
                          ("big.tif", {"byteorder": ">"})):
