@@ -77,3 +77,15 @@ def run(prog, main, argv=None):
     finally:
         _debug = False
     return 0 if rc is None else int(rc)
+
+
+def device_setting(resolve, spec):
+    """``resolve(spec)`` (e.g. ``solver.resolve_device``) with its failure as a ValueError that
+    names ``--device`` and the choices (torch's own text lists twenty device types)."""
+    try:
+        return resolve(spec)
+    except (RuntimeError, ValueError) as e:
+        if "CUDA" in str(e):       # a device name, but no such GPU here: torch's line says it
+            raise ValueError(f"--device {spec!r}: {one_line(e)}") from e
+        raise ValueError(f"--device {spec!r}: not a device name; use auto, cpu, cuda or "
+                         f"cuda:N") from e

@@ -583,8 +583,8 @@ def _error(exc):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        device = resolve_device(args.device)
-    except RuntimeError as e:  # CUDA asked for but not available
+        device = cli.device_setting(resolve_device, args.device)
+    except ValueError as e:  # not a device, or CUDA asked for but not available
         return _error(e)
     try:
         check_sets(args.data_root, args.sets, args.scale)   # before any work

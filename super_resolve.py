@@ -403,7 +403,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     try:
-        device = resolve_device(args.device)
+        device = cli.device_setting(resolve_device, args.device)
         model, _ = models.load_generator(args.checkpoint, device=device)
         overlap = check_tiling(args.tile, args.overlap, receptive_margin(model, device))
         if args.input.is_dir():

@@ -868,6 +868,8 @@ def test_numeric_settings_refused_at_the_command_lines(tmp_path, rng):
         (sr + ["--tile", "16", "--overlap", "0"], ["--overlap 0", f"radius {margin}", "seams"]),
         (sr + ["--tile", str(margin - 1)], [f"--tile {margin - 1}", "smaller than the overlap"]),
         (sr + ["--tile", "-1"], ["--tile", ">= 0"]),
+        (sr + ["--device", "tpu"], ["--device 'tpu'", "not a device name", "cuda:N"]),
+        (["evaluate.py", "--device", "cuda:x"], ["--device 'cuda:x'", "cuda:N"]),
         (["evaluate.py", "--scale", "0", "--sets", "Set5"], ["--scale", ">= 2"]),
         (["create_data_lists.py", "--scale", "0", "--benchmark-root", tmp_path],
          ["--scale", ">= 2"]),
