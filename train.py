@@ -312,11 +312,12 @@ def vgg_content_loss(cfg):
 def content_loss_of(cfg, stage, y_only=False):
     """The content loss of a stage: ``solver.ContentLoss`` of its terms.
 
-    Stage 1: ``cfg.stage1.loss`` ('mse', 'l1', or 'vgg' for SRResNet-VGG). Stage 2:
-    ``cfg.stage2.content_loss`` -- 'vgg' (phi_{i,j}, plus ``pixel_weight`` x the pixel loss
-    ``pixel_loss`` and ``lr_consistency_weight`` x ``solver.LRConsistencyLoss`` when > 0) or 'mse' (SRGAN-MSE, x ``mse_range_factor`` for the paper's [-1,1]
-    range). A VGG loss whose weights cannot be had falls back to the MSE loss with a one-line
-    note when ``cfg.vgg.weights`` is None, and is an error when a file was named.
+    Stage 1: ``cfg.stage1.loss`` ('mse', 'l1', or 'vgg' for SRResNet-VGG). Stage 2: the main
+    term ``cfg.stage2.content_loss`` -- 'vgg' (phi_{i,j}) or 'mse' (SRGAN-MSE, x
+    ``mse_range_factor`` for the paper's [-1,1] range) -- plus ``pixel_weight`` x the pixel loss
+    ``pixel_loss`` and ``lr_consistency_weight`` x ``solver.LRConsistencyLoss`` when > 0. A VGG
+    loss whose weights cannot be had falls back to the MSE loss with a one-line note when
+    ``cfg.vgg.weights`` is None, and is an error when a file was named.
     """
     scfg = stage_config(cfg, stage)
     kind = scfg.loss if stage == "srresnet" else scfg.content_loss
@@ -328,16 +329,17 @@ def content_loss_of(cfg, stage, y_only=False):
             print(f"note: no VGG19 weights for phi_{cfg.vgg.i},{cfg.vgg.j} ({why}); stage "
                   f"{stage} uses the MSE content loss instead", flush=True)
             kind = "mse"
-        else:
-            terms = [(1.0, vgg_loss)]
-            if stage == "srgan" and scfg.get("pixel_weight", 0) > 0:
-                terms.append((scfg.pixel_weight, solver.PixelLoss(scfg.pixel_loss, y_only)))
-            if stage == "srgan" and scfg.get("lr_consistency_weight", 0) > 0:
-                terms.append((scfg.lr_consistency_weight,
-                              solver.LRConsistencyLoss(cfg.scale, scfg.pixel_loss)))
-            return solver.ContentLoss(terms)
-    factor = scfg.get("mse_range_factor", 1.0) if stage == "srgan" and kind == "mse" else 1.0
-    return solver.ContentLoss([(factor, solver.PixelLoss(kind, y_only))])
+    if kind == "vgg":
+        terms = [(1.0, vgg_loss)]
+    else:
+        factor = scfg.get("mse_range_factor", 1.0) if stage == "srgan" and kind == "mse" else 1.0
+        terms = [(factor, solver.PixelLoss(kind, y_only))]
+    if stage == "srgan" and scfg.get("pixel_weight", 0) > 0:
+        terms.append((scfg.pixel_weight, solver.PixelLoss(scfg.pixel_loss, y_only)))
+    if stage == "srgan" and scfg.get("lr_consistency_weight", 0) > 0:
+        terms.append((scfg.lr_consistency_weight,
+                       solver.LRConsistencyLoss(cfg.scale, scfg.pixel_loss)))
+    return solver.ContentLoss(terms)
 
 
 def build_networks(cfg, stage, device, init=None):

@@ -216,8 +216,10 @@ def test_vgg_loss_falls_back_to_mse_with_a_note_when_no_weights_can_be_had(monke
     monkeypatch.setattr(models.torch.hub, "load_state_dict_from_url",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     cfg = train.build_config("demo")                       # vgg.weights None: look everywhere
-    loss = train.content_loss_of(cfg, "srgan")        # SRGAN-MSE, on the paper's [-1, 1] scale
-    assert _terms(loss) == [(cfg.stage2.mse_range_factor, "PixelLoss", "mse")]
+    loss = train.content_loss_of(cfg, "srgan")        # SRGAN-MSE, on the paper's [-1, 1] scale,
+    assert _terms(loss) == [(cfg.stage2.mse_range_factor, "PixelLoss", "mse"),   # + the demo's
+                            (cfg.stage2.pixel_weight, "PixelLoss", "l1"),          #   extra terms
+                            (cfg.stage2.lr_consistency_weight, "LRConsistencyLoss", None)]
     assert "uses the MSE content loss instead" in capsys.readouterr().out
     cfg.vgg.weights = str(tmp_path / "named-but-missing.pth")   # a named file must exist
     with pytest.raises(ValueError, match="vgg.weights="):
