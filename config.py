@@ -328,6 +328,23 @@ _NUMERIC_RULES = (
 )
 """The numeric settings that :func:`validate_config` checks, with their ranges."""
 
+_CHOICES = (
+    ("generator.arch", ("srresnet", "srcnn", "vdsr")),
+    ("generator.upsample", ("pixel_shuffle", "nearest")),
+    ("stage1.loss", ("mse", "l1", "vgg")),
+    ("stage1.lr_schedule", ("constant", "cosine", "step")),
+    ("stage2.content_loss", ("vgg", "mse")),
+    ("stage2.pixel_loss", ("l1", "mse")),
+    ("stage2.lr_schedule", ("constant", "cosine", "step")),
+    ("train.stages", ("srresnet", "srgan", "both")),
+    ("train.amp", (None, "bf16", "fp16", "auto")),
+)
+"""Settings with a documented set of values (the comments of the presets above)."""
+
+_BOOLEANS = ("data.augment", "generator.batch_norm", "generator.bicubic_skip",
+             "train.channels_last", "train.compile", "train.sync_bn", "train.tensorboard")
+"""Settings that are True or False (``--set train.compile=1`` is refused, not taken as True)."""
+
 VGG_CONVS_PER_BLOCK = (2, 2, 4, 4, 4)
 """Convolutions before each of VGG19's 5 max-pools: phi_{i,j} needs j <= this[i-1]."""
 
@@ -353,7 +370,8 @@ def validate_config(cfg):
     setting, the value, the allowed range and what to do. Returns ``cfg``.
 
     Integers must be ints (a bool or 2.5 is refused; 2.0 is not an int either), numbers ints or
-    finite floats. Relations: ``data.patch_size`` (and a stage's ``patch_size``) a multiple of
+    finite floats; the settings of :data:`_CHOICES` one of their values, those of
+    :data:`_BOOLEANS` True or False. Relations: ``data.patch_size`` (and a stage's ``patch_size``) a multiple of
     ``scale``; ``lr_min`` <= ``lr``; phi_{i,j} exists in VGG19 (``vgg.j`` <= the convs of block
     ``vgg.i``); ``stage*.betas`` two numbers in [0, 1).
     """
@@ -382,6 +400,17 @@ def validate_config(cfg):
             if high is not _ANY:
                 allowed += " and " + _bound_text(high, "<")
             raise ValueError(f"{where}: out of range, must be {allowed}; {fix}")
+
+    for key, options in _CHOICES:
+        value = _lookup(cfg, key)
+        if value is not _ANY and value not in options:
+            raise ValueError(f"setting {key}={value!r}: must be one of {list(options)}; set it "
+                             f"with --set {key}=VALUE")
+    for key in _BOOLEANS:
+        value = _lookup(cfg, key)
+        if value is not _ANY and not isinstance(value, bool):
+            raise ValueError(f"setting {key}={value!r}: must be True or False; set it with "
+                             f"--set {key}=True")
 
     scale = cfg.get("scale", 4)
     for key in ("data.patch_size", "stage1.patch_size", "stage2.patch_size"):

@@ -839,6 +839,8 @@ def test_16_bit_images_are_rounded_not_truncated(tmp_path):
     ("train.val_every", 0, ">= 1"), ("stage1.lr", float("nan"), "finite"),
     ("vgg.j", 4, "VGG19 block 2"), ("stage1.lr_min", 1.0, "above stage1.lr"),
     ("stage1.betas", (0.9, 1.5), "[0, 1)"),
+    ("generator.arch", "esrgan", "one of ['srresnet'"), ("train.amp", "fp8", "one of [None"),
+    ("stage1.lr_schedule", "linear", "one of"), ("train.compile", 1, "True or False"),
 ])
 def test_validate_config_refuses_nonsensical_numbers(key, value, words):
     cfg = config.get_config("demo")
