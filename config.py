@@ -3,6 +3,9 @@
 ``get_config(name)`` returns an :class:`easydict.EasyDict` holding every setting of a run,
 with the defaults of the SRGAN paper (Ledig et al., CVPR 2017) at x4. Scripts and notebooks
 read it, override a few keys, and pass it on; no module hides a setting of its own.
+:func:`validate_config` checks every numeric, boolean and multiple-choice setting against the
+ranges documented here (``train.build_config`` calls it): a nonsensical value is refused before
+any work with one line naming the setting.
 
 Presets:
     ``'paper'`` (default) -- the paper's setup on DIV2K: full SRResNet (16 blocks x 64 channels),
