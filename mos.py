@@ -121,7 +121,8 @@ def add_items(con, files):
 # ----------------------------------------------------------------------------------------------
 
 def parse_anchors(text):
-    """``"nearest,hr"`` -> ``("nearest", "hr")``; ``""`` -> no anchors; an unknown name -> ValueError."""
+    """``"nearest,hr"`` -> ``("nearest", "hr")``; ``""`` -> no anchors; an unknown name ->
+    ValueError naming ``--anchors``."""
     names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in ANCHOR_METHODS]
     if unknown:
@@ -146,7 +147,7 @@ def scan_images(folder):
 
 
 def find_hr(set_dir, image):
-    """The HR file of ``image`` in the test-set folder ``set_dir`` (any usual extension), or None."""
+    """The HR file of ``image`` in the test-set folder ``set_dir`` (usual extensions), or None."""
     for ext in SET_EXTENSIONS:
         for candidate in (Path(set_dir) / f"{image}{ext}", Path(set_dir) / f"{image}{ext.upper()}"):
             if candidate.is_file():

@@ -509,3 +509,75 @@ def test_report_numbers(known_db, tmp_path):
 def test_report_command(known_db, tmp_path, capsys):
     assert mos.main(["report", "--db", str(known_db), "--out", str(tmp_path / "r")]) is None
     assert "mos.md" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# The real page in headless Chromium (Debian's chromium + chromium-driver, driven by Selenium)
+# ----------------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+BROWSER_WAIT_S = 10
+BROWSER_POLL_S = 0.02
+
+
+@pytest.fixture
+def browser():
+    """A headless Chromium driven by Selenium; skipped (with the reason) when not installed."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not Path(path).is_file():
+            pytest.skip(f"{path} not found (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--force-device-scale-factor=1"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options,
+                              service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_browser_rates_by_click_and_by_key_and_the_report_shows_it(server, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, base, db = server
+    browser.get(base + "/")
+    wait = WebDriverWait(browser, BROWSER_WAIT_S, poll_frequency=BROWSER_POLL_S)
+
+    def progress():
+        return browser.find_element(By.ID, "progress").text
+
+    def ready(n):       # image n shown at its size and the buttons enabled
+        return (progress() == f"Image {n} of {STUDY_ITEMS}" and browser.execute_script(
+            "const i = document.getElementById('image');"
+            "return i.complete && i.naturalWidth > 0 && !document.querySelector('button').disabled"))
+
+    given = []
+    for n in range(1, STUDY_ITEMS + 1):
+        wait.until(lambda _: ready(n))
+        width, natural = browser.execute_script(
+            "const i = document.getElementById('image'); return [i.width, i.naturalWidth];")
+        assert width == natural == HR_SIZE[1]                 # true size, not scaled
+        item = browser.find_element(By.ID, "image").get_attribute("src").rsplit("/", 1)[1]
+        score = n % 5 + 1
+        if n % 2:
+            browser.find_element(By.CSS_SELECTOR, f'button[data-score="{score}"]').click()
+        else:
+            ActionChains(browser).send_keys(str(score)).perform()
+        given.append((item, score))
+    wait.until(lambda _: progress().startswith(f"Done: {STUDY_ITEMS} of {STUDY_ITEMS}"))
+    stored = _ratings(db)
+    assert len(stored) == STUDY_ITEMS and len({r for r, _, _ in stored}) == 1
+    assert sorted((i, s) for _, i, s in stored) == sorted(given)
+    mos.write_report(db, tmp_path / "report")
+    import csv
+    counts = [0] * len(mos.SCORES)
+    for row in csv.DictReader(open(tmp_path / "report" / "mos_methods.csv")):
+        counts = [c + int(row[f"n_{s}"]) for c, s in zip(counts, mos.SCORES)]
+    assert counts == [[s for _, s in given].count(score) for score in mos.SCORES]
