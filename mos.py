@@ -473,6 +473,16 @@ def check_listen(host, port):
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
+def local_addresses():
+    """This machine's non-loopback addresses (by its host name; empty when it has none)."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None)
+    except OSError:
+        return []
+    return sorted({a[4][0] for a in infos
+                   if not ipaddress.ip_address(a[4][0].split("%")[0]).is_loopback})
+
+
 def reach_note(host, port):
     """Who can reach a server bound to ``host``: one line for the console."""
     try:
@@ -481,9 +491,7 @@ def reach_note(host, port):
         loopback = False
     if loopback:
         return f"only this machine can reach the study: http://{host}:{port}/"
-    addresses = sorted({a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)
-                        if not ipaddress.ip_address(a[4][0].split("%")[0]).is_loopback}
-                       ) if host in ("0.0.0.0", "::") else [host]
+    addresses = local_addresses() if host in ("0.0.0.0", "::") else [host]
     urls = ", ".join(f"http://{a}:{port}/" for a in addresses) or f"http://{host}:{port}/"
     return (f"WARNING: every machine that can reach {host} on port {port} can open the study "
             f"and rate ({urls}); use --host {DEFAULT_HOST} for this machine only")
