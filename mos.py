@@ -155,24 +155,48 @@ def find_hr(set_dir, image):
     return None
 
 
-def make_anchors(folder, images, anchors, set_dir):
-    """Write the missing anchor files ``<image>_<anchor>.png`` into ``folder`` from the HR
-    images of ``set_dir``: ``hr`` = the HR cropped to a multiple of :data:`SCALE` (the size of
-    the SR images), ``nearest`` = the bicubic LR (``datasets.make_lr``) enlarged by pixel
-    repetition (``report.nearest_upsample``). Returns the paths written."""
+def set_folders(set_dir):
+    """``--set`` -> ``(hr_dir, lr_dir or None)``: ``set_dir`` may be a set's HR folder or the set
+    itself (EDSR layout ``<set>/HR``, ``<set>/LR_bicubic/X4``); the LR folder is used when
+    present, as the notebook's ``TestDataset`` does."""
+    set_dir = Path(set_dir)
+    hr_dir = set_dir / "HR" if (set_dir / "HR").is_dir() else set_dir
+    lr_dir = hr_dir.parent / "LR_bicubic" / f"X{SCALE}"
+    return hr_dir, (lr_dir if lr_dir.is_dir() else None)
+
+
+def anchor_lr(hr, image, lr_dir):
+    """The LR image of ``image``: the set's own ``<image>x4`` file when it is there and of the
+    right size, else the MATLAB-exact bicubic ``datasets.make_lr`` of ``hr``."""
     import datasets
+    import utils
+
+    lr_path = find_hr(lr_dir, f"{image}x{SCALE}") if lr_dir is not None else None
+    if lr_path is not None:
+        lr = utils.load_image(lr_path)
+        if lr.shape[:2] == (hr.shape[0] // SCALE, hr.shape[1] // SCALE) and lr.ndim == hr.ndim:
+            return lr
+    return datasets.make_lr(hr, SCALE)
+
+
+def make_anchors(folder, images, anchors, set_dir):
+    """Write the missing anchor files ``<image>_<anchor>.png`` into ``folder`` from the test set
+    ``set_dir`` (see :func:`set_folders`): ``hr`` = the HR cropped to a multiple of
+    :data:`SCALE` (the size of the SR images), ``nearest`` = the LR (:func:`anchor_lr`) enlarged
+    by pixel repetition (``report.nearest_upsample``). Returns the paths written."""
     import report
     import utils
 
+    hr_dir, lr_dir = set_folders(set_dir)
     written = []
     for image in sorted(images):
         missing = [a for a in anchors if not (Path(folder) / f"{image}_{a}{IMAGE_SUFFIX}").exists()]
-        hr_path = find_hr(set_dir, image) if missing else None
+        hr_path = find_hr(hr_dir, image) if missing else None
         if hr_path is None:
             continue
         hr = utils.modcrop(utils.load_image(hr_path), SCALE)
-        made = {"hr": lambda: hr, "nearest": lambda: report.nearest_upsample(
-            datasets.make_lr(hr, SCALE), SCALE)}
+        made = {"hr": lambda: hr,
+                "nearest": lambda: report.nearest_upsample(anchor_lr(hr, image, lr_dir), SCALE)}
         for anchor in missing:
             path = Path(folder) / f"{image}_{anchor}{IMAGE_SUFFIX}"
             utils.save_image(path, made[anchor]())

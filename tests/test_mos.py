@@ -103,6 +103,23 @@ def test_anchors_made_from_the_set(study):
         len(IMAGES) * (len(METHODS) + len(mos.ANCHOR_METHODS))
 
 
+def test_nearest_anchor_uses_the_sets_own_lr(tmp_path):
+    rng = np.random.default_rng(2)
+    images, hr_dir = tmp_path / "images", tmp_path / "Set5" / "HR"
+    lr_dir = tmp_path / "Set5" / "LR_bicubic" / "X4"
+    for d in (images, hr_dir, lr_dir):
+        d.mkdir(parents=True)
+    _png(hr_dir / "baby.png", rng)
+    _png(images / "baby_srgan.png", rng)
+    lr = rng.integers(0, 256, (HR_SIZE[0] // 4, HR_SIZE[1] // 4, 3), dtype=np.uint8)
+    Image.fromarray(lr).save(lr_dir / "babyx4.png")
+    files, _ = mos.study_files(images, mos.ANCHOR_METHODS, tmp_path / "Set5")   # the set root
+    nearest = np.asarray(Image.open(files[("baby", "nearest")]))
+    np.testing.assert_array_equal(nearest, np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1))
+    np.testing.assert_array_equal(np.asarray(Image.open(files[("baby", "hr")])),
+                                  np.asarray(Image.open(hr_dir / "baby.png")))
+
+
 def test_anchor_not_listed_is_left_out_and_missing_one_is_noted(study):
     images, _ = study
     files, _ = mos.study_files(images, ("nearest",))
