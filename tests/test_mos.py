@@ -224,6 +224,24 @@ def test_cookie_is_a_random_http_only_token(study):
     assert len(fresh.get_cookie(mos.COOKIE).value) >= 40
 
 
+def test_raters_are_separate_and_no_rating_is_ever_sent_back(study):
+    _, db = study
+    alice, bob = _client(db), _client(db)
+    item = alice.get("/api/next").get_json()["item"]
+    assert _rate(alice, item, 1).status_code == 200
+    assert _rate(bob, item, 5).status_code == 200          # bob's own rating of the same pair
+    assert sorted(s for _, _, s in _ratings(db)) == [1, 5]
+    state = bob.get("/api/next").get_json()
+    assert set(state) == {"item", "done", "total"} and state["done"] == 1
+
+
+def test_no_administrative_route():
+    routes = {(r.rule, m) for r in mos.create_app(":memory:").url_map.iter_rules()
+              for m in r.methods - {"HEAD", "OPTIONS"}}
+    assert routes == {("/", "GET"), ("/static/<name>", "GET"), ("/image/<item>", "GET"),
+                      ("/api/next", "GET"), ("/api/rate", "POST")}
+
+
 @pytest.mark.parametrize("body,status", [
     ({"score": 0}, 400), ({"score": 6}, 400), ({"score": -1}, 400), ({"score": "3"}, 400),
     ({"score": 3.0}, 400), ({"score": True}, 400), ({"score": None}, 400),
