@@ -285,6 +285,9 @@ function show(state) {
     buttons.forEach(b => b.disabled = false);
     busy = false;
   };
+  img.onerror = () => {
+    message.textContent = 'This image could not be loaded: reload the page, or tell the organiser';
+  };
   img.hidden = false;
   img.src = '/image/' + current;
   window.scrollTo(0, 0);
