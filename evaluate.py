@@ -59,7 +59,7 @@ import models
 import utils
 from config import get_config
 from imresize import imresize
-from solver import resolve_device
+from solver import resolve_device, validation_tile
 from super_resolve import upscale_image
 
 BICUBIC = "bicubic"  # the --model name of the bicubic baseline
@@ -118,7 +118,9 @@ class SRMethod:
     def __call__(self, lr):
         if self.model is None:
             return imresize(lr, self.scale)
-        return upscale_image(self.model, lr, device=self.device)
+        # tiled on CUDA (a 2K image whole needs GB of activations; same result within one gray
+        # level), whole on the CPU: the same rule as validation during training
+        return upscale_image(self.model, lr, device=self.device, tile=validation_tile(self.device))
 
     def __repr__(self):
         return f"SRMethod({self.name!r}, x{self.scale})"
