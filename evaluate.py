@@ -200,10 +200,7 @@ def lpips_score(model, sr, hr, shave=0):
         TypeError / ValueError: not uint8, shapes differ, a bad ``shave``, or an image (after
             the shave) smaller than the backbone accepts (``models.LPIPS_MIN_SIZE``).
     """
-    for name, img in (("sr", sr), ("hr", hr)):
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-            raise TypeError(f"lpips_score: {name} must be a uint8 numpy array, got "
-                            f"{type(img).__name__} {getattr(img, 'dtype', '')}")
+    utils.check_uint8("lpips_score", sr=sr, hr=hr)
     if sr.shape != hr.shape:
         raise ValueError(f"lpips_score: shape mismatch, sr {sr.shape} vs hr {hr.shape}")
     if isinstance(shave, bool) or int(shave) != shave or shave < 0:

@@ -382,20 +382,27 @@ def lr_schedule(scfg):
     return schedule, lr_fn
 
 
-def _main_rank_first(fn, what):
-    """Run ``fn()`` on rank 0 while the other ranks wait; then (if it succeeded) return its
-    result on rank 0 and None elsewhere. A failure on rank 0 is raised there and stops the
-    others (``solver.agree``) instead of leaving them waiting. Single process: just ``fn()``."""
+def _first_ranks_then_others(fn, failure, is_first):
+    """``fn()`` where ``is_first`` while the other ranks wait; a failure there is raised there and
+    stops the others with ``failure`` (``solver.agree``) instead of leaving them waiting.
+    Returns ``fn()``'s result on the first ranks, None elsewhere."""
     result, error = None, None
-    if solver.is_main_process():
+    if is_first:
         try:
             result = fn()
         except BaseException as e:    # re-raised below, after telling the other ranks
             error = e
-    solver.agree(error is None, f"rank 0 failed while {what}")
+    solver.agree(error is None, failure)
     if error is not None:
         raise error
     return result
+
+
+def _main_rank_first(fn, what):
+    """Run ``fn()`` on rank 0 while the other ranks wait; then (if it succeeded) return its
+    result on rank 0 and None elsewhere. A failure on rank 0 is raised there and stops the
+    others (``solver.agree``) instead of leaving them waiting. Single process: just ``fn()``."""
+    return _first_ranks_then_others(fn, f"rank 0 failed while {what}", solver.is_main_process())
 
 
 def _local_main_first(fn, what):
@@ -404,16 +411,9 @@ def _local_main_first(fn, what):
     per node decodes the images into it and the others read it (on a shared file system the
     first ranks of the nodes write the same files atomically). A failure of a first rank stops
     the others (``solver.agree``). Single process: just ``fn()``. Returns ``fn()``'s result."""
-    result, error = None, None
     first = solver.local_rank() == 0
-    if first:
-        try:
-            result = fn()
-        except BaseException as e:    # re-raised below, after telling the other ranks
-            error = e
-    solver.agree(error is None, f"the first rank of a node failed while {what}")
-    if error is not None:
-        raise error
+    result = _first_ranks_then_others(
+        fn, f"the first rank of a node failed while {what}", first)
     return result if first else fn()
 
 

@@ -501,12 +501,18 @@ def psnr(sr, hr, shave=0):
     return float(10 * np.log10(UINT8_MAX ** 2 / mse))
 
 
+def check_uint8(what, **images):
+    """Raise TypeError naming ``what`` and the argument unless every image is a uint8 numpy
+    array (e.g. ``check_uint8('lr_psnr', sr=sr, lr=lr)``)."""
+    for name, img in images.items():
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
+            raise TypeError(f"{what}: {name} must be a uint8 numpy array, got "
+                            f"{type(img).__name__} {getattr(img, 'dtype', '')}")
+
+
 def _psnr_all_channels(a, b, what):
     """PSNR in dB (peak 255) over every value of two uint8 arrays of equal shape; inf if equal."""
-    for name, img in (("a", a), ("b", b)):
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-            raise TypeError(f"{what}: needs uint8 numpy arrays, got {type(img).__name__} "
-                            f"{getattr(img, 'dtype', '')}")
+    check_uint8(what, a=a, b=b)
     if a.shape != b.shape:
         raise ValueError(f"{what}: shape mismatch, {a.shape} vs {b.shape}")
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
@@ -556,10 +562,8 @@ def lr_psnr(sr, lr, scale):
     """
     from imresize import imresize  # imported here: imresize.py is a sibling module, no cycle
 
+    check_uint8("lr_psnr", sr=sr, lr=lr)
     for name, img in (("sr", sr), ("lr", lr)):
-        if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
-            raise TypeError(f"lr_psnr: {name} must be a uint8 numpy array, got "
-                            f"{type(img).__name__} {getattr(img, 'dtype', '')}")
         if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3))) or 0 in img.shape:
             raise ValueError(f"lr_psnr: {name} must be a non-empty (H,W) or (H,W,3) image, "
                              f"got {img.shape}")
