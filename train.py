@@ -218,7 +218,9 @@ def build_train_set(cfg, progress=True, patch_size=None):
 
 def build_val_set(cfg):
     """The validation ``datasets.TestDataset``: the list ``cfg.data.val_list``, else that set in
-    ``cfg.data.benchmark_root``; None (validation skipped, with a message) when neither exists."""
+    ``cfg.data.benchmark_root``; None when validation is switched off (``data.val_list=None``).
+    A configured set that exists nowhere is an error (FileNotFoundError saying how to make it or
+    switch validation off), not a whole run without validation."""
     name = cfg.data.get("val_list")
     if not name:
         return None
@@ -228,9 +230,11 @@ def build_val_set(cfg):
     try:
         hr_dir, lr_dir = datasets.find_test_set(cfg.data.benchmark_root, name, cfg.scale)
     except FileNotFoundError:
-        print(f"validation set {name!r} not found (no {path}, nothing in "
-              f"{cfg.data.benchmark_root}): per-epoch validation is skipped", flush=True)
-        return None
+        raise FileNotFoundError(
+            f"data.val_list: validation set {name!r} not found (no list {path}, nothing in "
+            f"data.benchmark_root={cfg.data.benchmark_root}): make it with "
+            f"`python create_data_lists.py`, or train without validation with "
+            f"--set data.val_list=None") from None
     return datasets.TestDataset(hr_dir, lr_dir, cfg.scale)
 
 
@@ -494,9 +498,11 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     return run.history
 
 
-def _check_resume(ckpt_path, resume, name, arch, run_files):
+def _check_resume(ckpt_path, resume, name, arch, run_files, arch_kwargs=None):
     """The checkpoint to resume (or None); refuses to overwrite a finished run without
-    ``resume`` and removes the temp files of a killed run."""
+    ``resume``, refuses a checkpoint whose generator settings differ from ``arch_kwargs`` (the
+    run's ``cfg.generator``: naming the settings that differ) and removes the temp files of a
+    killed run."""
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass --resume (resume=True) to continue it, "
                               f"or choose another output folder")
@@ -510,6 +516,16 @@ def _check_resume(ckpt_path, resume, name, arch, run_files):
     if checkpoint is not None and (checkpoint["arch"] != arch or checkpoint["stage"] != name):
         raise ValueError(f"{ckpt_path} is a {checkpoint['stage']!r} checkpoint of "
                          f"{checkpoint['arch']!r}, not {name!r} of {arch!r}")
+    saved = dict(checkpoint.get("arch_kwargs") or {}) if checkpoint is not None else None
+    if saved is not None and arch_kwargs is not None:
+        differ = {k: (saved.get(k), v) for k, v in arch_kwargs.items()
+                  if k in saved and saved[k] != v}
+        if differ:
+            what = ", ".join(f"generator.{k}: checkpoint {a!r}, this run {b!r}"
+                             for k, (a, b) in differ.items())
+            raise ValueError(f"{ckpt_path} was trained with other generator settings ({what}): "
+                             f"resume with the preset and --set options it was made with, or "
+                             f"choose another --out")
     return checkpoint
 
 
@@ -518,6 +534,9 @@ def _set_up(cfg, stage, out_dir, resume, progress):
     clock, history (restored from the checkpoint when resuming)."""
     world, is_main = solver.world_size(), solver.is_main_process()
     scfg = stage_config(cfg, stage)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file: the output must be a folder "
+                                 f"(it is created when missing)")
     out_dir.mkdir(parents=True, exist_ok=True)
     name, arch = checkpoint_name(cfg, stage), cfg.generator.arch
     run = SimpleNamespace(cfg=cfg, stage=stage, scfg=scfg, name=name, arch=arch, world=world,
@@ -525,7 +544,7 @@ def _set_up(cfg, stage, out_dir, resume, progress):
                           ckpt_path=out_dir / f"{name}.pth", best_path=out_dir / f"{name}_best.pth",
                           log_path=out_dir / f"{name}_log.csv")
     checkpoint = _check_resume(run.ckpt_path, resume, name, arch,
-                               (run.ckpt_path, run.best_path, run.log_path))
+                               (run.ckpt_path, run.best_path, run.log_path), generator_kwargs(cfg))
     init = None
     if stage == "srgan" and checkpoint is None:
         init = Path(scfg.get("init") or out_dir / f"{arch}.pth")

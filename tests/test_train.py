@@ -438,3 +438,51 @@ def test_stage_loader_crops_anew_each_epoch_and_repeats_an_epoch_exactly(tiny_da
     epoch = lambda e: torch.cat([lr for lr, _ in datasets.start_epoch(loader, 10 + e, 10 + e, e)])
     one, two, again = epoch(1), epoch(2), epoch(1)
     assert not torch.equal(one, two) and torch.equal(one, again)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad configuration at the command line: one line, non-zero exit, nothing written changed
+# ----------------------------------------------------------------------------------------------
+
+def _cli_args(tiny_data, out, *extra):
+    args = ["--config", "smoke", "--out", str(out), "--stage", "srresnet", "--no-progress"]
+    for item in tiny_data["overrides"]:
+        args += ["--set", item]
+    return args + list(extra)
+
+
+def _one_error_line(capsys):
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_resume_with_other_generator_settings_names_them(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(_cli_args(tiny_data, out)) == 0
+    before = (out / "srresnet.pth").read_bytes()
+    capsys.readouterr()
+    code = train.main(_cli_args(tiny_data, out, "--resume", "--set", "generator.n_channels=24",
+                                "--epochs", "2"))
+    line = _one_error_line(capsys)
+    assert code == 1 and "generator.n_channels: checkpoint 16, this run 24" in line
+    assert (out / "srresnet.pth").read_bytes() == before
+
+
+def test_missing_validation_set_is_an_error_unless_validation_is_off(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = train.main(_cli_args(tiny_data, out, "--set", "data.val_list='no_such_set'"))
+    line = _one_error_line(capsys)
+    assert code == 1 and "data.val_list" in line and "no_such_set" in line
+    assert not (out / "srresnet.pth").exists()
+    assert train.main(_cli_args(tiny_data, out, "--set", "data.val_list=None")) == 0
+    assert (out / "srresnet.pth").is_file()
+
+
+def test_out_that_is_a_file_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / "a_file"
+    out.write_text("keep me")
+    code = train.main(_cli_args(tiny_data, out))
+    line = _one_error_line(capsys)
+    assert code == 1 and "--out" in line and str(out) in line
+    assert out.read_text() == "keep me"
