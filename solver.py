@@ -502,17 +502,11 @@ def check_finite(loss, name, stage, epoch, step):
     Returns ``loss.item()``.
     """
     value = loss.item()
-    bad = not math.isfinite(value)
-    if is_distributed():
-        bad = all_reduce_max(float(bad)) > 0
-    if bad:
-        what = (f"non-finite {name} loss ({value})" if not math.isfinite(value) else
-                f"non-finite {name} loss on another rank (this is rank {rank()})")
-        raise FloatingPointError(
-            f"{what} in stage {stage!r}, epoch {epoch}, step {step}: "
-            f"training stopped before the optimiser step and before any checkpoint of this epoch "
-            f"was written (the previous checkpoint is intact). Lower the learning rate, or check "
-            f"the data and the model.")
+    here = not math.isfinite(value)
+    anywhere = all_reduce_max(float(here)) > 0 if is_distributed() else here
+    if anywhere:
+        raise non_finite_error(name, stage, epoch, step, value=value if here else None,
+                               other_rank=not here, before_update=True)
     return value
 
 
@@ -520,17 +514,20 @@ SYNC_EVERY = 25
 """Default steps between two host reads of the training losses (``train.sync_every``)."""
 
 
-def non_finite_error(name, stage, epoch, step, checked_at=None, value=None, other_rank=False):
-    """The FloatingPointError of a non-finite ``name`` loss first seen at ``step``."""
+def non_finite_error(name, stage, epoch, step, checked_at=None, value=None, other_rank=False,
+                     before_update=False):
+    """The FloatingPointError of a non-finite ``name`` loss first seen at ``step`` (said to have
+    stopped the run before the optimiser step when ``before_update``)."""
     what = (f"non-finite {name} loss on another rank (this is rank {rank()})" if other_rank
             else f"non-finite {name} loss" + (f" ({value})" if value is not None else ""))
     later = ("" if checked_at is None or checked_at == step else
              f" (found at the check after step {checked_at}: the weights of steps {step}-"
              f"{checked_at} in memory are not finite and are not saved)")
+    stopped = "before the optimiser step and " if before_update else ""
     return FloatingPointError(
         f"{what} in stage {stage!r}, epoch {epoch}, step {step}{later}: training stopped "
-        f"before any checkpoint of this epoch was written (the previous checkpoint is intact). "
-        f"Lower the learning rate, or check the data and the model.")
+        f"{stopped}before any checkpoint of this epoch was written (the previous checkpoint is "
+        f"intact). Lower the learning rate, or check the data and the model.")
 
 
 class LossWatch:

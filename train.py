@@ -367,10 +367,9 @@ def build_networks(cfg, stage, device, init=None):
         discriminator = solver.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
                                              device, channels_last)
     # the VGG19 weights (548 MB) are downloaded by rank 0 alone; the others then read its cache
-    content_loss = _main_rank_first(lambda: content_loss_of(cfg, stage, generator.y_only),
-                                    "loading the VGG19 weights")
-    if content_loss is None:
-        content_loss = content_loss_of(cfg, stage, generator.y_only)
+    content_loss = _first_ranks_then_others(
+        lambda: content_loss_of(cfg, stage, generator.y_only),
+        "rank 0 failed while loading the VGG19 weights", solver.is_main_process(), others_too=True)
     return (solver.prepare_model(generator, device, channels_last), discriminator,
             solver.prepare_model(content_loss, device, channels_last))
 
@@ -386,10 +385,11 @@ def lr_schedule(scfg):
     return schedule, lr_fn
 
 
-def _first_ranks_then_others(fn, failure, is_first):
+def _first_ranks_then_others(fn, failure, is_first, others_too=False):
     """``fn()`` where ``is_first`` while the other ranks wait; a failure there is raised there and
     stops the others with ``failure`` (``solver.agree``) instead of leaving them waiting.
-    Returns ``fn()``'s result on the first ranks, None elsewhere."""
+    Returns ``fn()``'s result on the first ranks; elsewhere None, or with ``others_too`` the
+    result of ``fn()`` run there afterwards (e.g. reading the cache the first ranks filled)."""
     result, error = None, None
     if is_first:
         try:
@@ -399,7 +399,7 @@ def _first_ranks_then_others(fn, failure, is_first):
     solver.agree(error is None, failure)
     if error is not None:
         raise error
-    return result
+    return result if is_first or not others_too else fn()
 
 
 def _main_rank_first(fn, what):
@@ -415,10 +415,8 @@ def _local_main_first(fn, what):
     per node decodes the images into it and the others read it (on a shared file system the
     first ranks of the nodes write the same files atomically). A failure of a first rank stops
     the others (``solver.agree``). Single process: just ``fn()``. Returns ``fn()``'s result."""
-    first = solver.local_rank() == 0
-    result = _first_ranks_then_others(
-        fn, f"the first rank of a node failed while {what}", first)
-    return result if first else fn()
+    return _first_ranks_then_others(fn, f"the first rank of a node failed while {what}",
+                                    solver.local_rank() == 0, others_too=True)
 
 
 def check_train_options(cfg, world, device):
@@ -834,10 +832,9 @@ def report(cfg, checkpoints, progress=False):
                                         if Path(v).is_file()}}
     if not found or len(methods) < 2:
         return None
-    metrics, lpips_model, unavailable = evaluate.prepare_metrics(
-        None, solver.resolve_device(cfg.train.device))
-    metrics = [m for m in REPORT_METRICS if m in metrics]
     device = solver.resolve_device(cfg.train.device)
+    metrics, lpips_model, unavailable = evaluate.prepare_metrics(None, device)
+    metrics = [m for m in REPORT_METRICS if m in metrics]
     results = {label: {name: evaluate.evaluate(spec, root, [name], scale=cfg.scale, device=device,
                                                progress=progress, metrics=metrics,
                                                lpips_model=lpips_model)[name]
