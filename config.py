@@ -14,11 +14,16 @@ Presets:
     ``'demo'`` -- a reduced SRResNet trained on the CPU in minutes on the scikit-image photos
         (the embedded demo dataset, built by ``create_data_lists.py --demo``).
     ``'smoke'`` -- tiny and fast, for the tests and ``SR_SMOKE=1`` notebook runs.
+    ``'srcnn'``, ``'fsrcnn'``, ``'vdsr'``, ``'tconv'`` -- the baselines, each with its own
+        paper's recipe (optimiser, per-layer lr, clipping, patches, T91 or the 291 images;
+        cited in each preset's comment); ``--variant adam-cosine`` swaps in a fast CPU recipe.
 
 Units: an *epoch* is one pass over ``patches_per_image`` random patches of every training
 image; ``iterations = epochs * ceil(n_images * patches_per_image / batch_size)``.
 """
 import copy
+import math
+import numbers
 import os
 from pathlib import Path
 
@@ -45,9 +50,13 @@ _PAPER = EasyDict({
         "patches_per_image": 100,        # random patches drawn from each image per epoch
         "augment": True,                 # random flips and 90-degree rotations
         "workers": 4,                    # DataLoader worker processes (0 = main process)
+        "train_sets_root": str(SHARED_DATA / "train_sets"),  # <root>/T91, <root>/BSD200: the classic
+                                         #   training sets; the lists T91 and T91_BSD200 ("291") are
+                                         #   built from them on first use (train.ensure_data)
     },
     "generator": {
-        "arch": "srresnet",              # srresnet | srcnn | vdsr
+        "arch": "srresnet",              # srresnet | tconv | srcnn | fsrcnn | vdsr (models.GENERATORS);
+                                         #   the baselines take the dict generator.<arch> (below)
         "n_blocks": 16,                  # residual blocks B
         "n_channels": 64,                # feature maps
         "batch_norm": True,              # SRResNet's BatchNorm layers (paper); False: without them,
@@ -80,6 +89,13 @@ _PAPER = EasyDict({
         "lr_min": 0.0,                   # cosine: final lr
         "lr_decay_at": 0.5,              # step: lr x lr_decay_factor after this fraction of the stage
         "lr_decay_factor": 0.1,          # step: the factor
+        "optimizer": "adam",             # adam | sgd (momentum SGD: the SRCNN/FSRCNN/VDSR papers)
+        "momentum": 0.9,                 # sgd: momentum
+        "weight_decay": 0.0,             # L2 weight decay (VDSR: 1e-4)
+        "last_layer_lr_scale": 1.0,      # the output layer's lr = this x lr (SRCNN, FSRCNN: 0.1)
+        "grad_clip_theta": None,         # VDSR's adjustable gradient clipping at theta/lr; None: off
+        "grad_clip_mode": "norm",        # norm: the gradients' global L2 norm <= theta/lr | value:
+                                         #   each element in [-theta/lr, theta/lr] (the paper's text)
     },
     "stage2": {                          # SRGAN: adversarial training initialised from stage 1
         "name": "srgan",
@@ -188,7 +204,97 @@ def _smoke():
     return cfg
 
 
-PRESETS = {"paper": lambda: copy.deepcopy(_PAPER), "demo": _demo, "smoke": _smoke}
+# ----------------------------------------------------------------------------------------------
+# The baselines, each with its own paper's training recipe (stage 1 only)
+# ----------------------------------------------------------------------------------------------
+
+def _benchmark_root():
+    """data/benchmark when the benchmark sets were downloaded there, else ../shared/data's."""
+    local = ROOT / "data" / "benchmark"
+    shared = SHARED_DATA / "benchmark"
+    return str(local if local.is_dir() or not shared.is_dir() else shared)
+
+
+def _baseline(arch, train_list, **stage1):
+    cfg = copy.deepcopy(_PAPER)
+    cfg.generator.arch = arch
+    cfg.data.update({"train_list": train_list, "val_list": "Set5",
+                     "benchmark_root": _benchmark_root(), "workers": 2})
+    cfg.stage1.update(stage1)
+    cfg.train.update({"stages": "srresnet", "eval_root": _benchmark_root(),
+                      "eval_sets": ["Set5", "Set14", "B100", "Urban100"]})
+    return cfg
+
+
+def _srcnn():
+    # Dong et al., "Image Super-Resolution Using Deep Convolutional Networks", TPAMI 2016,
+    # Sec. 4: 9-1-5 with 64/32 filters on the Y channel of the bicubic image, trained on the 91
+    # images (T91) with 33x33 HR sub-images (32 here: a multiple of 4) cut with stride 14,
+    # 24,800 of them (~273 per image per epoch here); MSE; SGD with momentum 0.9, lr 1e-4 for
+    # the first two layers and 1e-5 for the last, fixed; weights N(0, 0.001); batch 128 (the
+    # released Caffe model). 2000 epochs ~ 3.9x10^5 steps ~ 5x10^7 sub-images.
+    cfg = _baseline("srcnn", "T91", optimizer="sgd", lr=1e-4, momentum=0.9,
+                    last_layer_lr_scale=0.1, lr_schedule="constant", batch_size=128,
+                    epochs=2000, loss="mse")
+    cfg.generator.srcnn = {"n_channels": (64, 32), "kernels": (9, 1, 5), "init_std": 1e-3}
+    cfg.data.update({"patch_size": 32, "patches_per_image": 273})
+    return cfg
+
+
+def _fsrcnn():
+    # Dong, Loy and Tang, "Accelerating the Super-Resolution Convolutional Neural Network",
+    # ECCV 2016, Sec. 4.1: FSRCNN(56, 12, 4) on the LR Y channel, trained on T91 (the paper
+    # then fine-tunes on General-100 and augments by scaling 0.6-0.9 and rotations: General-100
+    # is not here, flips/rotations are), small LR sub-images (6x6 at x4, HR 24x24), MSE,
+    # SGD with lr 1e-3 for the convolutions and 1e-4 for the deconvolution (momentum 0.9),
+    # batch 128; He init, the deconvolution N(0, 0.001).
+    cfg = _baseline("fsrcnn", "T91", optimizer="sgd", lr=1e-3, momentum=0.9,
+                    last_layer_lr_scale=0.1, lr_schedule="constant", batch_size=128,
+                    epochs=2000, loss="mse")
+    cfg.generator.fsrcnn = {"d": 56, "s": 12, "m": 4}
+    cfg.data.update({"patch_size": 24, "patches_per_image": 273})
+    return cfg
+
+
+def _vdsr():
+    # Kim, Lee and Lee, "Accurate Image Super-Resolution Using Very Deep Convolutional
+    # Networks", CVPR 2016, Sec. 4.1: 20 layers x 64 channels, residual learning on the
+    # bicubic Y, the 291 images (T91 + BSD200) with 41x41 patches (40 here: a multiple of 4),
+    # flips and rotations, batch 64, MSE; SGD with momentum 0.9 and weight decay 1e-4, lr 0.1
+    # divided by 10 every 20 of 80 epochs, adjustable gradient clipping at theta / lr. The
+    # paper clips each gradient element to [-theta/lr, theta/lr] and gives no theta; with
+    # theta = 0.4 that diverged at the 2nd step here (our loss is a mean, its init gives an MSE
+    # of ~0.8), so the preset clips the gradients' global norm to 0.4 / lr, as the common
+    # PyTorch reimplementation does (grad_clip_mode=value restores the element-wise rule). The
+    # paper trains x2, x3 and x4 together; this preset trains x4 only.
+    cfg = _baseline("vdsr", "T91_BSD200", optimizer="sgd", lr=0.1, momentum=0.9,
+                    weight_decay=1e-4, grad_clip_theta=0.4, grad_clip_mode="norm",
+                    lr_schedule="step",
+                    lr_decay_at=[0.25, 0.5, 0.75], lr_decay_factor=0.1, batch_size=64,
+                    epochs=80, loss="mse")
+    cfg.generator.vdsr = {"n_layers": 20, "n_channels": 64}
+    cfg.data.update({"patch_size": 40, "patches_per_image": 100})
+    return cfg
+
+
+def _tconv():
+    # The course's first network (models.TransposedConvSR) has no paper: it trains like a
+    # small modern SR model, on RGB with MSE, Adam lr 1e-3 with cosine decay, 64x64 HR
+    # patches, batch 16, on the 291 images.
+    cfg = _baseline("tconv", "T91_BSD200", optimizer="adam", lr=1e-3, lr_schedule="cosine",
+                    batch_size=16, epochs=100, loss="mse")
+    cfg.generator.tconv = {"n_channels": 64, "bicubic_skip": False}
+    cfg.data.update({"patch_size": 64, "patches_per_image": 64})
+    return cfg
+
+
+PRESETS = {"paper": lambda: copy.deepcopy(_PAPER), "demo": _demo, "smoke": _smoke,
+           "srcnn": _srcnn, "fsrcnn": _fsrcnn, "vdsr": _vdsr, "tconv": _tconv}
+
+ARCH_PRESETS = {"srresnet": "paper", "tconv": "tconv", "srcnn": "srcnn", "fsrcnn": "fsrcnn",
+                "vdsr": "vdsr"}
+"""The recipe preset of each generator arch: ``train.py --arch vdsr`` without ``--config``
+trains VDSR with its paper's recipe (``--config vdsr``)."""
 
 
 VARIANTS = {
@@ -203,11 +309,17 @@ VARIANTS = {
                     "vgg.i=2", "vgg.j=2"],
     "srgan-vgg54": ["train.stages=srgan", "stage2.content_loss=vgg", "vgg.i=5", "vgg.j=4"],
 }
-"""The paper's five variants as ``--set`` overrides of a preset (``train.py --variant NAME``)."""
+VARIANTS["adam-cosine"] = ["stage1.optimizer=adam", "stage1.lr=1e-3", "stage1.lr_schedule=cosine",
+                           "stage1.lr_min=0.0", "stage1.weight_decay=0.0",
+                           "stage1.last_layer_lr_scale=1.0", "stage1.grad_clip_theta=None"]
+# A faster recipe for the baselines on a CPU (add --set for the batch, patch and epochs):
+# Adam at 1e-3 with a cosine decay reaches in minutes what the papers' SGD reaches in days.
+"""The paper's five variants, and the baselines' ``adam-cosine`` recipe, as ``--set``
+overrides of a preset (``train.py --variant NAME``)."""
 
 
 def get_config(name="paper"):
-    """Return a fresh EasyDict of the preset ``name`` ('paper', 'demo' or 'smoke')."""
+    """Return a fresh EasyDict of the preset ``name`` (a key of :data:`PRESETS`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
@@ -246,7 +358,9 @@ def smoke_settings(run_dir=None):
     return {
         "preset": "smoke", "overrides": overrides, "device": "cpu", "run_dir": str(run),
         "checkpoints": {"SRResNet": str(run / "srresnet.pth"), "SRGAN": str(run / "srgan.pth"),
-                        "SRCNN": str(run / "srcnn.pth"), "VDSR": str(run / "vdsr.pth")},
+                        **{label: str(run / f"{arch}.pth") for label, arch in (
+                            ("TransposedConvSR", "tconv"), ("SRCNN", "srcnn"),
+                            ("FSRCNN", "fsrcnn"), ("VDSR", "vdsr"))}},
         "data_roots": [str(data / "demo"), str(SHARED_DATA / "benchmark")],
         "test_sets": ["test", "Set5"],
         "image_set": "Set5" if shared_set5.is_dir() else "test",
@@ -309,6 +423,10 @@ _NUMERIC_RULES = (
           ("lr_decay_factor", _REAL, ("gt", 0), 1, False),
           ("time_budget_s", _REAL, ("gt", 0), _ANY, True),
           ("patch_size", _INT, 1, _ANY, True))),
+    ("stage1.momentum", _REAL, 0, ("lt", 1), False),
+    ("stage1.weight_decay", _REAL, 0, _ANY, False),
+    ("stage1.last_layer_lr_scale", _REAL, ("gt", 0), _ANY, False),
+    ("stage1.grad_clip_theta", _REAL, ("gt", 0), _ANY, True),
     ("stage2.adv_weight", _REAL, 0, _ANY, False),
     ("stage2.mse_range_factor", _REAL, ("gt", 0), _ANY, False),
     ("stage2.pixel_weight", _REAL, 0, _ANY, False),
@@ -327,7 +445,9 @@ _NUMERIC_RULES = (
 """The numeric settings that :func:`validate_config` checks, with their ranges."""
 
 _CHOICES = (
-    ("generator.arch", ("srresnet", "srcnn", "vdsr")),
+    ("generator.arch", ("srresnet", "tconv", "srcnn", "fsrcnn", "vdsr")),
+    ("stage1.optimizer", ("adam", "sgd")),
+    ("stage1.grad_clip_mode", ("norm", "value")),
     ("generator.upsample", ("pixel_shuffle", "nearest")),
     ("stage1.loss", ("mse", "l1", "vgg")),
     ("stage1.lr_schedule", ("constant", "cosine", "step")),
@@ -362,6 +482,31 @@ def _bound_text(bound, strict_word):
     return f"{'>=' if strict_word == '>' else '<='} {bound}"
 
 
+_LIST_OK = ("stage1.lr_decay_at", "stage2.lr_decay_at")
+"""Numeric settings that may also be a non-empty list of such numbers (several lr steps)."""
+
+
+def _check_number(key, value, kind, low, high, nullable, shown=None):
+    """ValueError (one line) unless ``value`` is of ``kind`` and within [low, high]."""
+    where = f"setting {key}={value if shown is None else shown!r}"
+    fix = f"set it with --set {key}=VALUE"
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    is_real = is_int or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+    if kind is _INT and not is_int:
+        raise ValueError(f"{where}: must be an integer{' or None' if nullable else ''}; {fix}")
+    if kind is _REAL and not is_real:
+        raise ValueError(f"{where}: must be a number{' or None' if nullable else ''}; {fix}")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: must be finite; {fix}")
+    too_low = value <= low[1] if isinstance(low, tuple) else value < low
+    too_high = high is not _ANY and (value >= high[1] if isinstance(high, tuple) else value > high)
+    if too_low or too_high:
+        allowed = _bound_text(low, ">")
+        if high is not _ANY:
+            allowed += " and " + _bound_text(high, "<")
+        raise ValueError(f"{where}: out of range, must be {allowed}; {fix}")
+
+
 def validate_config(cfg):
     """Check every numeric setting of ``cfg`` (see :data:`_NUMERIC_RULES`: type and documented
     range) and the relations between settings; raise ValueError with ONE line naming the
@@ -373,31 +518,16 @@ def validate_config(cfg):
     ``scale``; ``lr_min`` <= ``lr``; phi_{i,j} exists in VGG19 (``vgg.j`` <= the convs of block
     ``vgg.i``); ``stage*.betas`` two numbers in [0, 1).
     """
-    import math
-    import numbers
 
     for key, kind, low, high, nullable in _NUMERIC_RULES:
         value = _lookup(cfg, key)
         if value is _ANY or (value is None and nullable):
             continue
-        where = f"setting {key}={value!r}"
-        fix = f"set it with --set {key}=VALUE"
-        is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        is_real = is_int or (isinstance(value, numbers.Real) and not isinstance(value, bool))
-        if kind is _INT and not is_int:
-            raise ValueError(f"{where}: must be an integer{' or None' if nullable else ''}; {fix}")
-        if kind is _REAL and not is_real:
-            raise ValueError(f"{where}: must be a number{' or None' if nullable else ''}; {fix}")
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: must be finite; {fix}")
-        too_low = value <= low[1] if isinstance(low, tuple) else value < low
-        too_high = high is not _ANY and (value >= high[1] if isinstance(high, tuple)
-                                         else value > high)
-        if too_low or too_high:
-            allowed = _bound_text(low, ">")
-            if high is not _ANY:
-                allowed += " and " + _bound_text(high, "<")
-            raise ValueError(f"{where}: out of range, must be {allowed}; {fix}")
+        if key in _LIST_OK and isinstance(value, (list, tuple)) and value:
+            for item in value:                   # e.g. lr_decay_at=[0.25, 0.5, 0.75]
+                _check_number(key, item, kind, low, high, False, shown=value)
+        else:
+            _check_number(key, value, kind, low, high, nullable)
 
     for key, options in _CHOICES:
         value = _lookup(cfg, key)

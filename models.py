@@ -1,5 +1,5 @@
 """Networks: the SRResNet generator, the SRGAN discriminator, the truncated VGG19 of the
-content loss, the SRCNN and VDSR baselines, and loading a trained generator from a checkpoint.
+content loss, the baselines (TransposedConvSR, SRCNN, FSRCNN, VDSR), and loading a trained generator from a checkpoint.
 
 Conventions shared by every generator (the contract of ``solver.py``, ``super_resolve.py`` and
 ``evaluate.py``):
@@ -8,7 +8,7 @@ Conventions shared by every generator (the contract of ``solver.py``, ``super_re
 * output: an SR RGB batch ``(N,3,s*h,s*w)`` float, approximately in [0,1]. It is **not clamped**
   in ``forward`` (clamping would zero the gradient of out-of-range pixels during training);
   ``super_resolve`` rounds and clips when it makes an image.
-* attributes ``scale`` (int) and ``y_only`` (True for SRCNN/VDSR, whose loss should be computed on
+* attributes ``scale`` (int) and ``y_only`` (True for SRCNN/FSRCNN/VDSR, whose loss should be computed on
   the Y channel through ``forward_y``).
 
 SRResNet and the discriminator follow Fig. 4 of Ledig et al., "Photo-Realistic Single Image
@@ -427,38 +427,116 @@ class TruncatedVGG19(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# Baselines working on Y: SRCNN, VDSR
+# The first network of the course: transposed convolutions on RGB
+# --------------------------------------------------------------------------------------------
+TCONV_KERNEL = 4      # 4x4 kernels with stride 2: every output pixel gets the same number of
+TCONV_STRIDE = 2      #   kernel taps (kernel divisible by stride), the usual checkerboard remedy
+
+
+class TransposedConvSR(nn.Module):
+    """The introductory super-resolution network of the course: an encoder of strided
+    convolutions, a decoder of transposed convolutions, no sub-pixel layer.
+
+    Layers (``c`` = ``n_channels``, sizes for an ``(N,3,h,w)`` input, h and w even)::
+
+        encoder  conv 3x3 3->c, ReLU                              (N,c,h,w)
+                 conv 3x3 stride 2 c->c, ReLU                     (N,c,h/2,w/2)    the bottleneck
+        decoder  (log2(scale)+2) x [ConvTranspose 4x4 stride 2, ReLU]
+                                                                  (N,c',2*s*h,2*s*w) 2x too large
+        down     conv 4x4 stride 2 c'->3                          (N,3,s*h,s*w)
+
+    The decoder undoes the encoder's halving, upsamples by ``scale``, and then upsamples once
+    more: "upsample twice as much as needed, then a strided convolution back down". A
+    transposed convolution whose kernel overlaps unevenly paints a checkerboard (Odena et
+    al., Distill 2016); 4x4 kernels with stride 2 overlap evenly, and the final strided
+    convolution averages neighbouring output pixels, which damps what is left of the pattern.
+    Known weaknesses, visible in its results: the stride-2 encoder throws away half the LR
+    resolution before anything is reconstructed, so fine LR detail is lost and the output is
+    softer than bicubic on textures; with ``bicubic_skip=False`` (the course's network) the
+    colours and low frequencies must be relearnt from scratch. ``bicubic_skip=True`` adds the
+    MATLAB bicubic image to the output (VDSR's residual learning), an option.
+
+    Odd input sides are padded by edge repetition to even and the output cropped back, so any
+    ``(N,3,h,w)`` in [0,1] gives ``(N,3,s*h,s*w)`` (unclamped).
+    """
+
+    y_only = False
+
+    def __init__(self, scale=4, n_channels=64, bicubic_skip=False):
+        super().__init__()
+        self.scale = _check_int_scale(scale, "TransposedConvSR")
+        if self.scale & (self.scale - 1):
+            raise ValueError(f"TransposedConvSR: scale must be a power of 2, got {scale}")
+        self.bicubic_skip = bool(bicubic_skip)
+        c, half = n_channels, max(n_channels // 2, 1)
+        self.encoder = nn.Sequential(
+            _conv(3, c, SMALL_KERNEL), nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, SMALL_KERNEL, stride=TCONV_STRIDE, padding=SMALL_KERNEL // 2),
+            nn.ReLU(inplace=True))
+        n_up = int(math.log2(self.scale)) + 2     # undo the encoder, x scale, and x2 more
+        layers = []
+        for i in range(n_up):
+            out = half if i == n_up - 1 else c
+            layers += [nn.ConvTranspose2d(c, out, TCONV_KERNEL, stride=TCONV_STRIDE, padding=1),
+                       nn.ReLU(inplace=True)]
+        self.decoder = nn.Sequential(*layers)
+        self.down = nn.Conv2d(half, 3, TCONV_KERNEL, stride=TCONV_STRIDE, padding=1)
+
+    def forward(self, lr):
+        """``(N,3,h,w)`` RGB in [0,1] -> ``(N,3,s*h,s*w)`` RGB ~[0,1] (unclamped)."""
+        h, w = lr.shape[-2:]
+        x = nn.functional.pad(lr, (0, w % 2, 0, h % 2), mode="replicate")   # (N,3,even,even)
+        x = self.down(self.decoder(self.encoder(x)))[..., :self.scale * h, :self.scale * w]
+        return x + imresize_torch(lr, scale=self.scale) if self.bicubic_skip else x
+
+    @property
+    def last_layer(self):
+        """The output layer (per-layer learning rates: ``solver.make_optimizer``)."""
+        return self.down
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines working on Y: SRCNN, FSRCNN, VDSR
 # --------------------------------------------------------------------------------------------
 class _YChannelSR(nn.Module):
-    """Base of the Y-channel baselines: bicubic x``scale`` upsampling (MATLAB-exact
-    ``imresize_torch``), a network on Y, RGB rebuilt from the predicted Y and the bicubic CbCr."""
+    """Base of the Y-channel baselines: a network on Y, RGB rebuilt from the predicted Y and
+    the CbCr of the MATLAB-exact bicubic image (``imresize_torch``). SRCNN and VDSR see the
+    bicubic Y; FSRCNN the LR Y (``input_is_lr``)."""
 
     y_only = True
+    input_is_lr = False
 
     def __init__(self, scale):
         super().__init__()
         self.scale = _check_int_scale(scale, type(self).__name__)
 
     def predict_y(self, y):
-        """``(N,1,H,W)`` bicubic Y in [0,1] -> ``(N,1,H,W)`` predicted Y."""
+        """``(N,1,H,W)`` Y in [16/255, 235/255] (bicubic, or LR when ``input_is_lr``) ->
+        ``(N,1,s*h,s*w)`` predicted Y."""
         raise NotImplementedError
 
     def forward_y(self, lr):
-        """Y-channel output, for a loss on Y (the SRCNN/VDSR papers train on Y only).
+        """Y-channel output, for a loss on Y (the SRCNN/FSRCNN/VDSR papers train on Y only).
 
         ``lr``: ``(N,3,h,w)`` RGB float in [0,1]. Returns ``(sr_y, bicubic_ycbcr)``: ``sr_y``
         ``(N,1,s*h,s*w)`` predicted Y and ``bicubic_ycbcr`` ``(N,3,s*h,s*w)`` the bicubic image in
         YCbCr, both scaled like ``utils.rgb2ycbcr_torch`` (Y in [16/255, 235/255]). Compare
         ``sr_y`` with ``rgb2ycbcr_torch(hr)[:, :1]``.
         """
-        bicubic = imresize_torch(lr, scale=self.scale)
-        ycbcr = rgb2ycbcr_torch(bicubic)
-        return self.predict_y(ycbcr[:, :1]), ycbcr
+        ycbcr = rgb2ycbcr_torch(imresize_torch(lr, scale=self.scale))
+        y_in = rgb2ycbcr_torch(lr)[:, :1] if self.input_is_lr else ycbcr[:, :1]
+        return self.predict_y(y_in), ycbcr
 
     def forward(self, lr):
         """``(N,3,h,w)`` RGB in [0,1] -> ``(N,3,s*h,s*w)`` RGB ~[0,1] (unclamped)."""
         sr_y, ycbcr = self.forward_y(lr)
         return ycbcr2rgb_torch(torch.cat([sr_y, ycbcr[:, 1:]], dim=1))
+
+    @property
+    def last_layer(self):
+        """The output layer (SRCNN and FSRCNN train it with a 10x smaller lr:
+        ``solver.make_optimizer``)."""
+        return self.net[-1]
 
 
 class SRCNN(_YChannelSR):
@@ -495,6 +573,61 @@ class SRCNN(_YChannelSR):
         return self.net(y)
 
 
+FSRCNN_FEATURE_KERNEL = 5    # feature extraction conv (paper: 5x5)
+FSRCNN_DECONV_KERNEL = 9     # the last layer: 9x9 transposed convolution with stride = scale
+FSRCNN_DECONV_STD = 1e-3     # its init, N(0, 0.001) (paper Sec. 4.1); the convs: He init
+PRELU_INIT = 0.25            # PReLU's initial slope (He et al. 2015)
+
+
+class FSRCNN(_YChannelSR):
+    """FSRCNN(d, s, m) of Dong, Loy and Tang ("Accelerating the Super-Resolution Convolutional
+    Neural Network", ECCV 2016) on the LR Y channel: no bicubic input, the network upsamples.
+
+    Layers (``d`` = 56, ``s`` = 12, ``m`` = 4 by default, PReLU after every conv)::
+
+        feature extraction  conv 5x5 1->d          (N,d,h,w)
+        shrinking           conv 1x1 d->s          (N,s,h,w)
+        mapping             m x conv 3x3 s->s      (N,s,h,w)
+        expanding           conv 1x1 s->d          (N,d,h,w)
+        deconvolution       ConvTranspose 9x9 d->1, stride = scale     (N,1,s*h,s*w)
+
+    12,464 weights at the defaults and x4 (25d + ds + 9ms^2 + sd + 81d, the paper's count,
+    biases and PReLU slopes aside). Deviations: 'same' padding, and a deconvolution padded so
+    that its kernel is centred where each LR pixel lies in the HR grid and its output is exactly
+    ``scale`` x the input (the paper's gives ``s*h - s + 1``);
+    a PReLU after each mapping conv (as most reimplementations). Only Y is learnt; CbCr come
+    from the bicubic image.
+    """
+
+    input_is_lr = True
+
+    def __init__(self, scale=4, d=56, s=12, m=4):
+        super().__init__(scale)
+        if min(d, s) < 1 or m < 0:
+            raise ValueError(f"FSRCNN: need d, s >= 1 and m >= 0, got d={d}, s={s}, m={m}")
+        layers = [_conv(1, d, FSRCNN_FEATURE_KERNEL), nn.PReLU(d, PRELU_INIT),
+                  _conv(d, s, 1), nn.PReLU(s, PRELU_INIT)]
+        for _ in range(m):
+            layers += [_conv(s, s, SMALL_KERNEL), nn.PReLU(s, PRELU_INIT)]
+        layers += [_conv(s, d, 1), nn.PReLU(d, PRELU_INIT)]
+        # LR pixel j lies at HR coordinate scale*j + (scale-1)/2: centre the kernel there
+        # (to half a pixel), and pad the output to exactly scale x the input
+        pad = math.ceil(FSRCNN_DECONV_KERNEL // 2 - (self.scale - 1) / 2)
+        layers.append(nn.ConvTranspose2d(d, 1, FSRCNN_DECONV_KERNEL, stride=self.scale,
+                                         padding=pad,
+                                         output_padding=self.scale + 2 * pad - FSRCNN_DECONV_KERNEL))
+        self.net = nn.Sequential(*layers)
+        for layer in self.net:
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, a=PRELU_INIT, nonlinearity="leaky_relu")
+                nn.init.zeros_(layer.bias)
+        nn.init.normal_(self.net[-1].weight, std=FSRCNN_DECONV_STD)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def predict_y(self, y):
+        return self.net(y)
+
+
 class VDSR(_YChannelSR):
     """VDSR of Kim et al. (CVPR 2016) on the Y channel of the bicubic image.
 
@@ -525,7 +658,8 @@ class VDSR(_YChannelSR):
 # --------------------------------------------------------------------------------------------
 # Building and loading generators
 # --------------------------------------------------------------------------------------------
-GENERATORS = {"srresnet": SRResNet, "srcnn": SRCNN, "vdsr": VDSR}
+GENERATORS = {"srresnet": SRResNet, "tconv": TransposedConvSR, "srcnn": SRCNN, "fsrcnn": FSRCNN,
+              "vdsr": VDSR}
 """Generator architectures by name (the ``arch`` of configs and checkpoints)."""
 
 # key prefixes added by wrappers: DistributedDataParallel / DataParallel, torch.compile

@@ -130,19 +130,73 @@ def make_grad_scaler(amp, device):
     return torch.amp.GradScaler(torch.device(device).type)
 
 
-def optimizer_step(loss, optimizer, scaler=None):
+GRAD_CLIP_MODES = ("norm", "value")
+"""How :func:`optimizer_step` clips: the global L2 norm of all gradients, or each element."""
+
+
+def optimizer_step(loss, optimizer, scaler=None, clip=None, clip_mode="norm"):
     """``zero_grad``, backward of ``loss`` and one step of ``optimizer`` -- through ``scaler``
     (fp16: scaled backward, the step skipped when the gradients overflowed, then the scale
     updated; note that GradScaler reads its overflow flag on the host, one synchronisation per
-    step) when one is given."""
+    step) when one is given. ``clip``: the gradients are first clipped to this bound, on
+    their global L2 norm (``clip_mode='norm'``) or element by element (``'value'``); VDSR's
+    adjustable clipping passes theta / lr (:func:`adjustable_clip`). None: no clipping."""
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        if clip is not None:
+            scaler.unscale_(optimizer)          # clip the true gradients, not the scaled ones
+    if clip is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if clip_mode == "norm":
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        elif clip_mode == "value":
+            torch.nn.utils.clip_grad_value_(params, clip)
+        else:
+            raise ValueError(f"unknown clip mode {clip_mode!r}: use one of {GRAD_CLIP_MODES}")
+    if scaler is None:
         optimizer.step()
         return
-    scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
+
+
+def adjustable_clip(theta, lr):
+    """The bound of VDSR's adjustable gradient clipping (Kim et al. 2016, Sec. 3.2):
+    ``theta / lr``, so that the SGD update ``lr * g`` never exceeds ``theta`` while the lr is
+    high and the clipping loosens as the lr falls. None when ``theta`` is None."""
+    return None if theta is None else theta / lr
+
+
+OPTIMIZERS = ("adam", "sgd")
+"""Optimisers of a stage (``stage1.optimizer``): Adam (SRGAN, the demo) or momentum SGD (the
+SRCNN, FSRCNN and VDSR papers)."""
+
+
+def make_optimizer(model, kind="adam", lr=1e-4, betas=(0.9, 0.999), momentum=0.9,
+                   weight_decay=0.0, last_layer_lr_scale=1.0):
+    """The optimiser of ``model``: ``'adam'`` (``betas``) or ``'sgd'`` (``momentum``), with L2
+    ``weight_decay``. With ``last_layer_lr_scale`` != 1 the model's ``last_layer`` gets its own
+    parameter group whose lr is that multiple of the lr (SRCNN: 1e-4 for the first layers,
+    1e-5 for the last; FSRCNN: 1e-3 and 1e-4). Every group carries its ``lr_scale``, which
+    :func:`set_lr` keeps when the schedule changes the lr."""
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {kind!r}: use one of {OPTIMIZERS}")
+    last = getattr(unwrap(model), "last_layer", None) if last_layer_lr_scale != 1 else None
+    if last_layer_lr_scale != 1 and last is None:
+        raise ValueError(f"{type(unwrap(model)).__name__} has no last_layer: "
+                         f"last_layer_lr_scale must stay 1")
+    last_ids = {id(p) for p in last.parameters()} if last is not None else set()
+    groups = [{"params": [p for p in model.parameters() if id(p) not in last_ids], "lr_scale": 1.0}]
+    if last_ids:
+        groups.append({"params": list(last.parameters()), "lr_scale": float(last_layer_lr_scale)})
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    if kind == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 @contextlib.contextmanager
@@ -692,9 +746,10 @@ def make_lr_fn(base_lr, schedule="constant", decay_at=0.5, decay_factor=0.1, min
 
 
 def set_lr(optimizer, lr):
-    """Set the learning rate of every parameter group of ``optimizer``."""
+    """Set the learning rate of every parameter group of ``optimizer`` to ``lr`` x the group's
+    ``lr_scale`` (1 when absent; see :func:`make_optimizer`)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -729,16 +784,31 @@ def _throughput(steps, patches, seconds, data_s):
             "data_wait": data_s / seconds if seconds > 0 else 0.0}
 
 
+def pixel_step(generator, optimizer, lr_img, hr_img, loss_fn, amp=None, device="cpu",
+               scaler=None, clip=None, clip_mode="norm"):
+    """One update of the generator alone (stage 1): ``loss = loss_fn(G(lr), hr)``.
+
+    ``lr_img`` ``(N,3,h,w)``, ``hr_img`` ``(N,3,s*h,s*w)``, float in [0,1]. ``clip``,
+    ``clip_mode``: gradient clipping (VDSR, :func:`optimizer_step`). Returns the loss as a 0-dim
+    tensor, not read on the host."""
+    with autocast(torch.device(device), amp):
+        sr = generator(lr_img)                         # (N,3,s*h,s*w) ~[0,1]
+        loss = loss_fn(sr, hr_img)                     # pixel (Y for SRCNN/FSRCNN/VDSR) or VGG
+    optimizer_step(loss, optimizer, scaler, clip, clip_mode)
+    return loss.detach()
+
+
 def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None, lr_fn=None,
                     amp=None, channels_last=False, stage="srresnet", epoch=1, progress=True,
-                    scaler=None, sync_every=SYNC_EVERY):
+                    scaler=None, sync_every=SYNC_EVERY, clip_theta=None, clip_mode="norm"):
     """One epoch of stage 1: the generator alone with a pixel loss.
 
     ``loader`` yields ``(lr, hr)``: ``(N,3,h,w)`` and ``(N,3,s*h,s*w)`` float in [0,1].
     ``loss_fn(sr, hr) -> scalar`` (e.g. :class:`PixelLoss`). Before every iteration the lr is set
     to ``lr_fn(clock.progress())`` (when ``lr_fn`` is given); the epoch stops early once
     ``clock.finished()``. ``amp`` None / 'bf16' / 'fp16' (then with ``scaler``, see
-    :func:`make_grad_scaler`).
+    :func:`make_grad_scaler`). ``clip_theta``: VDSR's adjustable gradient clipping at theta / lr
+    (:func:`adjustable_clip`) of the gradients' norm or elements (``clip_mode``); None: none.
 
     The losses stay on the device (:class:`LossWatch`) and are read on the host every
     ``sync_every`` steps and at the end: a non-finite loss raises FloatingPointError naming its
@@ -751,7 +821,8 @@ def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None
     device = torch.device(device)
     clock = clock if clock is not None else RunClock().start()
     generator.train()
-    watch, steps, patches, lr, waits = LossWatch(), 0, 0, None, [0.0]
+    watch, steps, patches, waits = LossWatch(), 0, 0, [0.0]
+    lr = optimizer.param_groups[0]["lr"]
     first_step = clock.step
     where = (stage, epoch)
     steps_of = lambda name, index: first_step + index + 1
@@ -764,11 +835,9 @@ def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None
             lr = lr_fn(clock.progress())
             set_lr(optimizer, lr)
         lr_img, hr_img = to_device(lr_img, device, channels_last), to_device(hr_img, device, channels_last)
-        with autocast(device, amp):
-            sr = generator(lr_img)
-            loss = loss_fn(sr, hr_img)
+        loss = pixel_step(generator, optimizer, lr_img, hr_img, loss_fn, amp, device, scaler,
+                          adjustable_clip(clip_theta, lr), clip_mode)
         watch.add("content_loss", loss, check=True)
-        optimizer_step(loss, optimizer, scaler)
         clock.tick()
         steps += 1
         patches += lr_img.shape[0]
@@ -778,8 +847,7 @@ def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None
     bar.close()
     means, _ = watch.read(steps_of, where, clock.step)
     seconds = time.perf_counter() - start
-    return {"content_loss": means.get("content_loss", 0.0), "steps": steps,
-            "lr": lr if lr is not None else optimizer.param_groups[0]["lr"],
+    return {"content_loss": means.get("content_loss", 0.0), "steps": steps, "lr": lr,
             "stopped_early": clock.finished(), **_throughput(steps, patches, seconds, waits[0])}
 
 

@@ -65,10 +65,16 @@ from types import SimpleNamespace
 
 import torch
 
-import datasets
 import cli
+import create_data_lists
+import datasets
+import evaluate
+import models
+import report as tables
 import solver
-from config import PRESETS, VARIANTS, get_config, validate_config
+import super_resolve
+import utils
+from config import ARCH_PRESETS, PRESETS, SHARED_VGG, VARIANTS, get_config, validate_config
 
 STAGES = ("srresnet", "srgan")
 """Stage names: 'srresnet' = stage 1 (pixel loss, any generator arch), 'srgan' = stage 2."""
@@ -188,18 +194,31 @@ def list_path(cfg, name):
     return Path(cfg.data.lists_dir) / f"{name}.json"
 
 
+CLASSIC_TRAIN_SETS = {"T91": ("T91",), "T91_BSD200": ("T91", "BSD200")}
+"""The classic training lists and their folders under ``data.train_sets_root``: T91 (SRCNN,
+FSRCNN) and T91 + BSD200, VDSR's "291" images."""
+
+
 def ensure_data(cfg):
     """Make sure the training list exists; the demo dataset (``demo_*`` lists) is built here
-    from the scikit-image photos when missing. Other missing lists -> FileNotFoundError saying
-    how to make them."""
+    from the scikit-image photos when missing, the classic lists (:data:`CLASSIC_TRAIN_SETS`)
+    from their folders under ``data.train_sets_root`` when these exist. Other missing lists ->
+    FileNotFoundError saying how to make them."""
     train_list = list_path(cfg, cfg.data.train_list)
     if train_list.is_file():
         return
     if cfg.data.train_list.startswith("demo"):
-        import create_data_lists
         print(f"building the demo dataset in {cfg.data.root} (scikit-image photos) ...", flush=True)
         create_data_lists.build_demo_dataset(root=cfg.data.root, lists_dir=cfg.data.lists_dir,
                                              scale=cfg.scale)
+        return
+    folders = [Path(cfg.data.get("train_sets_root") or "") / name
+               for name in CLASSIC_TRAIN_SETS.get(cfg.data.train_list, ())]
+    if folders and all(f.is_dir() for f in folders):
+        print(f"building the list {cfg.data.train_list} from {', '.join(map(str, folders))} "
+              f"(LR by MATLAB-exact imresize) ...", flush=True)
+        create_data_lists.list_from_folder([str(f) for f in folders], None, cfg.data.train_list,
+                                           cfg.data.lists_dir, cfg.scale)
         return
     raise FileNotFoundError(f"training list {train_list} not found: write it with "
                             f"`python create_data_lists.py` (see its --help), or pick another "
@@ -294,9 +313,6 @@ def vgg_content_loss(cfg):
     the official file in the torch.hub cache, the shared VGG19 slice (``config.SHARED_VGG``,
     conv1_1..conv3_1: enough for VGG22), then the official URL (a download when online).
     """
-    import models
-    from config import SHARED_VGG
-
     if cfg.vgg.weights is not None:
         candidates = [cfg.vgg.weights]
     else:
@@ -354,8 +370,6 @@ def build_networks(cfg, stage, device, init=None):
     given. ``content_loss`` from :func:`content_loss_of`. Seeds torch with ``cfg.seed`` first,
     so the initial weights are the same in every run.
     """
-    import models
-
     solver.seed_everything(cfg.seed)
     channels_last = bool(cfg.train.channels_last)
     generator = models.build_generator(cfg.generator.arch, scale=cfg.scale, **generator_kwargs(cfg))
@@ -372,6 +386,18 @@ def build_networks(cfg, stage, device, init=None):
         "rank 0 failed while loading the VGG19 weights", solver.is_main_process(), others_too=True)
     return (solver.prepare_model(generator, device, channels_last), discriminator,
             solver.prepare_model(content_loss, device, channels_last))
+
+
+def make_optimizer(model, scfg, **changes):
+    """The optimiser a stage config ``scfg`` describes (``solver.make_optimizer``): Adam, or
+    momentum SGD with weight decay and a separate lr for the last layer (the baselines'
+    recipes); ``changes`` override single settings."""
+    settings = dict(kind=scfg.get("optimizer", "adam"), lr=scfg.lr,
+                    betas=tuple(scfg.get("betas", (0.9, 0.999))),
+                    momentum=scfg.get("momentum", 0.9), weight_decay=scfg.get("weight_decay", 0.0),
+                    last_layer_lr_scale=scfg.get("last_layer_lr_scale", 1.0))
+    settings.update(changes)
+    return solver.make_optimizer(model, **settings)
 
 
 def lr_schedule(scfg):
@@ -560,9 +586,8 @@ def _set_up(cfg, stage, out_dir, resume, progress):
                          f"divisible by the {world} processes of the run")
     run.rank_batch = scfg.batch_size // world
     run.generator, run.discriminator, run.content_loss = build_networks(cfg, stage, run.device, init)
-    betas = tuple(scfg.betas)
-    run.optimizer_g = torch.optim.Adam(run.generator.parameters(), lr=scfg.lr, betas=betas)
-    run.optimizer_d = (torch.optim.Adam(run.discriminator.parameters(), lr=scfg.lr, betas=betas)
+    run.optimizer_g = make_optimizer(run.generator, scfg)
+    run.optimizer_d = (make_optimizer(run.discriminator, scfg, last_layer_lr_scale=1.0)
                        if run.discriminator is not None else None)
     run.scaler_g = solver.make_grad_scaler(run.amp, run.device)        # fp16: one per optimiser
     run.scaler_d = (solver.make_grad_scaler(run.amp, run.device)
@@ -653,7 +678,9 @@ def _train_epoch(run, epoch):
     with solver.cudnn_benchmark(run.device.type == "cuda"):
         if run.stage == "srresnet":
             metrics = solver.train_epoch_mse(run.model, loader, run.optimizer_g, run.content_loss,
-                                             run.device, scaler=run.scaler_g, **common)
+                                             run.device, scaler=run.scaler_g,
+                                             clip_theta=scfg.get("grad_clip_theta"),
+                                             clip_mode=scfg.get("grad_clip_mode", "norm"), **common)
         else:
             metrics = solver.train_epoch_gan(
                 run.model, run.critic, loader, run.optimizer_g, run.optimizer_d, run.content_loss,
@@ -752,9 +779,6 @@ def _log_tensorboard(run, row):
     """Rank 0, after an epoch: the row's scalars and, after a validation, the first
     :data:`TENSORBOARD_IMAGES` validation images (LR nearest-enlarged | SR | HR, ``(3,H,3W)``
     float in [0,1])."""
-    import super_resolve
-    import utils
-
     writer, step = run.tensorboard, row["step"]
     for key, tag in TENSORBOARD_SCALARS.items():
         if row.get(key) is not None:
@@ -821,9 +845,6 @@ def report(cfg, checkpoints, progress=False):
     on ``cfg.train.eval_sets`` (each in the first of :func:`eval_roots` that has it; missing
     sets are named and skipped). Returns ``{label: {set: scores}}``, or None when nothing is
     configured or found."""
-    import evaluate
-    import report as tables
-
     found, missing = tables.find_sets(list(cfg.train.get("eval_sets") or []), eval_roots(cfg),
                                       cfg.scale)
     for name in missing:
@@ -861,15 +882,18 @@ def report(cfg, checkpoints, progress=False):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="paper", choices=sorted(PRESETS), help="config preset")
+    p.add_argument("--config", default=None, choices=sorted(PRESETS),
+                   help="config preset (default: the recipe of --arch, config.ARCH_PRESETS, "
+                        "else 'paper')")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: cfg.train.out_dir/<preset>)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default=None,
                    help="one of the SRGAN paper's networks (Table 1): sets the stage and losses")
     p.add_argument("--stage", choices=(*STAGES, "both"), default=None,
                    help="stage(s) to run (default: cfg.train.stages of the preset)")
-    p.add_argument("--arch", choices=("srresnet", "srcnn", "vdsr"), default=None,
-                   help="generator architecture (default: cfg.generator.arch)")
+    p.add_argument("--arch", choices=sorted(models.GENERATORS), default=None,
+                   help="generator architecture (default: cfg.generator.arch); without --config "
+                        "its own recipe preset")
     p.add_argument("--resume", action="store_true", help="continue from OUT/<name>.pth")
     p.add_argument("--epochs", type=int, default=None, help="epochs of the stage(s) run")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
@@ -881,6 +905,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.config = args.config or ARCH_PRESETS.get(args.arch, "paper")
     start = time.perf_counter()
     try:
         cfg = build_config(args.config, overrides=args.overrides, device=args.device,

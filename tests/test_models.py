@@ -332,7 +332,7 @@ def test_bicubic_skip_adds_a_bicubic_upscale():
 def test_build_generator():
     assert isinstance(models.build_generator("srresnet", n_blocks=1, n_channels=8),
                       models.SRResNet)
-    assert set(models.GENERATORS) == {"srresnet", "srcnn", "vdsr"}
+    assert set(models.GENERATORS) == {"srresnet", "tconv", "srcnn", "fsrcnn", "vdsr"}
     with pytest.raises(ValueError, match=r"unknown generator arch 'edsr'.*srcnn.*srresnet.*vdsr"):
         models.build_generator("edsr")
     with pytest.raises(TypeError, match=r"VDSR.*n_blocks.*n_layers"):

@@ -112,7 +112,7 @@ def test_test_notebook(smoke_run, lpips_torch_home, monkeypatch):
     assert list(rows[0]) == ["method", "source"] + [f"{s}_{m}" for s in sets
                                                       for m in evaluate.METRICS]
     ours = {r["method"]: r for r in rows if r["source"] == "this run"}
-    assert list(ours) == ["Bicubic", "SRResNet", "SRGAN"]     # SRCNN / VDSR: no checkpoint
+    assert list(ours) == ["Bicubic", "SRResNet", "SRGAN"]     # the baselines: no checkpoint
     assert any(r["source"] == "published" for r in rows) == ("Set5" in sets)
     # the numbers are evaluate.evaluate's, every metric (LPIPS with the same fake weights)
     monkeypatch.setenv("TORCH_HOME", str(lpips_torch_home))
@@ -128,7 +128,8 @@ def test_test_notebook(smoke_run, lpips_torch_home, monkeypatch):
                                              for m in evaluate.METRICS) + " |"
     assert header in md and "NIQE ↓" in header and "LPIPS ↓" in header
     assert "| test | SRResNet | " in md and report.METRICS_LEGEND in md
-    assert "SRCNN: no checkpoint" in md and "VDSR: no checkpoint" in md
+    assert all(f"{label}: no checkpoint" in md
+               for label in ("TransposedConvSR", "SRCNN", "FSRCNN", "VDSR"))
     shown = [o.data["text/markdown"] for o in _outputs(executed["test"], "display_data")
              if "text/markdown" in o.data]
     assert any(header in m for m in shown)
