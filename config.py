@@ -19,7 +19,9 @@ Presets:
         cited in each preset's comment); ``--variant adam-cosine`` swaps in a fast CPU recipe.
 
 Units: an *epoch* is one pass over ``patches_per_image`` random patches of every training
-image; ``iterations = epochs * ceil(n_images * patches_per_image / batch_size)``.
+image; ``iterations = epochs * floor(n_images * patches_per_image / batch_size)`` (the last
+incomplete batch of an epoch is dropped; stage 2 counts generator steps, one per ``d_steps``
+batches).
 """
 import copy
 import math
@@ -130,7 +132,7 @@ _PAPER = EasyDict({
         "amp": None,                     # None | "bf16": bfloat16 autocast (CUDA and CPU) | "fp16":
                                          #   float16 autocast + one GradScaler per optimiser (T4/V100)
                                          #   | "auto": bf16 on CUDA >= sm_80, fp16 on older CUDA, None
-                                         #   on the CPU (solver.resolve_amp)
+                                         #   on the CPU (utils.resolve_amp)
         "channels_last": True,           # NHWC memory format (faster on CPU and on tensor cores)
         "compile": False,                # torch.compile the generator and the discriminator
                                          #   (refused with sync_bn: a graph break per SyncBatchNorm)
@@ -166,19 +168,14 @@ def _demo():
     # Demo recipe: a reduced SRResNet (6 blocks x 32 channels) without BN, with nearest + conv
     # upsampling and the bicubic skip (see cfg.generator), L1 loss, Adam lr 1e-3 with cosine
     # decay to 0, batch 8 of 24x24 LR patches, 24 epochs x 150 steps = 3600 steps, stopped by
-    # stage1.time_budget_s at the latest (batch 8 beat batch 16 at equal compute on the paper's
-    # architecture: Set5 29.47 vs 28.80 dB). `train.py --config demo` on an idle 2-core AMD EPYC:
-    # 3600 steps in 446 s, Set5 30.44 dB (+2.01), Set14 27.44 dB (+1.45), LR-PSNR 46.9 / 46.4 dB;
-    # the paper's architecture with the same recipe had Set5 ~29.35 dB and shifted colours.
+    # stage1.time_budget_s at the latest. Why each choice, and what it reaches: README, "SRGAN
+    # on a CPU budget".
     cfg.stage1.update({"loss": "l1", "epochs": 24, "batch_size": 8, "lr": 1e-3,
                        "lr_schedule": "cosine", "time_budget_s": 450})
     # Demo SRGAN: VGG22 content loss (the shared VGG19 slice covers it offline) + 1e-3 adversarial
-    # loss and lr 1e-4 then 1e-5 as in the paper, plus documented options that make three CPU
-    # minutes work (each measured on 600 steps from the demo SRResNet, Set5; see README):
-    # without them (pixel 0.01, no LR term) LR-PSNR fell 46.5 -> 40.6 dB in 300 steps; the L1
-    # term alone (0.1-0.2) still let it drift (43.2-43.7 dB at 450-600 steps); the LR-consistency
-    # term holds it (47 dB) and 0.3 x L1 with an EMA of 0.995 keeps the skin of comic free of
-    # the streaky texture seen at 0.1 (NIQE 8.38 -> 6.63, PSNR-Y 30.26 -> 29.93 dB).
+    # loss and lr 1e-4 then 1e-5 as in the paper, plus the documented options (0.3 x L1, the
+    # LR-consistency term, an EMA of 0.995) that make three CPU minutes work; each was measured
+    # (BENCHMARKS.md, "SRGAN ablation"; README, "SRGAN on a CPU budget").
     cfg.stage2.update({"epochs": 4, "batch_size": 8, "lr": 1e-4, "lr_schedule": "step",
                        "content_loss": "vgg", "pixel_weight": 0.3, "lr_consistency_weight": 1.0,
                        "ema_decay": 0.995, "patch_size": 64, "time_budget_s": 180})
@@ -236,7 +233,8 @@ def _srcnn():
     cfg = _baseline("srcnn", "T91", optimizer="sgd", lr=1e-4, momentum=0.9,
                     last_layer_lr_scale=0.1, lr_schedule="constant", batch_size=128,
                     epochs=2000, loss="mse")
-    cfg.generator.srcnn = {"n_channels": (64, 32), "kernels": (9, 1, 5), "init_std": 1e-3}
+    cfg.generator.srcnn = {"n_channels": (64, 32), "kernels": (9, 1, 5), "init_std": 1e-3,
+                           "padding_mode": "zeros"}
     cfg.data.update({"patch_size": 32, "patches_per_image": 273})
     return cfg
 

@@ -34,9 +34,12 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
+
 import cli
+import utils
 from config import get_config
-from datasets import (DIV2K_VALID, LR_NAME, check_pair_size, find_test_set, image_size,
+from datasets import (DIV2K_VALID, LR_NAME, check_pair_size, find_test_set, image_size, make_lr,
                       pair_images)
 from utils import atomic_write, load_image
 
@@ -191,8 +194,7 @@ def lists_from_benchmark_root(root, lists_dir, scale=4, sets=BENCHMARK_SETS):
 
 def _demo_image(func_name):
     """uint8 ``(H,W,3)`` RGB photo from ``skimage.data`` (alpha dropped, left stereo view)."""
-    import numpy as np
-    import skimage.data
+    import skimage.data      # only the demo needs scikit-image
 
     img = getattr(skimage.data, func_name)()
     if isinstance(img, tuple):                     # stereo_motorcycle: (left, right, disparity)
@@ -211,9 +213,6 @@ def build_demo_dataset(root=None, lists_dir=None, scale=4):
     Defaults: ``root`` and ``lists_dir`` of the 'demo' config. Returns ``{"train": Path,
     "test": Path}`` of the lists.
     """
-    import utils
-    from datasets import make_lr
-
     cfg = get_config("demo")
     root = Path(root if root is not None else cfg.data.root)
     lists_dir = Path(lists_dir if lists_dir is not None else cfg.data.lists_dir)
@@ -448,7 +447,8 @@ def download_all(data_root, lists_dir, progress=True, remove_archives=False, div
 # Command line
 # ----------------------------------------------------------------------------------------------
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The command line, checked: every inconsistent combination is a usage error (exit 2)."""
     cfg = get_config()
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -492,6 +492,13 @@ def main(argv=None):
     if args.lr_dir and not args.from_folder:
         parser.error("--lr-dir goes with --from-folder")
 
+    return args
+
+
+def main(argv=None):
+    """Run the command line; 0 on success, 1 with one line naming the failure."""
+    args = parse_args(argv)
+    data_root = args.data_root or get_config().data.root
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -500,8 +507,7 @@ def main(argv=None):
                                                       args.scale).items():
                     print(f"demo {split}: {path}")
             if args.download:
-                root = args.data_root or cfg.data.root
-                for name, path in download_all(root, args.lists_dir,
+                for name, path in download_all(data_root, args.lists_dir,
                                                remove_archives=args.remove_archives,
                                                div2k_url=args.div2k_url,
                                                benchmark_url=args.benchmark_url).items():
@@ -518,6 +524,8 @@ def main(argv=None):
     except (DownloadError, OSError, ValueError) as e:   # ImageReadError is a ValueError
         return cli.fail("create_data_lists.py", e)
     return 0
+
+
 
 
 if __name__ == "__main__":

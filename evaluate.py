@@ -59,8 +59,8 @@ import models
 import utils
 from config import get_config
 from imresize import imresize
-from solver import resolve_device, validation_tile
 from super_resolve import upscale_image
+from utils import resolve_device, unwrap
 
 BICUBIC = "bicubic"  # the --model name of the bicubic baseline
 
@@ -351,6 +351,34 @@ def check_sets(data_root, sets, scale=4):
 # Evaluation
 # --------------------------------------------------------------------------------------------
 
+def score_dataset(method, data, scale, metrics, lpips_model=None, progress=False, label=""):
+    """Per-image scores of ``method`` (a callable ``lr -> sr`` on uint8 images, e.g. an
+    :class:`SRMethod`) over ``data`` (``(lr, hr, name)`` uint8 triples, a
+    ``datasets.TestDataset``): the one loop behind :func:`evaluate_set` and :func:`validate`.
+
+    Returns ``(scores, skipped)``: ``scores`` a list of ``{"name": image, metric: float or
+    None}`` in dataset order, ``skipped`` ``{metric: {image: reason}}`` for the images a metric
+    could not score (too small for NIQE / LPIPS). Raises ValueError naming the image when the SR
+    output does not match the HR size or the image cannot be scored at all.
+    """
+    scores, skipped = [], {}
+    for i in tqdm(range(len(data)), desc=label, unit="img", disable=not progress, leave=False):
+        lr, hr, image_name = data[i]
+        where = data.pairs[i][0] if hasattr(data, "pairs") else image_name   # the HR file
+        sr = method(lr)                                          # uint8, the HR size
+        if sr.shape != hr.shape:
+            raise ValueError(f"{where}: SR output {sr.shape} from LR {lr.shape} does not match "
+                             f"HR {hr.shape}")
+        try:
+            values, why = score_image(sr, hr, lr, scale, metrics, lpips_model)
+        except ValueError as e:  # e.g. an image too small for the shave + SSIM window
+            raise ValueError(f"{where}: cannot score this image: {e}") from e
+        for m, reason in why.items():
+            skipped.setdefault(m, {})[image_name] = reason
+        scores.append({"name": image_name, **values})
+    return scores, skipped
+
+
 def evaluate_set(method, data_root, name, scale=4, metrics=("psnr", "ssim"), lpips_model=None,
                  unavailable=None, progress=True, per_image=False):
     """Scores of the :class:`SRMethod` ``method`` on one test set (the body of :func:`evaluate`).
@@ -362,21 +390,8 @@ def evaluate_set(method, data_root, name, scale=4, metrics=("psnr", "ssim"), lpi
     data = datasets.TestDataset(hr_dir, lr_dir, scale)
     if len(data) == 0:
         raise ValueError(f"test set {name}: no images in {hr_dir}")
-    scores, skipped = [], {}
-    for i in tqdm(range(len(data)), desc=f"{method.name} {name}", unit="img",
-                  disable=not progress, leave=False):
-        lr, hr, image_name = data[i]
-        sr = method(lr)
-        if sr.shape != hr.shape:
-            raise ValueError(f"{name}/{image_name}: SR output {sr.shape} from LR {lr.shape} "
-                             f"does not match HR {hr.shape} (in {hr_dir})")
-        try:
-            values, why = score_image(sr, hr, lr, scale, metrics, lpips_model)
-        except ValueError as e:  # e.g. an image too small for the shave + SSIM window
-            raise ValueError(f"{data.pairs[i][0]}: cannot score this image: {e}") from e
-        for m, reason in why.items():
-            skipped.setdefault(m, {})[image_name] = reason
-        scores.append({"name": image_name, **values})
+    scores, skipped = score_dataset(method, data, scale, metrics, lpips_model, progress,
+                                    f"{method.name} {name}")
     result, set_unavailable = {}, dict(unavailable or {})
     for m in metrics:
         values = [s[m] for s in scores if s[m] is not None]
@@ -393,6 +408,55 @@ def evaluate_set(method, data_root, name, scale=4, metrics=("psnr", "ssim"), lpi
     if per_image:
         result["per_image"] = scores
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# Validation during training
+# --------------------------------------------------------------------------------------------
+
+VALIDATION_METRICS = ("psnr", "ssim", "lr_psnr", "niqe")
+"""What :func:`validate` measures per epoch: PSNR-Y / SSIM-Y (dB / [0,1], ``scale`` px shaved),
+LR-PSNR (dB, RGB, ``imresize(SR, 1/scale)`` vs the LR input: faithfulness) and NIQE (no
+reference, lower = more natural)."""
+
+VALIDATION_TILE = 128
+"""LR tile side of validation and evaluation on CUDA (:func:`validation_tile`): a 2K
+DIV2K_valid image whole through SRResNet needs several GB of activations; tiles with the
+receptive-field overlap of ``super_resolve.upscale_image`` give the same image (within one gray
+level)."""
+
+
+def validation_tile(device):
+    """The ``tile`` of ``super_resolve.upscale_image`` for a model on ``device``:
+    :data:`VALIDATION_TILE` on CUDA, None (whole images) on the CPU."""
+    return VALIDATION_TILE if torch.device(device).type == "cuda" else None
+
+
+def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim")):
+    """Mean ``metrics`` (names from :data:`VALIDATION_METRICS`) of ``generator`` over ``dataset``
+    (``(lr, hr, name)`` uint8 triples): the per-epoch validation of ``train.py``, through
+    :func:`score_dataset` like :func:`evaluate`. Models run as in :class:`SRMethod` (tiled on
+    CUDA, whole on the CPU); the generator is put in eval mode and returned to its previous
+    mode. NIQE skips images smaller than one 96x96 block (its mean is None when no image is
+    large enough). Returns ``{metric: float or None, "images": int}``.
+    """
+    unknown = set(metrics) - set(VALIDATION_METRICS)
+    if unknown:
+        raise ValueError(f"unknown validation metric(s) {sorted(unknown)}: use {VALIDATION_METRICS}")
+    if len(dataset) == 0:
+        raise ValueError("validation set is empty")
+    model = unwrap(generator)
+    was_training = model.training
+    model.eval()
+    try:
+        scores, _ = score_dataset(SRMethod("validation", scale, model, device), dataset, scale,
+                                  metrics)
+    finally:
+        model.train(was_training)
+    out = {m: [s[m] for s in scores if s[m] is not None] for m in metrics}
+    out = {m: (float(np.mean(v)) if v else None) for m, v in out.items()}
+    out["images"] = len(dataset)
+    return out
 
 
 def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_image=False,

@@ -36,7 +36,12 @@ import time
 from itertools import combinations
 from pathlib import Path
 
+from flask import Flask, Response, current_app, g, jsonify, request
+
 import cli
+import datasets
+import report as tables
+import utils
 
 PROG = "mos.py"
 SCALE = 4
@@ -168,8 +173,6 @@ def set_folders(set_dir):
 def anchor_lr(hr, image, lr_dir):
     """The LR image of ``image``: the set's own ``<image>x4`` file when it is there and of the
     right size, else the MATLAB-exact bicubic ``datasets.make_lr`` of ``hr``."""
-    import datasets
-    import utils
 
     lr_path = find_hr(lr_dir, f"{image}x{SCALE}") if lr_dir is not None else None
     if lr_path is not None:
@@ -184,8 +187,6 @@ def make_anchors(folder, images, anchors, set_dir):
     ``set_dir`` (see :func:`set_folders`): ``hr`` = the HR cropped to a multiple of
     :data:`SCALE` (the size of the SR images), ``nearest`` = the LR (:func:`anchor_lr`) enlarged
     by pixel repetition (``report.nearest_upsample``). Returns the paths written."""
-    import report
-    import utils
 
     hr_dir, lr_dir = set_folders(set_dir)
     written = []
@@ -196,7 +197,7 @@ def make_anchors(folder, images, anchors, set_dir):
             continue
         hr = utils.modcrop(utils.load_image(hr_path), SCALE)
         made = {"hr": lambda: hr,
-                "nearest": lambda: report.nearest_upsample(anchor_lr(hr, image, lr_dir), SCALE)}
+                "nearest": lambda: tables.nearest_upsample(anchor_lr(hr, image, lr_dir), SCALE)}
         for anchor in missing:
             path = Path(folder) / f"{image}_{anchor}{IMAGE_SUFFIX}"
             utils.save_image(path, made[anchor]())
@@ -365,63 +366,71 @@ def parse_rating(payload):
 
 
 def create_app(db_path):
-    """The Flask app of the study in ``db_path`` (made by ``open_db`` + ``add_items``)."""
-    from flask import Flask, Response, g, jsonify, request
-
+    """The Flask app of the study in ``db_path`` (made by ``open_db`` + ``add_items``): the page,
+    its static files, the images by opaque id, and the two API routes (:func:`_add_routes`)."""
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    db_path = str(db_path)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES, MOS_DB=str(db_path))
+    app.teardown_appcontext(_close_db)
+    app.after_request(_security_headers)
+    app.register_error_handler(Refused, lambda exc: (jsonify(error=str(exc)), exc.status))
+    app.register_error_handler(413, lambda _exc: (
+        jsonify(error=f"request larger than {MAX_REQUEST_BYTES} bytes"), 413))
+    app.register_error_handler(404, lambda _exc: (jsonify(error="not found"), 404))
+    app.register_error_handler(405, lambda _exc: (jsonify(error="method not allowed"), 405))
+    _add_routes(app)
+    return app
 
-    def db():
-        if "db" not in g:
-            g.db = connect(db_path)
-        return g.db
 
-    @app.teardown_appcontext
-    def _close(_exc):
-        con = g.pop("db", None)
-        if con is not None:
-            con.close()
+def _db():
+    """This request's connection to the study database (opened on first use)."""
+    if "db" not in g:
+        g.db = connect(current_app.config["MOS_DB"])
+    return g.db
 
-    def known_rater():
-        token = request.cookies.get(COOKIE, "")
-        if token and db().execute("SELECT 1 FROM raters WHERE token=?", (token,)).fetchone():
-            return token
-        return None
 
-    def state(token):
-        ids = [r[0] for r in db().execute("SELECT id FROM items")]
-        rated = {r[0] for r in db().execute("SELECT item FROM ratings WHERE rater=?", (token,))}
-        pending = [i for i in rater_order(token, ids) if i not in rated]
-        return {"item": pending[0] if pending else None, "done": len(rated), "total": len(ids)}
+def _close_db(_exc):
+    con = g.pop("db", None)
+    if con is not None:
+        con.close()
 
-    @app.errorhandler(Refused)
-    def _refused(exc):
-        return jsonify(error=str(exc)), exc.status
 
-    @app.errorhandler(413)
-    def _too_large(_exc):
-        return jsonify(error=f"request larger than {MAX_REQUEST_BYTES} bytes"), 413
+def _security_headers(response):
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
-    @app.errorhandler(404)
-    def _not_found(_exc):
-        return jsonify(error="not found"), 404
 
-    @app.errorhandler(405)
-    def _method(_exc):
-        return jsonify(error="method not allowed"), 405
+def _known_rater():
+    """The rater token of this request's cookie when the database knows it, else None."""
+    token = request.cookies.get(COOKIE, "")
+    if token and _db().execute("SELECT 1 FROM raters WHERE token=?", (token,)).fetchone():
+        return token
+    return None
 
-    @app.after_request
-    def _headers(response):
-        response.headers.update(SECURITY_HEADERS)
-        return response
 
+def _rater_or_refuse():
+    token = _known_rater()
+    if token is None:
+        raise Refused(403, "no rater cookie: open the start page first")
+    return token
+
+
+def _progress(token):
+    """``{"item": next item id or None, "done": rated, "total": items}`` of rater ``token``."""
+    ids = [r[0] for r in _db().execute("SELECT id FROM items")]
+    rated = {r[0] for r in _db().execute("SELECT item FROM ratings WHERE rater=?", (token,))}
+    pending = [i for i in rater_order(token, ids) if i not in rated]
+    return {"item": pending[0] if pending else None, "done": len(rated), "total": len(ids)}
+
+
+def _add_routes(app):
+    """The study's routes: ``/`` (the page; sets a new rater's cookie), ``/static/<name>``,
+    ``/image/<item>``, ``GET /api/next`` and ``POST /api/rate`` (JSON ``{item, score}``)."""
     @app.get("/")
     def page():
         response = Response(PAGE_HTML, mimetype="text/html")
-        if known_rater() is None:
+        if _known_rater() is None:
             token = secrets.token_urlsafe(TOKEN_BYTES)
-            db().execute("INSERT INTO raters VALUES (?,?)", (token, time.time()))
+            _db().execute("INSERT INTO raters VALUES (?,?)", (token, time.time()))
             response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE_S, httponly=True,
                                 samesite="Strict", path="/")
         return response
@@ -437,7 +446,7 @@ def create_app(db_path):
     def image(item):
         row = None
         if ITEM_ID_RE.fullmatch(item):
-            row = db().execute("SELECT path FROM items WHERE id=?", (item,)).fetchone()
+            row = _db().execute("SELECT path FROM items WHERE id=?", (item,)).fetchone()
         if row is None:
             raise Refused(404, "unknown item")
         try:
@@ -448,31 +457,24 @@ def create_app(db_path):
 
     @app.get("/api/next")
     def next_item():
-        token = known_rater()
-        if token is None:
-            raise Refused(403, "no rater cookie: open the start page first")
-        return jsonify(state(token))
+        return jsonify(_progress(_rater_or_refuse()))
 
     @app.post("/api/rate")
     def rate():
-        token = known_rater()
-        if token is None:
-            raise Refused(403, "no rater cookie: open the start page first")
+        token = _rater_or_refuse()
         if not request.is_json:
             raise Refused(415, "expected Content-Type: application/json")
         payload = request.get_json(silent=True)
         if payload is None:
             raise Refused(400, "malformed JSON")
         item, score = parse_rating(payload)
-        if not db().execute("SELECT 1 FROM items WHERE id=?", (item,)).fetchone():
+        if not _db().execute("SELECT 1 FROM items WHERE id=?", (item,)).fetchone():
             raise Refused(404, "unknown item")
         try:
-            db().execute("INSERT INTO ratings VALUES (?,?,?,?)", (token, item, score, time.time()))
+            _db().execute("INSERT INTO ratings VALUES (?,?,?,?)", (token, item, score, time.time()))
         except sqlite3.IntegrityError:
             raise Refused(409, "this image is already rated by you") from None
-        return jsonify(state(token))
-
-    return app
+        return jsonify(_progress(token))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -773,7 +775,8 @@ def write_report(db_path, out_dir):
     texts.update(report_csvs(by_method, by_image, tests))
     paths = []
     for name, text in texts.items():
-        (out / name).write_text(text, encoding="utf-8")
+        with utils.atomic_write(out / name, "w", what="report", encoding="utf-8") as f:
+            f.write(text)
         paths.append(out / name)
     report_figure(by_method, out / "mos.png")
     return paths + [out / "mos.png"]

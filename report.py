@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+import datasets
+import evaluate
 import utils
 
 SCALE = 4
@@ -193,7 +195,6 @@ def load_methods(checkpoints, device="cpu", bicubic=True):
     ``{label: path}`` of the files that do not exist. A file that exists but is not a valid
     checkpoint raises the ValueError of ``models.load_generator`` (naming the file).
     """
-    import evaluate
 
     methods = {"Bicubic": evaluate.load_method(evaluate.BICUBIC, scale=SCALE)} if bicubic else {}
     missing = {}
@@ -209,13 +210,12 @@ def load_methods(checkpoints, device="cpu", bicubic=True):
 def find_sets(names, roots, scale=SCALE):
     """Locate test sets: for each name the first root of ``roots`` where
     ``datasets.find_test_set`` finds it. Returns ``(found {name: root}, missing [names])``."""
-    from datasets import find_test_set
 
     found, missing = {}, []
     for name in names:
         for root in roots:
             try:
-                find_test_set(root, name, scale)
+                datasets.find_test_set(root, name, scale)
             except FileNotFoundError:
                 continue
             found[name] = str(root)
@@ -228,7 +228,6 @@ def find_sets(names, roots, scale=SCALE):
 def open_test_set(name, roots, scale=SCALE):
     """``datasets.TestDataset`` of the set ``name`` in the first of ``roots`` holding it.
     Raises FileNotFoundError naming the set and the roots when none does."""
-    import datasets
 
     found, _ = find_sets([name], roots, scale)
     if name not in found:
@@ -248,7 +247,6 @@ def load_lpips(net="alex", backbone_weights=None, linear_weights=None, device="c
     """The LPIPS model for the notebooks: ``(model, None)``, or ``(None, reason)`` when its
     weights cannot be had (offline, not in the torch.hub cache). Files given by path must work
     (FileNotFoundError / ValueError otherwise). See ``evaluate.load_lpips``."""
-    import evaluate
 
     try:
         return evaluate.load_lpips(net, backbone_weights, linear_weights, device), None
@@ -267,7 +265,6 @@ def evaluate_methods(methods, sets, device="cpu", progress=True, metrics=None, l
     ``evaluate.evaluate`` (``"psnr"``, ``"ssim"``, ..., ``"images"``, optional ``"unavailable"``
     / ``"skipped"``).
     """
-    import evaluate
 
     metrics, lpips_model, unavailable = evaluate.prepare_metrics(
         metrics, device, lpips_model, lpips_net, lpips_backbone, lpips_weights)
@@ -284,7 +281,6 @@ def evaluate_methods(methods, sets, device="cpu", progress=True, metrics=None, l
 def metric_notes(results):
     """Lines naming the metrics not computed (once per reason) and the images left out of a
     mean, over every method of :func:`evaluate_methods` ``results``."""
-    import evaluate
 
     notes = []
     for label, per_set in results.items():
@@ -311,7 +307,6 @@ METRICS_LEGEND = (
 def _metrics_of(results, published=None):
     """Metrics with a value in ``results`` (any method, any set), in ``evaluate.METRICS`` order;
     PSNR and SSIM always when ``published`` rows are shown."""
-    import evaluate
 
     present = {m for per_set in results.values() for r in per_set.values() for m in r
                if m in evaluate.METRICS}
@@ -339,7 +334,6 @@ def results_markdown(results, sets, published=PUBLISHED_X4):
     """The results as one Markdown table: a block of rows per set (this run's methods, then the
     published ones below them), a column per metric with the better direction in its header
     (``PSNR (dB) ↑`` ... ``NIQE ↓``, ``LPIPS ↓``); ``–`` where there is no number."""
-    import evaluate
 
     metrics = _metrics_of(results, published)
     rows = []
@@ -361,7 +355,6 @@ def results_csv(results, sets, published=PUBLISHED_X4):
     """The same numbers as CSV text, one row per method: ``method, source`` then
     ``<set>_<metric>`` for every set and every metric of ``evaluate.METRICS`` (empty cells
     where there is no number)."""
-    import evaluate
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -426,7 +419,6 @@ TITLE_METRICS = ("psnr", "lpips", "niqe")
 
 def _title(label, scores):
     """Panel title: the label, then PSNR / LPIPS / NIQE (those computed) on a second line."""
-    import evaluate
 
     parts = []
     for m in TITLE_METRICS:
@@ -454,7 +446,6 @@ def compare_on_set(methods, dataset, out_dir, progress=True, lpips_model=None):
     = ``{metric: reason}`` of :data:`COMPARE_METRICS` not computed; ``region`` =
     :func:`zoom_region` of the HR; ``files`` = the PNGs.
     """
-    import evaluate
     from tqdm.auto import tqdm
 
     unavailable = {}
@@ -494,7 +485,6 @@ def comparison_markdown(items):
     """Per-image metrics of :func:`compare_on_set` items as a Markdown table: rows = images
     and their mean; a column per method with cells ``PSNR / SSIM / LPIPS / NIQE`` (those
     computed; the header says which, with the better direction), and the HR image's NIQE."""
-    import evaluate
 
     if not items:
         return markdown_table(["image"], [])

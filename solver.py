@@ -1,56 +1,46 @@
-"""Training machinery shared by ``train.py`` and the notebooks: losses, one epoch of each training
-stage, validation, learning-rate schedules, devices, RNG state and checkpoints.
+"""The training algorithm of both stages: losses, optimisers and lr schedules, and one epoch of
+each stage, built from one step function each. ``train.py`` builds the objects from the config
+and strings the epochs together with validation (``evaluate.validate``), checkpoints
+(``models.save_checkpoint``) and logs; devices live in ``utils.py``, several processes in
+``distributed.py``.
 
 The two stages of the SRGAN paper (Ledig et al., CVPR 2017):
 
-* stage 1 -- :func:`train_epoch_mse`: the generator (SRResNet, or SRCNN/VDSR) alone, with a pixel
-  loss (MSE, or L1 per config) between its output and the HR patch;
-* stage 2 -- :func:`train_epoch_gan`: SRGAN. Each iteration makes one discriminator step on real HR
-  patches (label 1) and generated ones (label 0), and every ``k``-th iteration a generator step with
-  the perceptual loss ``content + adv_weight * adversarial``; the content loss is the MSE of
-  rescaled VGG19 feature maps phi_{i,j} (:class:`VGGLoss`), the adversarial loss is
-  ``-log D(G(LR))`` (:func:`generator_adversarial_loss`).
+* stage 1 -- :func:`train_epoch_mse`: the generator alone (SRResNet, or a baseline: SRCNN,
+  FSRCNN, VDSR, TransposedConvSR), :func:`pixel_step` after :func:`pixel_step` with a pixel loss
+  (MSE, or L1 / VGG per config) between its output and the HR patch;
+* stage 2 -- :func:`train_epoch_gan`: SRGAN. Each iteration makes one :func:`discriminator_step`
+  on real HR patches (label 1) and generated ones (label 0), and every ``k``-th iteration a
+  :func:`generator_step` with the perceptual loss ``content + adv_weight * adversarial``; the
+  content loss is the MSE of rescaled VGG19 feature maps phi_{i,j} (:class:`VGGLoss`), the
+  adversarial loss is ``-log D(G(LR))`` (:func:`generator_adversarial_loss`).
 
-The epoch functions take ready-made objects (models, a DataLoader, optimisers, a loss) so the
-notebook can drive them step by step; ``train.py`` builds those objects from the config and
-strings the epochs together with checkpoints and logs.
-
-Multi-process training (``torchrun``, see ``train.py``): :func:`init_distributed` joins the
-process group, the models are wrapped in DistributedDataParallel, and the helpers of the section
-"Multi-process training" keep the ranks in lock-step -- a non-finite loss on any rank stops every
-rank (:class:`LossWatch`, :func:`check_finite`), the time budget is measured on one shared clock
-(:class:`RunClock`), and :func:`unwrap` gives the plain module whose weights are saved.
+The epoch functions take ready-made objects (models, a DataLoader, optimisers, a loss) so a
+notebook can drive them step by step.
 
 Host synchronisations: the epoch functions keep their losses on the device and read them every
-``sync_every`` steps (:class:`LossWatch`), so a GPU is never waited for in between.
+``sync_every`` steps (:class:`LossWatch`), so a GPU is never waited for in between; under
+``torchrun`` a non-finite loss on any rank stops every rank and the time budget is measured on
+one shared clock (:class:`RunClock`).
 
 Learning rate: every iteration the optimisers' lr is set to ``lr_fn(clock.progress())``, where the
 :class:`RunClock` progress is the fraction of the planned iterations done (or of the wall-clock
 budget spent, whichever is further) -- see :func:`make_lr_fn`. Stage 2's "1e-4, then 1e-5 for the
 second half" is the ``step`` schedule.
 """
-import contextlib
 import copy
-import datetime
 import math
-import os
-import random
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import utils
+from distributed import all_reduce_max, is_distributed, rank
 from imresize import imresize_torch
-
-CHECKPOINT_FORMAT = "srgan-course/1"
-"""Value of the ``format`` key of every checkpoint this project writes (read by models.load_generator)."""
+from utils import autocast, float32_region, to_device, unwrap
 
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 """Discriminator targets: D should output probability 1 for HR images, 0 for generated ones."""
@@ -60,75 +50,8 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 
 
 # ----------------------------------------------------------------------------------------------
-# Devices, precision, memory format
+# Optimisers
 # ----------------------------------------------------------------------------------------------
-
-def resolve_device(spec="auto"):
-    """``'auto'`` -> CUDA when available, else CPU; otherwise ``torch.device(spec)``.
-
-    Raises RuntimeError naming the device when CUDA is asked for but not available.
-    """
-    if spec in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available "
-                           f"(torch {torch.__version__}); use --device cpu")
-    return device
-
-
-AMP_MODES = (None, "bf16", "fp16", "auto")
-"""Values of ``train.amp``: full float32, bfloat16 autocast, float16 autocast with gradient
-scaling (:func:`make_grad_scaler`), or the best of them for the device (:func:`resolve_amp`)."""
-
-BF16_MIN_CAPABILITY = (8, 0)
-"""CUDA compute capability from which bfloat16 runs natively (Ampere: A100, RTX 30xx); older
-cards (T4 7.5, V100 7.0) emulate it slowly, so ``'auto'`` picks float16 there."""
-
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_amp(amp, device):
-    """The amp mode to train with on ``device``: ``'auto'`` -> ``'bf16'`` on CUDA devices of
-    compute capability >= :data:`BF16_MIN_CAPABILITY`, ``'fp16'`` on older CUDA devices, None
-    (float32) elsewhere (the CPU keeps its float32 numerics); other values are returned as
-    they are (ValueError for an unknown one)."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"unknown amp mode {amp!r}: use one of {AMP_MODES}")
-    if amp != "auto":
-        return amp
-    device = torch.device(device)
-    if device.type != "cuda":
-        return None
-    capability = torch.cuda.get_device_capability(device)
-    return "bf16" if tuple(capability) >= BF16_MIN_CAPABILITY else "fp16"
-
-
-def autocast(device, amp=None):
-    """Autocast context for ``amp`` (None: full float32; ``'bf16'`` / ``'fp16'``: autocast to
-    bfloat16 / float16 on ``device``'s type; resolve ``'auto'`` with :func:`resolve_amp` first)."""
-    if amp not in (None, "bf16", "fp16"):
-        raise ValueError(f"unknown amp mode {amp!r}: use None, 'bf16' or 'fp16'"
-                         + (" (resolve 'auto' with solver.resolve_amp)" if amp == "auto" else ""))
-    return torch.autocast(device_type=torch.device(device).type,
-                          dtype=_AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp is not None)
-
-
-def float32_region(x):
-    """A context in which autocast is off on ``x``'s device: what runs inside computes in the
-    dtype of its inputs (the content losses run in float32 under any amp mode)."""
-    return torch.autocast(device_type=x.device.type, enabled=False)
-
-
-def make_grad_scaler(amp, device):
-    """A ``torch.amp.GradScaler`` for ``amp == 'fp16'`` (float16 gradients underflow without
-    loss scaling), else None. Make one per optimiser: each scaler's ``update()`` must follow
-    exactly one ``step()`` of its optimiser (a shared scaler stepped for G and D would adjust
-    its scale from the mixed history of both). Its state dict goes into the checkpoint."""
-    if amp != "fp16":
-        return None
-    return torch.amp.GradScaler(torch.device(device).type)
-
 
 GRAD_CLIP_MODES = ("norm", "value")
 """How :func:`optimizer_step` clips: the global L2 norm of all gradients, or each element."""
@@ -199,233 +122,6 @@ def make_optimizer(model, kind="adam", lr=1e-4, betas=(0.9, 0.999), momentum=0.9
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-@contextlib.contextmanager
-def cudnn_benchmark(enabled):
-    """Within the block ``torch.backends.cudnn.benchmark = enabled`` (then restored): cuDNN
-    picks the fastest convolution algorithms for the fixed training patch size once; validation
-    (whole images of varying sizes, which would be re-tuned for every size) runs outside."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = bool(enabled) or before
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
-
-
-def to_device(x, device, channels_last=False):
-    """Move a batch tensor to ``device`` (NHWC memory format when ``channels_last`` and 4-D)."""
-    if channels_last and x.dim() == 4:
-        return x.to(device, memory_format=torch.channels_last, non_blocking=True)
-    return x.to(device, non_blocking=True)
-
-
-def prepare_model(model, device, channels_last=False):
-    """Move ``model`` to ``device`` (and to NHWC memory format when ``channels_last``); returns it."""
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def unwrap(model):
-    """The plain module behind ``torch.compile`` and DistributedDataParallel wrappers (in any
-    order and number; the module itself when not wrapped): the one whose state dict is saved,
-    without ``_orig_mod.`` / ``module.`` key prefixes."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
-
-
-# ----------------------------------------------------------------------------------------------
-# Multi-process training (DistributedDataParallel)
-# ----------------------------------------------------------------------------------------------
-
-DIST_TIMEOUT = datetime.timedelta(minutes=30)
-"""How long a rank waits at a collective (e.g. for rank 0's validation and checkpoint) before
-the run is declared hung."""
-
-
-def init_distributed(device_spec="auto"):
-    """Join the process group when started by ``torchrun`` (environment ``WORLD_SIZE`` > 1).
-
-    Backend NCCL when ``device_spec`` resolves to CUDA (each rank then uses ``cuda:LOCAL_RANK``),
-    gloo on the CPU. A no-op without torchrun or when already initialised. Returns the
-    world size.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or is_distributed():
-        return world_size()
-    device = rank_device(device_spec)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", timeout=DIST_TIMEOUT, device_id=device)
-    else:
-        dist.init_process_group("gloo", timeout=DIST_TIMEOUT)
-    return world_size()
-
-
-def close_distributed():
-    """Leave the process group (when in one)."""
-    if is_distributed():
-        dist.destroy_process_group()
-
-
-def is_distributed():
-    """True inside an initialised process group of more than one rank."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank():
-    """This process's rank (0 without a process group)."""
-    return dist.get_rank() if is_distributed() else 0
-
-
-def world_size():
-    """Number of processes training together (1 without a process group)."""
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main_process():
-    """True on rank 0: the process that validates and writes checkpoints and logs."""
-    return rank() == 0
-
-
-def rank_device(spec="auto"):
-    """:func:`resolve_device`, except that a CUDA device under torchrun is ``cuda:LOCAL_RANK``
-    (one GPU per rank; the index of ``spec`` is then ignored). A CUDA device is made the
-    current one (``torch.cuda.set_device``), so nothing of this process -- the pin-memory
-    thread, the RNG, the caching allocator -- opens a context on GPU 0 when it trains on
-    ``cuda:N``. A CPU device touches nothing of CUDA."""
-    device = resolve_device(spec)
-    if device.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
-    return device
-
-
-def local_rank():
-    """This process's rank on its node (``LOCAL_RANK`` of torchrun; the global rank without
-    it, 0 without a process group)."""
-    return int(os.environ.get("LOCAL_RANK", rank())) if is_distributed() else 0
-
-
-def _collective_device():
-    """Where small tensors for collectives live: the rank's GPU for NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def all_reduce_max(value):
-    """The largest float ``value`` over all ranks (``value`` itself without a process group)."""
-    if not is_distributed():
-        return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64, device=_collective_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item()
-
-
-def all_reduce_mean(metrics, keys):
-    """``metrics`` (dict) with the float entries ``keys`` averaged over all ranks (in place)."""
-    keys = [k for k in keys if k in metrics]
-    if is_distributed() and keys:
-        t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
-                         device=_collective_device())
-        dist.all_reduce(t)
-        for k, v in zip(keys, (t / world_size()).tolist()):
-            metrics[k] = v
-    return metrics
-
-
-class RankFailure(RuntimeError):
-    """Raised on the ranks that were fine when another rank of the run failed."""
-
-
-def agree(ok, what="another rank failed"):
-    """A barrier that also carries failure: every rank calls it with ``ok`` (its own success);
-    if any rank passes False, the ranks that passed True raise :class:`RankFailure`. Without
-    a process group it does nothing. Used where rank 0 alone validates and writes files, so a
-    failure there stops the others instead of leaving them waiting (:class:`RankFailure`)."""
-    if not is_distributed():
-        return
-    failed = all_reduce_max(0.0 if ok else 1.0)
-    if failed and ok:
-        raise RankFailure(f"rank {rank()} stops: {what}")
-
-
-def broadcast_buffers(model):
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, so that all ranks
-    hold the module that rank 0 saves. (DDP broadcasts them at the start of every forward, so
-    after the last step of an epoch they differ by that step's update.)"""
-    if is_distributed():
-        for buf in unwrap(model).buffers():
-            dist.broadcast(buf, src=0)
-
-
-# ----------------------------------------------------------------------------------------------
-# Random number generators
-# ----------------------------------------------------------------------------------------------
-
-def seed_everything(seed):
-    """Seed python's ``random``, numpy's global RNG and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def get_rng_state():
-    """States of the python, numpy and torch (+CUDA) RNGs as tensors and plain types.
-
-    The dict can be stored in a checkpoint read with ``torch.load(weights_only=True)``.
-    """
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():   # a CPU run never touches CUDA
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state, device=None):
-    """Restore the RNG states saved by :func:`get_rng_state`.
-
-    CUDA states (one per GPU of the saving machine) are restored by index onto the GPUs this
-    process sees, as many as fit: a run saved by 4 torchrun ranks resumes on 1 GPU (or with
-    ``CUDA_VISIBLE_DEVICES=0``) with GPU 0's state, the others are dropped. Skipped when
-    ``device`` (where this run trains; None: whenever CUDA is available) is not a CUDA device.
-    """
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    on_cuda = device is None or torch.device(device).type == "cuda"
-    if state.get("cuda") and on_cuda and torch.cuda.is_available():
-        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state, index)
-
-
-def epoch_generator(seed, epoch):
-    """A ``torch.Generator`` seeded with ``seed + epoch``: the shuffling order of that epoch.
-
-    Giving each epoch's DataLoader its own generator makes the data order depend only on the
-    seed and the epoch number, so a resumed run sees the same batches as an uninterrupted one.
-    """
-    return torch.Generator().manual_seed(int(seed) + int(epoch))
-
-
 # ----------------------------------------------------------------------------------------------
 # Losses
 # ----------------------------------------------------------------------------------------------
@@ -461,8 +157,8 @@ class PixelLoss(torch.nn.Module):
 class VGGLoss(torch.nn.Module):
     """The paper's VGG content loss: MSE between ``feature_scale * phi_{i,j}`` of SR and HR.
 
-    ``vgg`` is a frozen ``models.TruncatedVGG19`` (it normalises its ``(N,3,H,W)`` [0,1] input
-    itself). The paper multiplies the feature maps by 1/12.75 (``cfg.vgg.feature_scale``) so the
+    ``vgg`` is a ``models.TruncatedVGG19``, which freezes itself (no gradients to its weights,
+    always in eval mode) and normalises its ``(N,3,H,W)`` [0,1] input itself. The paper multiplies the feature maps by 1/12.75 (``cfg.vgg.feature_scale``) so the
     loss has the magnitude of a pixel MSE. Gradients flow to ``sr`` (and so to the generator);
     the HR features are computed without a graph. The VGG runs in float32 with autocast off
     (under bf16 autocast its features, and so the loss, would change by ~1%). Returns a float32
@@ -471,16 +167,7 @@ class VGGLoss(torch.nn.Module):
 
     def __init__(self, vgg, feature_scale):
         super().__init__()
-        self.vgg, self.feature_scale = vgg, float(feature_scale)
-        for p in self.vgg.parameters():
-            p.requires_grad_(False)
-        self.vgg.eval()
-
-    def train(self, mode=True):
-        """The VGG stays in eval mode (it is a fixed feature extractor)."""
-        super().train(mode)
-        self.vgg.eval()
-        return self
+        self.vgg, self.feature_scale = vgg, float(feature_scale)   # frozen by TruncatedVGG19
 
     def forward(self, sr, hr):
         with float32_region(sr):
@@ -973,11 +660,10 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
     clock = clock if clock is not None else RunClock().start()
     generator.train()
     discriminator.train()
-    watch, g_steps, d_count, patches, lr, waits = LossWatch(), 0, 0, 0, None, [0.0]
+    watch, patches, lr, waits = LossWatch(), 0, None, [0.0]
     first_step = clock.step
     # the index-th D loss of the epoch belongs to G step first_step + index // d_steps + 1
     steps_of = lambda name, index: first_step + (index // d_steps if name == "d_loss" else index) + 1
-    where = (stage, epoch)
     start = time.perf_counter()
     bar = _progress_bar(loader, stage, epoch, progress)
     for i, (lr_img, hr_img) in enumerate(_timed(bar, waits)):
@@ -993,250 +679,64 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
             sr = generator(lr_img)                              # (N,3,4h,4w) super-resolved
 
         # 1. Discriminator step: tell HR (real) from SR (fake).
-        d_loss, d_real, d_fake = discriminator_step(discriminator, optimizer_d, hr_img, sr, amp,
-                                                    device, scaler=scaler_d, check=False)
-        watch.add("d_loss", d_loss, check=True)
-        watch.add("d_real", d_real)
-        watch.add("d_fake", d_fake)
-        watch.extreme("max_fake", d_fake, largest=True)
-        watch.extreme("min_real", d_real, largest=False)
-        d_count += 1
+        _watch_d(watch, *discriminator_step(discriminator, optimizer_d, hr_img, sr, amp, device,
+                                            scaler=scaler_d, check=False))
         patches += lr_img.shape[0]
 
         # 2. Generator step: content loss + adversarial loss through the (frozen) D.
         if g_turn:
-            g_loss, content, adversarial = generator_step(
-                discriminator, optimizer_g, sr, hr_img, content_loss_fn, adv_weight, amp, device,
-                scaler=scaler_g, check=False)
-            watch.add("generator", g_loss, check=True)
-            watch.add("content_loss", content)
-            watch.add("adv_loss", adversarial)
+            _watch_g(watch, *generator_step(discriminator, optimizer_g, sr, hr_img, content_loss_fn,
+                                            adv_weight, amp, device, scaler=scaler_g, check=False))
             if ema is not None:
                 ema.update(generator)
             clock.tick()
-            g_steps += 1
-        if d_count % sync_every == 0:
-            means, _ = watch.read(steps_of, where, clock.step)
+        if (i + 1) % sync_every == 0:
+            means, _ = watch.read(steps_of, (stage, epoch), clock.step)
             bar.set_postfix(content=f"{means.get('content_loss', math.nan):.4g}",
                             d_real=f"{means['d_real']:.2f}", d_fake=f"{means['d_fake']:.2f}",
                             refresh=False)
     bar.close()
-    means, extreme = watch.read(steps_of, where, clock.step)
-    seconds = time.perf_counter() - start
-    metrics = {k: means.get(k, 0.0) for k in ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")}
-    collapsed = (d_count > 0 and collapse_fake is not None and collapse_real is not None
-                 and extreme["max_fake"] < collapse_fake and extreme["min_real"] > collapse_real)
-    if collapsed:
-        warnings.warn(
-            f"discriminator collapse in stage {stage!r}, epoch {epoch} (up to step {clock.step}): "
-            f"for the whole epoch D(real) > {collapse_real} and D(fake) < {collapse_fake} "
-            f"(means {metrics['d_real']:.4f} / {metrics['d_fake']:.4f}); the generator gets almost no "
-            f"adversarial signal -- consider a lower D learning rate or adv_weight",
-            RuntimeWarning, stacklevel=2)
-    metrics.update(steps=g_steps, lr=lr if lr is not None else optimizer_g.param_groups[0]["lr"],
-                   stopped_early=clock.finished(), d_collapsed=bool(collapsed),
-                   **_throughput(d_count, patches, seconds, waits[0]))
+    means, extreme = watch.read(steps_of, (stage, epoch), clock.step)
+    metrics = {k: means.get(k, 0.0) for k in GAN_METRICS}
+    collapsed = _collapsed(extreme, metrics, collapse_fake, collapse_real, stage, epoch, clock.step)
+    metrics.update(steps=clock.step - first_step, stopped_early=clock.finished(),
+                   lr=lr if lr is not None else optimizer_g.param_groups[0]["lr"],
+                   d_collapsed=collapsed, **_throughput(watch.counts.get("d_loss", 0), patches,
+                                                        time.perf_counter() - start, waits[0]))
     return metrics
 
 
-# ----------------------------------------------------------------------------------------------
-# Validation
-# ----------------------------------------------------------------------------------------------
-
-VALIDATION_METRICS = ("psnr", "ssim", "lr_psnr", "niqe")
-"""What :func:`validate` can measure: PSNR-Y / SSIM-Y (dB / [0,1], ``scale`` px shaved), LR-PSNR
-(dB, RGB, ``imresize(SR, 1/scale)`` vs the LR input: faithfulness) and NIQE (no reference,
-lower = more natural)."""
+GAN_METRICS = ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")
+"""The epoch means :func:`train_epoch_gan` returns (besides its counts and throughput)."""
 
 
-VALIDATION_TILE = 128
-"""LR tile side of validation on CUDA (:func:`validation_tile`): a 2K DIV2K_valid image whole
-through SRResNet needs several GB of activations; tiles with the receptive-field overlap of
-``super_resolve.upscale_image`` give the same image (within one gray level)."""
+def _watch_d(watch, d_loss, d_real, d_fake):
+    """Add a discriminator step's loss and mean probabilities to ``watch`` (on the device)."""
+    watch.add("d_loss", d_loss, check=True)
+    watch.add("d_real", d_real)
+    watch.add("d_fake", d_fake)
+    watch.extreme("max_fake", d_fake, largest=True)
+    watch.extreme("min_real", d_real, largest=False)
 
 
-def validation_tile(device):
-    """The ``tile`` of ``super_resolve.upscale_image`` for validating on ``device``:
-    :data:`VALIDATION_TILE` on CUDA, None (whole images, as before) on the CPU."""
-    return VALIDATION_TILE if torch.device(device).type == "cuda" else None
+def _watch_g(watch, g_loss, content, adversarial):
+    """Add a generator step's losses to ``watch`` (on the device)."""
+    watch.add("generator", g_loss, check=True)
+    watch.add("content_loss", content)
+    watch.add("adv_loss", adversarial)
 
 
-def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim"), tile="auto"):
-    """Mean ``metrics`` (names from :data:`VALIDATION_METRICS`) of ``generator`` over ``dataset``.
-
-    ``dataset`` yields ``(lr, hr, name)`` uint8 images (``datasets.TestDataset``); each LR image
-    is super-resolved by ``super_resolve.upscale_image``: in tiles of ``tile`` LR pixels
-    (``'auto'``: :func:`validation_tile`, i.e. tiled on CUDA, whole on the CPU; None: whole). The generator is put in eval mode
-    and returned to its previous mode. NIQE skips images smaller than one 96x96 block (its
-    mean is None when no image is large enough). Returns ``{metric: float, "images": int}``.
-    """
-    import super_resolve  # imported here: super_resolve imports models, which may import solver
-
-    unknown = set(metrics) - set(VALIDATION_METRICS)
-    if unknown:
-        raise ValueError(f"unknown validation metric(s) {sorted(unknown)}: use {VALIDATION_METRICS}")
-    model = unwrap(generator)
-    tile = validation_tile(device) if tile == "auto" else tile
-    was_training = model.training
-    model.eval()
-    scores = {m: [] for m in metrics}
-    try:
-        for i in range(len(dataset)):
-            lr, hr, _ = dataset[i]
-            sr = super_resolve.upscale_image(model, lr, device=device, tile=tile)  # uint8, HR
-            for m in metrics:
-                if m == "psnr":
-                    scores[m].append(utils.psnr(sr, hr, shave=scale))
-                elif m == "ssim":
-                    scores[m].append(utils.ssim(sr, hr, shave=scale))
-                elif m == "lr_psnr":
-                    scores[m].append(utils.lr_psnr(sr, lr, scale))
-                elif min(sr.shape[:2]) >= utils.NIQE_BLOCK:
-                    scores[m].append(utils.niqe(sr, crop_border=scale))
-    finally:
-        model.train(was_training)
-    if len(dataset) == 0:
-        raise ValueError("validation set is empty")
-    out = {m: (float(np.mean(v)) if v else None) for m, v in scores.items()}
-    out["images"] = len(dataset)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------
-
-def to_plain(obj):
-    """Config-like ``obj`` as plain python: dicts (EasyDict too) -> dict, tuples -> lists, Paths ->
-    str; what ``torch.load(weights_only=True)`` and JSON accept."""
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (np.integer, np.floating, np.bool_)):
-        return obj.item()
-    return obj
-
-
-class WriteError(OSError):
-    """A checkpoint or log could not be written (e.g. a full disk); the previous file is intact.
-    ``errno`` is the cause's; the message names the file."""
-
-    def __str__(self):
-        return str(self.strerror)
-
-
-def write_failed(path, error, what="checkpoint"):
-    """The :class:`WriteError` for ``error`` (an OSError) raised while replacing ``path``."""
-    kept = f"the previous {what} is intact" if Path(path).exists() else "nothing was written"
-    return WriteError(error.errno, f"cannot write {what} {path}: {error.strerror or error}; {kept}")
-
-
-def save_checkpoint(path, state):
-    """Write ``state`` to ``path`` atomically: a temp file ``.<name>.*.tmp`` in the same folder,
-    flushed and fsynced, then ``os.replace``d over ``path``. A crash (SIGKILL, OOM, power loss)
-    leaves either the old or the new file, never a truncated one; a failing write (e.g. a full
-    disk) removes its temp file and raises :class:`WriteError` naming the file, with
-    the previous checkpoint untouched. Makes the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise write_failed(path, e) from e
-        raise
-    with contextlib.suppress(OSError):   # make the rename itself durable (not possible everywhere)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def remove_stale_temp_files(path):
-    """Delete the temp files ``.<name>.*.tmp`` that writing ``path`` atomically left behind when
-    the writing process was killed (they are never complete files). Returns their paths."""
-    path = Path(path)
-    stale = sorted(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
-    for tmp in stale:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return stale
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
-
-    Raises FileNotFoundError for a missing file and ValueError naming the file when it is not
-    a readable checkpoint of this project (other format, truncated, not a torch file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types (pickle, zip, runtime) for a bad file
-        from models import load_failure_reason
-        raise ValueError(f"{path} is not a readable checkpoint: "
-                         f"{load_failure_reason(path, e)}") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path} is not a checkpoint of this project: format {found!r}, "
-                         f"expected {CHECKPOINT_FORMAT!r}")
-    return state
-
-
-def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, config, history,
-                    optimizer_g=None, scheduler_g=None, discriminator=None, optimizer_d=None,
-                    scheduler_d=None, clock=None, finished=False, world_size=1, ema=None,
-                    scaler_g=None, scaler_d=None):
-    """The checkpoint dict of the contract (see module docstring of models.py).
-
-    ``generator`` holds the trained weights (what a resumed run continues); with ``ema`` (a
-    :class:`GeneratorEMA`) its averaged weights are stored too, as ``generator_ema``, and
-    that is the generator ``models.load_generator`` returns for inference.
-
-    Models may be ``torch.compile``d or DDP-wrapped (the plain module's weights are stored, keys
-    without prefixes); ``world_size`` records how many processes trained; ``config`` may be
-    an EasyDict (stored as plain dicts/lists); ``scheduler_*`` are dicts (see :func:`make_lr_fn`
-    and :class:`RunClock`). ``scaler_g``/``scaler_d``: the fp16 GradScalers (their state dicts
-    are stored, None without fp16). The RNG states are captured now.
-    """
-    def state_of(obj):
-        return unwrap(obj).state_dict() if obj is not None else None
-
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "arch": arch,
-        "arch_kwargs": to_plain(arch_kwargs),
-        "scale": int(scale),
-        "stage": stage,
-        "generator": state_of(generator),
-        "generator_ema": ema.state_dict() if ema is not None else None,
-        "discriminator": state_of(discriminator),
-        "optimizer_g": state_of(optimizer_g),
-        "optimizer_d": state_of(optimizer_d),
-        "scheduler_g": to_plain(scheduler_g),
-        "scheduler_d": to_plain(scheduler_d),
-        "clock": clock.state_dict() if clock is not None else None,
-        "scaler_g": scaler_g.state_dict() if scaler_g is not None else None,
-        "scaler_d": scaler_d.state_dict() if scaler_d is not None else None,
-        "epoch": int(epoch),
-        "step": int(step),
-        "finished": bool(finished),
-        "world_size": int(world_size),
-        "rng": get_rng_state(),
-        "config": to_plain(config),
-        "history": to_plain(history),
-    }
+def _collapsed(extreme, metrics, collapse_fake, collapse_real, stage, epoch, step):
+    """True (with a RuntimeWarning naming the epoch and step) when D won for the whole epoch:
+    every batch had mean D(fake) < ``collapse_fake`` and mean D(real) > ``collapse_real``."""
+    if collapse_fake is None or collapse_real is None or "max_fake" not in extreme:
+        return False
+    if not (extreme["max_fake"] < collapse_fake and extreme["min_real"] > collapse_real):
+        return False
+    warnings.warn(
+        f"discriminator collapse in stage {stage!r}, epoch {epoch} (up to step {step}): "
+        f"for the whole epoch D(real) > {collapse_real} and D(fake) < {collapse_fake} "
+        f"(means {metrics['d_real']:.4f} / {metrics['d_fake']:.4f}); the generator gets almost no "
+        f"adversarial signal -- consider a lower D learning rate or adv_weight",
+        RuntimeWarning, stacklevel=3)
+    return True

@@ -55,8 +55,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import cli
-from utils import UINT16_TO_UINT8, ImageReadError, atomic_write, image_to_tensor, load_image, \
-    low_byte_tiles, oriented, rgb_to_luma, tensor_to_image
+import datasets
+import models
+from utils import (UINT16_TO_UINT8, ImageReadError, atomic_write, image_to_tensor, load_image,
+                   low_byte_tiles, oriented, resolve_device, rgb_to_luma, tensor_to_image)
 
 DEFAULT_TILE = 256
 """Tile side of the command line, LR pixels (~1 GB of activations for a full SRResNet in fp32)."""
@@ -397,10 +399,6 @@ def main(argv=None):
     """The command line (see the module docstring). Returns the exit status: 0 when every image
     was written or kept, 1 when some could not be read or a setting/file is wrong (one line on
     stderr names it; outputs already written are kept)."""
-    import datasets
-    import models
-    from solver import resolve_device
-
     args = parse_args(argv)
     try:
         device = cli.device_setting(resolve_device, args.device)

@@ -1,55 +1,21 @@
-"""Train SRResNet (stage 1) and SRGAN (stage 2) from a config preset; resumable.
+"""Train a generator (stage 1: SRResNet or a baseline, pixel loss) and SRGAN (stage 2) from a
+config preset; resumable, one process or several (``torchrun``).
 
 Usage (from the project root)::
 
-    python train.py --config demo --out runs/demo            # the demo: SRResNet + SRGAN on the CPU
-    python train.py --config paper --out runs/paper           # both stages of the paper (GPU)
-    python train.py --config paper --variant srgan-vgg22 --out runs/paper   # one of the paper's
-                            # Table-1 networks: srresnet-mse | srresnet-vgg22 | srgan-mse |
-                            # srgan-vgg22 | srgan-vgg54 (config.VARIANTS)
+    python train.py --config demo --out runs/demo         # the demo: SRResNet + SRGAN on the CPU
+    python train.py --config paper --out runs/paper        # both stages of the paper (GPU)
+    python train.py --config paper --variant srgan-vgg22 --out runs/paper   # a Table-1 network
+    python train.py --arch fsrcnn --out runs/fsrcnn        # a baseline with its paper's recipe
     python train.py --config paper --out runs/paper --stage srgan --resume
-    python train.py --config paper --out runs/vdsr --arch vdsr --stage srresnet
-    python train.py --config demo --out runs/x --set stage1.lr=2e-4 --set data.workers=2
-
-Stage ``srresnet`` (stage 1) trains ``cfg.generator.arch`` with a pixel (or VGG) loss and writes
-``OUT/<arch>.pth`` (``srresnet.pth``, or ``srcnn.pth`` / ``vdsr.pth`` for the baselines);
-stage ``srgan`` (stage 2) starts its generator from that file (or ``cfg.stage2.init``) and
-writes ``OUT/srgan.pth``. After every epoch the latest checkpoint is replaced atomically,
-``OUT/<name>_log.csv`` gets a row (losses, D(real)/D(fake), validation PSNR/SSIM, lr, time),
-and in stage 1 ``OUT/<name>_best.pth`` keeps the epoch with the best validation PSNR.
-``--resume`` continues a stage from its checkpoint with the same weights, optimiser state,
-schedule and data order as an uninterrupted run.
-
-Faults: checkpoints and logs are written atomically (temp file, fsync, rename), so a run
-killed at any moment (SIGKILL, out of memory) or stopped by a full disk leaves the last complete
-checkpoint; ``--resume`` restarts the interrupted epoch from it (each epoch's data depends only
-on the seed and the epoch number, so on the CPU the result is bit-identical to an uninterrupted
-run) and deletes the half-written temp files of the killed run. A non-finite loss stops the run
-at the next host read of the losses (every ``train.sync_every`` steps and at the end of each
-epoch, ``solver.LossWatch``), naming the stage, epoch and the step where it first happened,
-before any checkpoint is written with it; a collapsed discriminator is reported with its epoch
-and step.
-
-Several GPUs: one process per GPU with DistributedDataParallel::
-
     torchrun --nproc_per_node=4 train.py --config paper --out runs/paper
 
-* Each rank trains on ``cuda:LOCAL_RANK`` (NCCL); without CUDA the ranks use the CPU (gloo).
-* Batch: ``stage1.batch_size`` / ``stage2.batch_size`` is the **global** batch, split evenly
-  over the ranks (the paper's 16 on 4 GPUs = 4 patches per GPU; it must divide evenly). DDP
-  averages the gradients over the ranks, so each optimiser step uses the mean gradient of 16
-  patches, as on one GPU; steps per epoch, lr schedule and checkpoint epochs/steps do not
-  depend on the number of GPUs. A DistributedSampler gives each rank its share of an epoch's
-  patches (``set_epoch`` every epoch); each rank crops with its own seed.
-* BatchNorm: by default each rank normalises with the statistics of its own share of the batch
-  (plain per-GPU BN, noisier with fewer patches per GPU); ``--set train.sync_bn=True`` uses
-  SyncBatchNorm (CUDA only): statistics over the global batch, as on one GPU, for one
-  all-reduce per BN layer. The running statistics kept are rank 0's.
-* Rank 0 alone validates and writes checkpoints (the plain module's state dict: no
-  ``module.`` prefix), logs and messages; the others wait for it (and stop if it fails).
-  A checkpoint can be resumed with any number of processes.
-
-The notebooks call :func:`build_config` and :func:`run_stage` directly.
+Stage 1 writes ``OUT/<arch>.pth`` (``srresnet.pth``, ``fsrcnn.pth`` ...), stage 2 ``OUT/srgan.pth``
+(or its variant's name), each with ``<name>_log.csv`` and ``<name>_best.pth``; at the end a
+table of bicubic and the trained models on ``cfg.train.eval_sets``. The README ("Train",
+"Several GPUs", "Faults") says what a run guarantees; a training step is followed from
+:func:`run_stage` to ``solver.pixel_step`` / ``solver.discriminator_step`` and
+``solver.generator_step``. The notebooks call :func:`build_config` and :func:`run_stage`.
 """
 import argparse
 import ast
@@ -58,7 +24,6 @@ import csv
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -68,6 +33,7 @@ import torch
 import cli
 import create_data_lists
 import datasets
+import distributed
 import evaluate
 import models
 import report as tables
@@ -96,8 +62,8 @@ LOG_COLUMNS = ("epoch", "step", "content_loss", "adv_loss", "d_loss", "d_real", 
                "time_s")
 """Columns of ``<name>_log.csv`` (missing values are left empty, e.g. D columns in stage 1)."""
 
-STAGE_VALIDATION = {"srresnet": ("psnr", "ssim"), "srgan": solver.VALIDATION_METRICS}
-"""What each stage validates per epoch (``solver.validate``): stage 2 also LR-PSNR and NIQE,
+STAGE_VALIDATION = {"srresnet": ("psnr", "ssim"), "srgan": evaluate.VALIDATION_METRICS}
+"""What each stage validates per epoch (``evaluate.validate``): stage 2 also LR-PSNR and NIQE,
 since its point is perceptual quality, which PSNR does not measure."""
 
 
@@ -262,22 +228,13 @@ def build_val_set(cfg):
 # ----------------------------------------------------------------------------------------------
 
 def write_log(path, history):
-    """Write ``history`` (list of per-epoch dicts) as CSV with ``LOG_COLUMNS``, atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for row in history:
-                writer.writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
-        os.chmod(tmp, 0o644)             # mkstemp makes 0600 files; a log is for everyone to read
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise solver.write_failed(path, e, "log") from e
-        raise
+    """Write ``history`` (list of per-epoch dicts) as CSV with ``LOG_COLUMNS``, atomically
+    (``utils.atomic_write``: fsynced, a failed write leaves the previous log)."""
+    with utils.atomic_write(path, "w", what="log", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: _fmt(row.get(k)) for k in LOG_COLUMNS})
 
 
 def _fmt(value):
@@ -293,13 +250,14 @@ def _fmt(value):
 # ----------------------------------------------------------------------------------------------
 
 def _init_generator_from(generator, path, arch, scale):
-    """Load stage-1 weights (a checkpoint of this project) into ``generator`` for stage 2."""
-    ckpt = solver.load_checkpoint(path)
+    """Stage 2 starts from the generator of a checkpoint of this project (read like
+    ``models.load_generator`` reads it: its EMA weights when it has them)."""
+    ckpt = models.load_checkpoint(path)
     if ckpt["arch"] != arch or ckpt["scale"] != scale:
         raise ValueError(f"{path} holds a x{ckpt['scale']} {ckpt['arch']!r} generator, but this "
                          f"run trains a x{scale} {arch!r}")
     try:
-        generator.load_state_dict(ckpt["generator"])
+        generator.load_state_dict(models.generator_state(ckpt, path))
     except RuntimeError as e:
         raise ValueError(f"{path}: its generator does not fit the configured one "
                          f"(cfg.generator): {e}") from e
@@ -370,7 +328,7 @@ def build_networks(cfg, stage, device, init=None):
     given. ``content_loss`` from :func:`content_loss_of`. Seeds torch with ``cfg.seed`` first,
     so the initial weights are the same in every run.
     """
-    solver.seed_everything(cfg.seed)
+    utils.seed_everything(cfg.seed)
     channels_last = bool(cfg.train.channels_last)
     generator = models.build_generator(cfg.generator.arch, scale=cfg.scale, **generator_kwargs(cfg))
     if init is not None:
@@ -378,14 +336,14 @@ def build_networks(cfg, stage, device, init=None):
     discriminator = None
     if stage == "srgan":
         d = cfg.discriminator
-        discriminator = solver.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
+        discriminator = utils.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
                                              device, channels_last)
     # the VGG19 weights (548 MB) are downloaded by rank 0 alone; the others then read its cache
-    content_loss = _first_ranks_then_others(
+    content_loss = distributed.first_ranks_then_others(
         lambda: content_loss_of(cfg, stage, generator.y_only),
-        "rank 0 failed while loading the VGG19 weights", solver.is_main_process(), others_too=True)
-    return (solver.prepare_model(generator, device, channels_last), discriminator,
-            solver.prepare_model(content_loss, device, channels_last))
+        "rank 0 failed while loading the VGG19 weights", distributed.is_main_process(), others_too=True)
+    return (utils.prepare_model(generator, device, channels_last), discriminator,
+            utils.prepare_model(content_loss, device, channels_last))
 
 
 def make_optimizer(model, scfg, **changes):
@@ -409,40 +367,6 @@ def lr_schedule(scfg):
     lr_fn = solver.make_lr_fn(schedule["base_lr"], schedule["schedule"], schedule["decay_at"],
                               schedule["decay_factor"], schedule["min_lr"])
     return schedule, lr_fn
-
-
-def _first_ranks_then_others(fn, failure, is_first, others_too=False):
-    """``fn()`` where ``is_first`` while the other ranks wait; a failure there is raised there and
-    stops the others with ``failure`` (``solver.agree``) instead of leaving them waiting.
-    Returns ``fn()``'s result on the first ranks; elsewhere None, or with ``others_too`` the
-    result of ``fn()`` run there afterwards (e.g. reading the cache the first ranks filled)."""
-    result, error = None, None
-    if is_first:
-        try:
-            result = fn()
-        except BaseException as e:    # re-raised below, after telling the other ranks
-            error = e
-    solver.agree(error is None, failure)
-    if error is not None:
-        raise error
-    return result if is_first or not others_too else fn()
-
-
-def _main_rank_first(fn, what):
-    """Run ``fn()`` on rank 0 while the other ranks wait; then (if it succeeded) return its
-    result on rank 0 and None elsewhere. A failure on rank 0 is raised there and stops the
-    others (``solver.agree``) instead of leaving them waiting. Single process: just ``fn()``."""
-    return _first_ranks_then_others(fn, f"rank 0 failed while {what}", solver.is_main_process())
-
-
-def _local_main_first(fn, what):
-    """``fn()`` on every rank, by the first rank of each node (``LOCAL_RANK`` 0) while the other
-    ranks of the run wait, then by the others: with a node-local ``data.cache_dir`` one process
-    per node decodes the images into it and the others read it (on a shared file system the
-    first ranks of the nodes write the same files atomically). A failure of a first rank stops
-    the others (``solver.agree``). Single process: just ``fn()``. Returns ``fn()``'s result."""
-    return _first_ranks_then_others(fn, f"the first rank of a node failed while {what}",
-                                    solver.local_rank() == 0, others_too=True)
 
 
 def check_train_options(cfg, world, device):
@@ -471,15 +395,6 @@ def tensorboard_writer(log_dir):
     return SummaryWriter(log_dir=str(log_dir))
 
 
-def _ddp(model, device, sync_bn):
-    """``model`` wrapped in DistributedDataParallel (SyncBatchNorm first when ``sync_bn``)."""
-    if sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=None
-                                                     if ids is None else ids[0])
-
-
 def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     """Train one stage and return its history (list of per-epoch metric dicts).
 
@@ -505,7 +420,7 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     run = _set_up(cfg, stage, Path(out_dir), resume, progress)
     run.clock.start()
     if stage == "srgan" and not run.history:
-        _main_rank_first(lambda: _validate_start(run), "validating the starting generator")
+        distributed.main_rank_first(lambda: _validate_start(run), "validating the starting generator")
     for epoch in range(run.start_epoch, run.scfg.epochs + 1):
         if run.clock.finished():
             break
@@ -513,7 +428,7 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
         metrics = _train_epoch(run, epoch)
         row = {"epoch": epoch, "step": run.clock.step, **metrics}
         finished = run.clock.finished() or epoch == run.scfg.epochs
-        _main_rank_first(lambda: _end_of_epoch(run, row, finished, epoch_start),
+        distributed.main_rank_first(lambda: _end_of_epoch(run, row, finished, epoch_start),
                          f"validating or saving epoch {epoch}")
         if not run.is_main:
             run.history.append(row)      # (without validation scores: rank 0 keeps the full log)
@@ -530,12 +445,12 @@ def _check_resume(ckpt_path, resume, name, arch, run_files, arch_kwargs=None):
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass --resume (resume=True) to continue it, "
                               f"or choose another output folder")
-    checkpoint = solver.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    checkpoint = models.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if resume and checkpoint is None:
         print(f"no checkpoint {ckpt_path} to resume: starting {name} from scratch", flush=True)
-    if resume and solver.is_main_process():                    # half-written files of a killed run
+    if resume and distributed.is_main_process():                    # half-written files of a killed run
         for path in run_files:
-            for tmp in solver.remove_stale_temp_files(path):
+            for tmp in utils.remove_stale_temp_files(path):
                 print(f"removed {tmp}: an incomplete write of an interrupted run", flush=True)
     if checkpoint is not None and (checkpoint["arch"] != arch or checkpoint["stage"] != name):
         raise ValueError(f"{ckpt_path} is a {checkpoint['stage']!r} checkpoint of "
@@ -556,7 +471,7 @@ def _check_resume(ckpt_path, resume, name, arch, run_files, arch_kwargs=None):
 def _set_up(cfg, stage, out_dir, resume, progress):
     """Everything a stage needs, as one namespace: config, files, networks, optimisers, data,
     clock, history (restored from the checkpoint when resuming)."""
-    world, is_main = solver.world_size(), solver.is_main_process()
+    world, is_main = distributed.world_size(), distributed.is_main_process()
     scfg = stage_config(cfg, stage)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} is a file: the output must be a folder "
@@ -577,36 +492,16 @@ def _set_up(cfg, stage, out_dir, resume, progress):
                                     f"does not exist: run --stage srresnet first, or set "
                                     f"--set stage2.init=PATH")
 
-    run.device = solver.rank_device(cfg.train.device)
+    run.device = distributed.rank_device(cfg.train.device)
     sync_bn = check_train_options(cfg, world, run.device)
-    run.amp = solver.resolve_amp(cfg.train.amp, run.device)
+    run.amp = utils.resolve_amp(cfg.train.amp, run.device)
     run.sync_every = int(cfg.train.get("sync_every", solver.SYNC_EVERY))
     if scfg.batch_size % world:
         raise ValueError(f"{stage} batch_size {scfg.batch_size} is the global batch and must be "
                          f"divisible by the {world} processes of the run")
     run.rank_batch = scfg.batch_size // world
-    run.generator, run.discriminator, run.content_loss = build_networks(cfg, stage, run.device, init)
-    run.optimizer_g = make_optimizer(run.generator, scfg)
-    run.optimizer_d = (make_optimizer(run.discriminator, scfg, last_layer_lr_scale=1.0)
-                       if run.discriminator is not None else None)
-    run.scaler_g = solver.make_grad_scaler(run.amp, run.device)        # fp16: one per optimiser
-    run.scaler_d = (solver.make_grad_scaler(run.amp, run.device)
-                    if run.discriminator is not None else None)
-    ema_decay = scfg.get("ema_decay") if stage == "srgan" else None
-    run.ema = solver.GeneratorEMA(run.generator, ema_decay) if ema_decay is not None else None
-    run.schedule, run.lr_fn = lr_schedule(scfg)
-
-    _main_rank_first(lambda: ensure_data(cfg), "preparing the data")
-    # the first rank of each node decodes first (and fills data.cache_dir), the others then
-    # read its cache
-    patch = scfg.get("patch_size")
-    run.train_set = _local_main_first(lambda: build_train_set(cfg, run.progress, patch),
-                                      "decoding the data")
-    run.val_set = build_val_set(cfg) if is_main else None
-    run.loader = (datasets.make_stage_loader(run.train_set, run.rank_batch, cfg.data.workers,
-                                             distributed=world > 1,
-                                             pin_memory=run.device.type == "cuda")
-                  if cfg.data.workers > 0 else None)
+    _build_training(run, init)
+    _build_data(run)
     run.d_steps = int(scfg.get("d_steps", 1)) if stage == "srgan" else 1
     batches = (len(run.train_set) // world) // run.rank_batch   # = len // batch_size on one process
     if batches < 1:
@@ -621,15 +516,47 @@ def _set_up(cfg, stage, out_dir, resume, progress):
 
     run.model, run.critic = run.generator, run.discriminator  # what trains (DDP-wrapped if needed)
     if world > 1:
-        run.model = _ddp(run.generator, run.device, sync_bn)
+        run.model = distributed.wrap_ddp(run.generator, run.device, sync_bn)
         if run.discriminator is not None:
-            run.critic = _ddp(run.discriminator, run.device, sync_bn)
+            run.critic = distributed.wrap_ddp(run.discriminator, run.device, sync_bn)
     if cfg.train.compile:
         run.model = torch.compile(run.model)
         run.critic = torch.compile(run.critic) if run.critic is not None else None
     run.tensorboard = (tensorboard_writer(out_dir / "tensorboard" / name)
                        if is_main and cfg.train.get("tensorboard") else None)
     return run
+
+
+def _build_training(run, init):
+    """The stage's networks (G from ``init`` when given), optimisers, fp16 scalers, EMA and lr
+    schedule, onto ``run``."""
+    cfg, scfg = run.cfg, run.scfg
+    run.generator, run.discriminator, run.content_loss = build_networks(cfg, run.stage, run.device,
+                                                                        init)
+    run.optimizer_g = make_optimizer(run.generator, scfg)
+    run.optimizer_d = (make_optimizer(run.discriminator, scfg, last_layer_lr_scale=1.0)
+                       if run.discriminator is not None else None)
+    run.scaler_g = utils.make_grad_scaler(run.amp, run.device)        # fp16: one per optimiser
+    run.scaler_d = (utils.make_grad_scaler(run.amp, run.device)
+                    if run.discriminator is not None else None)
+    ema_decay = scfg.get("ema_decay") if run.stage == "srgan" else None
+    run.ema = solver.GeneratorEMA(run.generator, ema_decay) if ema_decay is not None else None
+    run.schedule, run.lr_fn = lr_schedule(scfg)
+
+
+def _build_data(run):
+    """The stage's training set (decoded by the first rank of each node first, which fills
+    ``data.cache_dir`` for the others), validation set (rank 0) and, with workers, its loader."""
+    cfg = run.cfg
+    distributed.main_rank_first(lambda: ensure_data(cfg), "preparing the data")
+    patch = run.scfg.get("patch_size")
+    run.train_set = distributed.local_main_first(
+        lambda: build_train_set(cfg, run.progress, patch), "decoding the data")
+    run.val_set = build_val_set(cfg) if run.is_main else None
+    run.loader = (datasets.make_stage_loader(run.train_set, run.rank_batch, cfg.data.workers,
+                                             distributed=run.world > 1,
+                                             pin_memory=run.device.type == "cuda")
+                  if cfg.data.workers > 0 else None)
 
 
 def _restore(run, checkpoint):
@@ -649,7 +576,7 @@ def _restore(run, checkpoint):
     run.start_epoch = checkpoint["epoch"] + 1
     run.clock = solver.RunClock.from_state_dict(checkpoint["clock"], run.clock.total_steps,
                                                 run.budget, run.sync_every)
-    solver.set_rng_state(checkpoint["rng"], run.device)
+    utils.set_rng_state(checkpoint["rng"], run.device)
     print(f"resuming {run.name} from {run.ckpt_path}: epoch {checkpoint['epoch']} done, "
           f"step {run.clock.step}", flush=True)
 
@@ -662,7 +589,7 @@ def _train_epoch(run, epoch):
     # The data of an epoch depends only on (seed, epoch): the loader's shuffling generator
     # and the patch RNG of datasets.TrainDataset (seeded from torch.initial_seed() in the
     # main process, from the loader's worker seeds otherwise).
-    crop_seed = cfg.seed + epoch + solver.rank() * RANK_SEED_OFFSET
+    crop_seed = cfg.seed + epoch + distributed.rank() * RANK_SEED_OFFSET
     torch.manual_seed(crop_seed)
     if run.loader is not None:          # workers: one loader (and its workers) for the stage
         loader = datasets.start_epoch(run.loader, cfg.seed + epoch, crop_seed, epoch)
@@ -675,7 +602,7 @@ def _train_epoch(run, epoch):
     common = dict(clock=run.clock, lr_fn=run.lr_fn, amp=run.amp,
                   channels_last=bool(cfg.train.channels_last), stage=run.name, epoch=epoch,
                   progress=run.progress, sync_every=run.sync_every)
-    with solver.cudnn_benchmark(run.device.type == "cuda"):
+    with utils.cudnn_benchmark(run.device.type == "cuda"):
         if run.stage == "srresnet":
             metrics = solver.train_epoch_mse(run.model, loader, run.optimizer_g, run.content_loss,
                                              run.device, scaler=run.scaler_g,
@@ -688,10 +615,10 @@ def _train_epoch(run, epoch):
                 d_lr_scale=scfg.get("d_lr_scale", 1.0), ema=run.ema,
                 collapse_fake=scfg.get("collapse_fake"), collapse_real=scfg.get("collapse_real"),
                 scaler_g=run.scaler_g, scaler_d=run.scaler_d, **common)
-    solver.all_reduce_mean(metrics, AVERAGED_METRICS)
+    distributed.all_reduce_mean(metrics, AVERAGED_METRICS)
     for net in (run.generator, run.discriminator):         # every rank holds rank 0's BN statistics
         if net is not None:
-            solver.broadcast_buffers(net)
+            distributed.broadcast_buffers(net)
     return metrics
 
 
@@ -701,12 +628,12 @@ def _inference_generator(run):
 
 
 def _validate(run):
-    """Validation scores of the current generator (``solver.validate``), keys ``val_*``;
+    """Validation scores of the current generator (``evaluate.validate``), keys ``val_*``;
     stage 2 adds LR-PSNR and NIQE. Empty without a validation set."""
     if run.val_set is None:
         return {}
     metrics = STAGE_VALIDATION[run.stage]
-    val = solver.validate(_inference_generator(run), run.val_set, run.cfg.scale, run.device,
+    val = evaluate.validate(_inference_generator(run), run.val_set, run.cfg.scale, run.device,
                           metrics)
     return {f"val_{m}": val[m] for m in metrics}
 
@@ -758,9 +685,9 @@ def _end_of_epoch(run, row, finished, epoch_start):
                  history=run.history, finished=finished, world_size=run.world, ema=run.ema,
                  scaler_g=run.scaler_g, scaler_d=run.scaler_d)
     if epoch % cfg.train.checkpoint_every == 0 or finished:
-        solver.save_checkpoint(run.ckpt_path, solver.make_checkpoint(**state))
+        models.save_checkpoint(run.ckpt_path, models.make_checkpoint(**state))
     if _is_best(run, row):
-        solver.save_checkpoint(run.best_path, solver.make_checkpoint(**state))
+        models.save_checkpoint(run.best_path, models.make_checkpoint(**state))
     write_log(run.log_path, run.history)
     if run.tensorboard is not None:
         _log_tensorboard(run, row)
@@ -788,7 +715,7 @@ def _log_tensorboard(run, row):
         for i in range(min(TENSORBOARD_IMAGES, len(run.val_set))):
             lr, hr, name = run.val_set[i]
             sr = super_resolve.upscale_image(model, lr, device=run.device,
-                                             tile=solver.validation_tile(run.device))
+                                             tile=evaluate.validation_tile(run.device))
             near = lr.repeat(run.cfg.scale, 0).repeat(run.cfg.scale, 1)
             panel = [utils.image_to_tensor(x if x.ndim == 3 else x[..., None].repeat(3, -1))
                      for x in (near, sr, hr)]
@@ -853,7 +780,7 @@ def report(cfg, checkpoints, progress=False):
                                         if Path(v).is_file()}}
     if not found or len(methods) < 2:
         return None
-    device = solver.resolve_device(cfg.train.device)
+    device = utils.resolve_device(cfg.train.device)
     metrics, lpips_model, unavailable = evaluate.prepare_metrics(None, device)
     metrics = [m for m in REPORT_METRICS if m in metrics]
     results = {label: {name: evaluate.evaluate(spec, root, [name], scale=cfg.scale, device=device,
@@ -925,12 +852,12 @@ def main(argv=None):
             return 1
     out = args.out or Path(cfg.train.out_dir) / args.config
     try:
-        world = solver.init_distributed(cfg.train.device)      # torchrun: join the group
-        device = solver.rank_device(cfg.train.device)
+        world = distributed.init_distributed(cfg.train.device)      # torchrun: join the group
+        device = distributed.rank_device(cfg.train.device)
     except (RuntimeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    rank = solver.rank()
+    rank = distributed.rank()
     prefix = f"rank {rank}: " if world > 1 else ""
     # ranks other than 0 stay quiet (their errors and warnings still reach stderr)
     quiet = contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext()
@@ -941,12 +868,12 @@ def main(argv=None):
                   + f", output {out}", flush=True)
             for stage in stages:
                 run_stage(cfg, stage, out, resume=args.resume, progress=not args.no_progress)
-    except (FloatingPointError, OSError, ValueError, solver.RankFailure) as e:
+    except (FloatingPointError, OSError, ValueError, distributed.RankFailure) as e:
         # data, checkpoints, disk, non-finite losses, another rank's failure: one clear line
         print(f"{prefix}error: {e}", file=sys.stderr)
         return 1
     finally:
-        solver.close_distributed()
+        distributed.close_distributed()
     if rank:
         return 0
     report(cfg, {checkpoint_name(cfg, stage): out / f"{checkpoint_name(cfg, stage)}.pth"

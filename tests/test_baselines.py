@@ -1,6 +1,5 @@
 """The baselines of issue 10: TransposedConvSR and FSRCNN against their design / paper, and
 each baseline's training recipe (per-layer lr, VDSR's adjustable clipping, presets, data)."""
-import math
 
 import numpy as np
 import pytest

@@ -178,22 +178,17 @@ def _made_pair(img):
     return hr, imresize(hr, 1 / SCALE)
 
 
-def test_train_patches_aligned_without_augmentation(tmp_path):
-    img = _noise(98, 83, 5)
+@pytest.mark.parametrize("augment, seed, patches", [
+    (False, 5, 40),      # every patch in the identity orientation
+    (True, 6, 64),       # at least 6 of the 8 orientations among 64 patches
+], ids=["without_augmentation", "with_augmentation"])
+def test_train_patches_aligned(tmp_path, augment, seed, patches):
+    img = _noise(98, 83, seed)
     _save(tmp_path / "HR" / "a.png", img)
     torch.manual_seed(0)
     ds = datasets.TrainDataset(tmp_path / "HR", scale=SCALE, patch_size=PATCH,
-                               patches_per_image=40, augment=False, progress=False)
-    _check_alignment(ds, 0, *_made_pair(img), 40, expect_augment=False)
-
-
-def test_train_patches_aligned_with_augmentation(tmp_path):
-    img = _noise(98, 83, 6)
-    _save(tmp_path / "HR" / "a.png", img)
-    torch.manual_seed(0)
-    ds = datasets.TrainDataset(tmp_path / "HR", scale=SCALE, patch_size=PATCH,
-                               patches_per_image=64, augment=True, progress=False)
-    _check_alignment(ds, 0, *_made_pair(img), 64, expect_augment=True)
+                               patches_per_image=patches, augment=augment, progress=False)
+    _check_alignment(ds, 0, *_made_pair(img), patches, expect_augment=augment)
 
 
 def test_train_lr_from_files_aligned(shared_data):

@@ -6,7 +6,8 @@ each stage. The test checks that both ranks end each stage with identical weight
 from the (identical) initial ones, that rank 0 alone wrote the checkpoints (plain module keys,
 no ``module.`` prefix) and logs, and that the global batch ``batch_size`` gives the same number
 of steps per epoch as a single-process run. A second run checks that a failure on rank 0 stops
-rank 1 too (no hang).
+rank 1 too (no hang). The tiny data set and the state comparison come from ``conftest.py``
+(``tiny_data``, ``assert_same_state``).
 """
 import csv
 import os
@@ -15,18 +16,12 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-import pytest
 import torch
 
-import create_data_lists
-import datasets
-import solver
+import models
 import train
-import utils
 
 ROOT = train.Path(train.__file__).resolve().parent
-SCALE = 4
 WORLD_SIZE = 2
 EPOCHS = 2
 RUN_TIMEOUT_S = 150
@@ -36,12 +31,12 @@ WRAPPER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
     import torch
-    import solver, train
+    import solver, train, utils
 
     seen = {{}}
 
     def snapshot(model):
-        return {{k: v.clone() for k, v in solver.unwrap(model).state_dict().items()}}
+        return {{k: v.clone() for k, v in utils.unwrap(model).state_dict().items()}}
 
     def spying(real, stage):
         def spy(generator, *args, **kwargs):
@@ -81,36 +76,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def tiny_data(tmp_path):
-    """3 training images (64 px) and 1 validation image (48 px) with their lists; the
-    'smoke' preset's overrides pointing at them (CPU, no workers, no cache)."""
-    rng = np.random.default_rng(0)
-    root, lists = tmp_path / "data", tmp_path / "lists"
-    for name, count, side in (("tiny_train", 3, 64), ("tiny_val", 1, 48)):
-        hr_dir, lr_dir = root / name / "HR", root / name / "LR_bicubic" / f"X{SCALE}"
-        for i in range(count):
-            hr = utils.tensor_to_image(torch.nn.functional.interpolate(
-                torch.from_numpy(rng.random((1, 3, 4, 4)).astype(np.float32)),
-                size=(side, side), mode="bilinear", align_corners=False))
-            utils.save_image(hr_dir / f"im{i}.png", hr)
-            utils.save_image(lr_dir / f"im{i}x{SCALE}.png", datasets.make_lr(hr, SCALE))
-        create_data_lists.list_from_folder(hr_dir, lr_dir, name, lists, SCALE)
-    return [f"data.lists_dir={str(lists)!r}", f"data.root={str(root)!r}",
-            "data.train_list='tiny_train'", "data.val_list='tiny_val'", "data.cache_dir=None",
-            "data.workers=0", "train.device='cpu'", "train.eval_root=None",
-            "train.eval_sets=[]"]
-
-
-def _torchrun(tmp_path, overrides, out, *extra, env=None):
+def _torchrun(tmp_path, tiny_data, out, *extra, env=None):
     """``torchrun --nproc_per_node=2`` of the spying wrapper; returns (process, per-rank dicts)."""
     spy_dir = tmp_path / "ranks"
     spy_dir.mkdir(exist_ok=True)
     wrapper = tmp_path / "train_spy.py"
     wrapper.write_text(WRAPPER.format(root=str(ROOT), out=str(spy_dir)))
-    args = ["--config", "smoke", "--out", str(out), "--no-progress", *extra]
-    for item in overrides:
-        args += ["--set", item]
+    args = tiny_data.cli_args(out, *extra)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD_SIZE}",
            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(wrapper), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -121,42 +93,36 @@ def _torchrun(tmp_path, overrides, out, *extra, env=None):
     return proc, ranks
 
 
-def _assert_equal_states(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
 def _changed(initial, final):
     """Names of the float tensors that training changed."""
     return [k for k, v in final.items() if v.is_floating_point() and not torch.equal(v, initial[k])]
 
 
-def test_two_cpu_ranks_train_identical_replicas(tiny_data, tmp_path):
+def test_two_cpu_ranks_train_identical_replicas(tiny_data, tmp_path, assert_same_state):
     out = tmp_path / "run"
     proc, ranks = _torchrun(tmp_path, tiny_data, out, "--stage", "both", "--epochs", str(EPOCHS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(ranks) == WORLD_SIZE
-    cfg = train.build_config("smoke", overrides=tiny_data)
+    cfg = tiny_data.config()
     patches = 3 * cfg.data.patches_per_image                     # 3 training images
     for stage, scfg, nets in (("srresnet", cfg.stage1, [("generator", "")]),
                               ("srgan", cfg.stage2, [("generator", ""),
                                                      ("discriminator", "critic_")])):
         recs = [r["stages"][stage] for r in ranks]
-        ckpt = solver.load_checkpoint(out / f"{stage}.pth")
+        ckpt = models.load_checkpoint(out / f"{stage}.pth")
         for r, rec in zip(ranks, recs):
             assert r["rc"] == 0 and r["world"] == str(WORLD_SIZE)
             assert rec["wrapper"] == "DistributedDataParallel"
             assert rec["batch"] == scfg.batch_size // WORLD_SIZE   # the global batch, split
         for key, prefix in nets:
             # same start (rank 0's weights, broadcast by DDP), same end, and training moved them
-            _assert_equal_states(recs[0][prefix + "initial"], recs[1][prefix + "initial"])
-            _assert_equal_states(recs[0][prefix + "final"], recs[1][prefix + "final"])
+            assert_same_state(recs[0][prefix + "initial"], recs[1][prefix + "initial"])
+            assert_same_state(recs[0][prefix + "final"], recs[1][prefix + "final"])
             changed = _changed(recs[0][prefix + "initial"], recs[0][prefix + "final"])
             assert len(changed) > len(recs[0][prefix + "final"]) // 2, (stage, key, changed)
             # rank 0 saved the plain module: no "module." prefix, the weights every rank holds
             assert not any(k.startswith("module.") for k in ckpt[key])
-            _assert_equal_states(ckpt[key], recs[0][prefix + "final"])
+            assert_same_state(ckpt[key], recs[0][prefix + "final"])
         # global batch: 12 patches / batch 4 = 3 steps per epoch, as on one process
         assert ckpt["step"] == EPOCHS * (patches // scfg.batch_size)
         assert ckpt["world_size"] == WORLD_SIZE and ckpt["epoch"] == EPOCHS
@@ -173,7 +139,7 @@ def test_a_failure_on_rank_zero_stops_every_rank(tiny_data, tmp_path):
     (out / "srresnet_log.csv").mkdir(parents=True)     # rank 0 cannot write its log
     proc, ranks = _torchrun(tmp_path, tiny_data, out, "--stage", "srresnet", "--epochs", "1")
     assert proc.returncode != 0
-    for module in ("train.py", "solver.py"):           # (torchrun prints its own traceback)
+    for module in ("train.py", "solver.py", "distributed.py"):   # (torchrun prints its own traceback)
         assert f'{module}", line' not in proc.stderr, proc.stderr
     assert f"rank 0: error: cannot write log {out / 'srresnet_log.csv'}" in proc.stderr
     assert "rank 1: error: rank 1 stops: rank 0 failed while validating or saving epoch 1" \

@@ -419,10 +419,9 @@ def test_cli_metrics_lpips_files_and_partial_failure(fake_root, mixed_root, tmp_
 
 def test_models_are_tiled_on_cuda_and_whole_on_the_cpu(monkeypatch):
     """evaluate (like validation) runs CUDA models in tiles: a 2K image whole needs GB."""
-    import solver
     seen = []
     monkeypatch.setattr(evaluate, "upscale_image", lambda model, lr, device, tile: seen.append(tile))
     lr = np.zeros((8, 8, 3), np.uint8)
     evaluate.SRMethod("m", 4, model=torch.nn.Identity(), device="cpu")(lr)
     evaluate.SRMethod("m", 4, model=torch.nn.Identity(), device="cuda")(lr)
-    assert seen == [None, solver.VALIDATION_TILE]
+    assert seen == [None, evaluate.VALIDATION_TILE]

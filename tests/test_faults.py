@@ -1,173 +1,193 @@
 """Faults during training: a killed run, a full disk, non-finite losses, a collapsed discriminator.
 
-* SIGKILL of a real ``train.py`` process in its second epoch, then ``--resume``: the final
-  weights equal those of an uninterrupted run with the same seed, bit for bit (CPU, workers=0;
-  the resumed run restarts the interrupted epoch from the last epoch checkpoint).
+* SIGKILL of a real ``train.py`` process in its second epoch (after a step of it, at a point the
+  process announces), then ``--resume``: the final weights, optimiser state and history equal
+  those of an uninterrupted run with the same seed, bit for bit (CPU, workers=0; the resumed run
+  restarts the interrupted epoch from the last epoch checkpoint).
 * A checkpoint write that dies half-way (SIGKILL, or ``ENOSPC`` from ``torch.save``) leaves the
   previous checkpoint intact; the failing run removes its temporary file, a killed run's stale
   temporary file is removed when the run is resumed.
-* Non-finite losses and a collapsed discriminator are reported with the stage, epoch and step.
+* A non-finite loss stops the run with one error line naming the stage, epoch and step, and
+  writes nothing; a collapsed discriminator is reported with the stage, epoch and step.
+
+The tiny data set and the state comparison come from ``conftest.py`` (``tiny_data``,
+``assert_same_state``).
 """
 import csv
 import errno
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
+import textwrap
+import threading
 import time
 import warnings
 
-import numpy as np
 import pytest
 import torch
 
-import create_data_lists
-import datasets
-import solver
+import models
 import train
-import utils
 
 ROOT = train.Path(train.__file__).resolve().parent
-SCALE = 4
-KILL_DELAY_S = 0.3       # after the epoch-1 checkpoint appears: well inside epoch 2 (~2 s)
-RUN_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 120      # generous: each run of the tiny data takes a few seconds
+PAUSE_LINE = "PAUSED FOR THE KILL"
 
+# train.py run as from the command line (its __main__, through runpy), with one change: in
+# epoch $PAUSE_EPOCH, after $PAUSE_AFTER steps, it prints PAUSE_LINE and waits to be killed.
+# The kill then lands at that point whatever the speed of the machine.
+PAUSING_TRAIN = textwrap.dedent("""
+    import os, runpy, sys, time
+    sys.path.insert(0, {root!r})
+    import solver
 
-def _smooth_image(rng, side):
-    """uint8 ``(side, side, 3)``: bilinear upsampling of random 4x4 colours."""
-    coarse = torch.from_numpy(rng.random((1, 3, 4, 4)).astype(np.float32))
-    return utils.tensor_to_image(torch.nn.functional.interpolate(
-        coarse, size=(side, side), mode="bilinear", align_corners=False))
+    real = solver.train_epoch_mse
+    pause_epoch, pause_after = int(os.environ["PAUSE_EPOCH"]), int(os.environ["PAUSE_AFTER"])
 
+    def pausing(loader, epoch):
+        for i, batch in enumerate(loader):
+            if i == pause_after:              # steps 1 .. pause_after of the epoch are done
+                print(f"{pause_line}: epoch {{epoch}}, {{i}} steps done", flush=True)
+                time.sleep(3600)
+            yield batch
 
-@pytest.fixture
-def tiny_data(tmp_path):
-    """3 training images (64 px) and 1 validation image (48 px) with lists; the config
-    overrides that point the 'smoke' preset at them (CPU, no workers, no cache)."""
-    rng = np.random.default_rng(0)
-    root, lists = tmp_path / "data", tmp_path / "lists"
-    for name, count, side in (("tiny_train", 3, 64), ("tiny_val", 1, 48)):
-        hr_dir, lr_dir = root / name / "HR", root / name / "LR_bicubic" / f"X{SCALE}"
-        for i in range(count):
-            hr = _smooth_image(rng, side)
-            utils.save_image(hr_dir / f"im{i}.png", hr)
-            utils.save_image(lr_dir / f"im{i}x{SCALE}.png", datasets.make_lr(hr, SCALE))
-        create_data_lists.list_from_folder(hr_dir, lr_dir, name, lists, SCALE)
-    return [f"data.lists_dir={str(lists)!r}", f"data.root={str(root)!r}",
-            "data.train_list='tiny_train'", "data.val_list='tiny_val'", "data.cache_dir=None",
-            "data.workers=0", "train.device='cpu'", "train.eval_root=None",
-            "train.eval_sets=[]"]
+    def train_epoch_mse(generator, loader, *args, epoch, **kwargs):
+        if epoch == pause_epoch:
+            loader = pausing(loader, epoch)
+        return real(generator, loader, *args, epoch=epoch, **kwargs)
 
-
-def _cli_args(overrides, out, *extra):
-    args = ["--config", "smoke", "--out", str(out), "--no-progress", *extra]
-    for item in overrides:
-        args += ["--set", item]
-    return args
-
-
-def _assert_same_weights(a, b, keys=("generator", "optimizer_g")):
-    for key in keys:
-        sa, sb = a[key], b[key]
-        if key.startswith("optimizer"):
-            sa, sb = sa["state"], sb["state"]
-            assert sa.keys() == sb.keys()
-            for i in sa:
-                for name in sa[i]:
-                    assert torch.equal(torch.as_tensor(sa[i][name]), torch.as_tensor(sb[i][name])), \
-                        (key, i, name)
-        else:
-            assert sa.keys() == sb.keys()
-            for name in sa:
-                assert torch.equal(sa[name], sb[name]), (key, name)
+    solver.train_epoch_mse = train_epoch_mse
+    sys.argv[0] = {train!r}
+    runpy.run_path({train!r}, run_name="__main__")
+""")
 
 
 def _temp_files(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
+def _read_until(proc, marker, timeout):
+    """The lines ``proc`` prints (stdout) up to and including the first one that starts with
+    ``marker``; fails when ``proc`` ends first or ``timeout`` seconds pass. A thread reads the
+    pipe, so the wait has a deadline even when the process prints nothing."""
+    lines = queue.Queue()
+
+    def read():
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen, deadline = [], time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"no line {marker!r} within {timeout} s; printed:\n{''.join(seen)}")
+        if line is None:
+            pytest.fail(f"exited ({proc.wait()}) without printing {marker!r}:\n{''.join(seen)}")
+        seen.append(line)
+        if line.startswith(marker):
+            return seen
+
+
+def _kill_when_it_prints(proc, marker):
+    """SIGKILL ``proc`` as soon as it prints a line starting with ``marker`` (see
+    :func:`_read_until`); returns the lines it printed. ``proc`` is dead afterwards, whatever
+    happened."""
+    try:
+        printed = _read_until(proc, marker, RUN_TIMEOUT_S)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=RUN_TIMEOUT_S) == -signal.SIGKILL
+        return printed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _epochs_logged(path):
+    with open(path) as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
 # ----------------------------------------------------------------------------------------------
 # SIGKILL of a real training process
 # ----------------------------------------------------------------------------------------------
 
-def test_sigkill_in_epoch_two_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path):
-    # 3 images x 80 patches / batch 4 = 60 steps per epoch: about 2 s on one CPU thread
-    overrides = tiny_data + ["data.patches_per_image=80"]
-    stage_args = ("--stage", "srresnet", "--epochs", "3")
+def test_sigkill_in_epoch_two_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path,
+                                                                      assert_same_state):
+    stage_args = ("--stage", "srresnet", "--epochs", "3")         # 3 epochs of 3 steps
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    pausing = tmp_path / "pausing_train.py"
+    pausing.write_text(PAUSING_TRAIN.format(root=str(ROOT), train=str(ROOT / "train.py"),
+                                            pause_line=PAUSE_LINE))
 
-    def start(out, *extra):
-        cmd = [sys.executable, str(ROOT / "train.py"), *_cli_args(overrides, out, *stage_args,
-                                                                  *extra)]
-        return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+    def start(program, out, *extra, **more_env):
+        cmd = [sys.executable, str(program), *tiny_data.cli_args(out, *stage_args, *extra)]
+        return subprocess.Popen(cmd, cwd=tmp_path, env={**env, **more_env},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    reference = start(straight)                      # runs alongside the victim
-    victim = start(killed)
+    reference = start(ROOT / "train.py", straight)                 # runs alongside the victim
+    victim = start(pausing, killed, PAUSE_EPOCH="2", PAUSE_AFTER="1")
+    printed = _kill_when_it_prints(victim, PAUSE_LINE)      # epoch 1 saved, step 4 done
+    assert printed[-1].strip() == f"{PAUSE_LINE}: epoch 2, 1 steps done", printed
+
+    # killed in epoch 2: the checkpoint on disk is the complete one of epoch 1, and the log too
     ckpt = killed / "srresnet.pth"
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not ckpt.exists():
-        assert victim.poll() is None, victim.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    time.sleep(KILL_DELAY_S)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=RUN_TIMEOUT_S)
-    assert victim.returncode == -signal.SIGKILL
+    interrupted = models.load_checkpoint(ckpt)
+    assert interrupted["epoch"] == 1 and interrupted["step"] == 3 and not interrupted["finished"]
+    assert _epochs_logged(killed / "srresnet_log.csv") == [1]
 
-    # the kill landed in epoch 2: the checkpoint on disk is the complete one of epoch 1
-    interrupted = solver.load_checkpoint(ckpt)
-    assert interrupted["epoch"] == 1 and not interrupted["finished"]
-    with open(killed / "srresnet_log.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1]
-
-    resumed = start(killed, "--resume")
+    resumed = start(ROOT / "train.py", killed, "--resume")
     out, _ = resumed.communicate(timeout=RUN_TIMEOUT_S)
     assert resumed.returncode == 0, out
-    assert "resuming srresnet" in out and "epoch 1 done" in out
+    assert "resuming srresnet" in out and "epoch 1 done, step 3" in out, out
     ref_out, _ = reference.communicate(timeout=RUN_TIMEOUT_S)
     assert reference.returncode == 0, ref_out
 
-    a = solver.load_checkpoint(straight / "srresnet.pth")
-    b = solver.load_checkpoint(ckpt)
-    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"] == 3 * 60
+    a, b = models.load_checkpoint(straight / "srresnet.pth"), models.load_checkpoint(ckpt)
+    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"] == 3 * 3
     assert a["finished"] and b["finished"]
-    _assert_same_weights(a, b)
-    assert [r["content_loss"] for r in a["history"]] == [r["content_loss"] for r in b["history"]]
+    assert_same_state(a, b, keys=("generator", "optimizer_g", "rng"))
+    losses = lambda ckpt: [r["content_loss"] for r in ckpt["history"]]
+    assert len(losses(a)) == 3 and losses(a) == losses(b)
+    assert _epochs_logged(killed / "srresnet_log.csv") == [1, 2, 3]   # the log goes on
     assert _temp_files(killed) == []
 
 
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tiny_data, tmp_path):
-    """A process killed in the middle of ``solver.save_checkpoint`` (half the bytes written)."""
-    cfg = train.build_config("smoke", overrides=tiny_data, epochs=1)
+    """A process killed in the middle of ``models.save_checkpoint`` (half the bytes written)."""
+    cfg = tiny_data.config(epochs=1)
     out = tmp_path / "run"
     train.run_stage(cfg, "srresnet", out, progress=False)
     ckpt = out / "srresnet.pth"
     before = ckpt.read_bytes()
     script = (
-        "import sys, time, torch, solver\n"
+        "import sys, time, torch, models\n"
         "real = torch.save\n"
         "def slow_save(obj, f):\n"
         "    import io; buf = io.BytesIO(); real(obj, buf); data = buf.getvalue()\n"
         "    f.write(data[:len(data) // 2]); f.flush()\n"
         "    print('writing', flush=True); time.sleep(60)\n"
         "torch.save = slow_save\n"
-        "state = solver.load_checkpoint(sys.argv[1]); state['epoch'] = 99\n"
-        "solver.save_checkpoint(sys.argv[1], state)\n")
+        "state = models.load_checkpoint(sys.argv[1]); state['epoch'] = 99\n"
+        "models.save_checkpoint(sys.argv[1], state)\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "writing"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=RUN_TIMEOUT_S)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert _kill_when_it_prints(proc, "writing")[-1].strip() == "writing"
     assert ckpt.read_bytes() == before                      # untouched, still loadable
-    assert solver.load_checkpoint(ckpt)["epoch"] == 1
+    assert models.load_checkpoint(ckpt)["epoch"] == 1
     stale = _temp_files(out)
     assert len(stale) == 1 and stale[0].startswith(".srresnet.pth.")   # the half-written file
     cfg.stage1.epochs = 2
     train.run_stage(cfg, "srresnet", out, resume=True, progress=False)
     assert _temp_files(out) == []                          # cleaned up on resume
-    assert solver.load_checkpoint(ckpt)["epoch"] == 2
+    assert models.load_checkpoint(ckpt)["epoch"] == 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,11 +211,11 @@ def _disk_full_on_save(monkeypatch, fail_at):
     monkeypatch.setattr(torch, "save", save)
 
 
-def test_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_data, tmp_path,
-                                                              monkeypatch, capsys):
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_data, tmp_path, monkeypatch,
+                                                              capsys, assert_same_state):
     straight, run = tmp_path / "straight", tmp_path / "run"
-    args = _cli_args(tiny_data, run, "--stage", "srresnet", "--epochs", "2")
-    assert train.main(_cli_args(tiny_data, straight, "--stage", "srresnet", "--epochs", "2")) == 0
+    args = tiny_data.cli_args(run, "--stage", "srresnet", "--epochs", "2")
+    assert train.main(tiny_data.cli_args(straight, "--stage", "srresnet", "--epochs", "2")) == 0
     with monkeypatch.context() as m:
         # epoch 1 writes srresnet.pth and srresnet_best.pth; epoch 2's first save fails
         _disk_full_on_save(m, fail_at=3)
@@ -206,32 +226,38 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_data, tmp_pat
     assert str(run / "srresnet.pth") in err and "No space left on device" in err, err
     assert "intact" in err, err
     assert _temp_files(run) == []                              # the half-written file is gone
-    assert solver.load_checkpoint(run / "srresnet.pth")["epoch"] == 1
+    assert models.load_checkpoint(run / "srresnet.pth")["epoch"] == 1
     # space freed: --resume finishes with the weights of the uninterrupted run
     assert train.main(args + ["--resume"]) == 0
-    _assert_same_weights(solver.load_checkpoint(straight / "srresnet.pth"),
-                         solver.load_checkpoint(run / "srresnet.pth"))
+    assert_same_state(models.load_checkpoint(straight / "srresnet.pth"),
+                      models.load_checkpoint(run / "srresnet.pth"),
+                      keys=("generator", "optimizer_g"))
 
 
 # ----------------------------------------------------------------------------------------------
 # Non-finite losses and a collapsed discriminator
 # ----------------------------------------------------------------------------------------------
 
-def test_non_finite_loss_is_reported_with_the_step(tiny_data, tmp_path, capsys):
+def test_non_finite_loss_stops_with_its_step_and_keeps_the_previous_checkpoint(tiny_data, tmp_path,
+                                                                               capsys):
     out = tmp_path / "run"
-    args = _cli_args(tiny_data + ["stage1.lr=1e30"], out, "--stage", "srresnet", "--epochs", "2")
+    assert train.main(tiny_data.cli_args(out, "--stage", "srresnet")) == 0       # epoch 1: fine
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(files) == ["srresnet.pth", "srresnet_best.pth", "srresnet_log.csv"]
     capsys.readouterr()
-    assert train.main(args) == 1
+    # epoch 2 with lr 1e30: its first step (step 4) blows G up, step 5's loss is not finite
+    code = train.main(tiny_data.cli_args(out, "--stage", "srresnet", "--resume", "--epochs", "2",
+                                         "--set", "stage1.lr=1e30"))
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    assert "non-finite" in err and "epoch 1" in err and "step 2" in err, err
-    assert not (out / "srresnet.pth").exists()                # nothing poisoned was saved
+    assert code == 1 and "\n" not in err and "Traceback" not in err, err
+    assert re.search(r"non-finite content loss in stage 'srresnet', epoch 2, step 5\b", err), err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files     # nothing written
+    assert models.load_checkpoint(out / "srresnet.pth")["epoch"] == 1
 
 
 def test_collapsed_discriminator_is_reported_with_the_step(tiny_data, tmp_path):
     out = tmp_path / "run"
-    cfg = train.build_config("smoke", overrides=tiny_data + ["stage2.content_loss='mse'"],
-                             epochs=1)
+    cfg = tiny_data.config("stage2.content_loss='mse'", epochs=1)
     train.run_stage(cfg, "srresnet", out, progress=False)
     # thresholds any discriminator meets: D(fake) < 1 and D(real) > 0 on every batch
     cfg.stage2.collapse_fake, cfg.stage2.collapse_real = 1.0, 0.0

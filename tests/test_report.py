@@ -1,7 +1,6 @@
 """Tests of report.py: the published table, the results tables and files, the zoom region,
 test-set lookup and the figures (smoke-run behaviour is in test_notebooks.py)."""
 import csv
-import re
 
 import matplotlib
 import numpy as np

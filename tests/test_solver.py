@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import evaluate
 import models
 import solver
 import utils
@@ -205,14 +206,14 @@ def test_mse_steps_on_a_fixed_batch_lower_the_loss(arch):
 
 
 def test_bf16_autocast_and_channels_last_train_on_the_cpu():
-    generator = solver.prepare_model(smoke_generator(), "cpu", channels_last=True)
+    generator = utils.prepare_model(smoke_generator(), "cpu", channels_last=True)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
     m = solver.train_epoch_mse(generator, [smooth_batch(9)] * 3, optimizer, solver.PixelLoss("l1"),
                                "cpu", amp="bf16", channels_last=True, progress=False)
     assert m["steps"] == 3 and math.isfinite(m["content_loss"])
     assert all(p.dtype == torch.float32 for p in generator.parameters())   # master weights stay fp32
     with pytest.raises(ValueError, match="unknown amp mode"):
-        solver.autocast(torch.device("cpu"), "fp8")
+        utils.autocast(torch.device("cpu"), "fp8")
 
 
 def test_content_losses_keep_float32_numerics_under_autocast():
@@ -222,7 +223,7 @@ def test_content_losses_keep_float32_numerics_under_autocast():
     for loss in (solver.PixelLoss("mse", y_only=True), random_vgg_loss(),
                  solver.LRConsistencyLoss(SCALE, "l1")):
         exact = loss(sr, hr)
-        with solver.autocast(torch.device("cpu"), "bf16"):
+        with utils.autocast(torch.device("cpu"), "bf16"):
             mixed = loss(sr, hr)
         assert mixed.dtype == torch.float32
         assert torch.allclose(mixed, exact, rtol=1e-5, atol=0), (type(loss).__name__, mixed, exact)
@@ -232,8 +233,8 @@ def test_fp16_trains_with_one_grad_scaler_per_optimiser():
     generator, discriminator = smoke_generator(), smoke_discriminator()
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
-    scaler_g, scaler_d = (solver.make_grad_scaler("fp16", "cpu") for _ in range(2))
-    assert solver.make_grad_scaler("bf16", "cpu") is None and solver.make_grad_scaler(None, "cpu") is None
+    scaler_g, scaler_d = (utils.make_grad_scaler("fp16", "cpu") for _ in range(2))
+    assert utils.make_grad_scaler("bf16", "cpu") is None and utils.make_grad_scaler(None, "cpu") is None
     m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(4)] * 3, opt_g, opt_d,
                                solver.PixelLoss(), "cpu", amp="fp16", scaler_g=scaler_g,
                                scaler_d=scaler_d, progress=False)
@@ -243,27 +244,27 @@ def test_fp16_trains_with_one_grad_scaler_per_optimiser():
         state = scaler.state_dict()
         assert state["_growth_tracker"] == 3                    # one update() per optimiser step
         assert opt.state[next(iter(opt.state))]["step"].item() == 3
-    g = solver.make_grad_scaler("fp16", "cpu")
+    g = utils.make_grad_scaler("fp16", "cpu")
     g.load_state_dict(scaler_g.state_dict())
     assert g.get_scale() == scaler_g.get_scale()
 
 
 def test_amp_auto_picks_bf16_on_ampere_fp16_before_and_float32_on_the_cpu(monkeypatch):
-    assert solver.resolve_amp("auto", "cpu") is None
-    assert solver.resolve_amp("fp16", "cpu") == "fp16" and solver.resolve_amp(None, "cuda") is None
+    assert utils.resolve_amp("auto", "cpu") is None
+    assert utils.resolve_amp("fp16", "cpu") == "fp16" and utils.resolve_amp(None, "cuda") is None
     for capability, expected in (((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
-        assert solver.resolve_amp("auto", torch.device("cuda", 0)) == expected
+        assert utils.resolve_amp("auto", torch.device("cuda", 0)) == expected
     with pytest.raises(ValueError, match="unknown amp mode"):
-        solver.resolve_amp("fp8", "cpu")
+        utils.resolve_amp("fp8", "cpu")
 
 
 def test_cudnn_benchmark_only_inside_the_block():
     before = torch.backends.cudnn.benchmark
-    with solver.cudnn_benchmark(True):
+    with utils.cudnn_benchmark(True):
         assert torch.backends.cudnn.benchmark
     assert torch.backends.cudnn.benchmark == before
-    with solver.cudnn_benchmark(False):
+    with utils.cudnn_benchmark(False):
         assert torch.backends.cudnn.benchmark == before
 
 
@@ -377,27 +378,27 @@ def test_clock_time_budget_and_state():
 # ----------------------------------------------------------------------------------------------
 
 def test_rng_state_round_trip():
-    solver.seed_everything(123)
-    state = solver.get_rng_state()
+    utils.seed_everything(123)
+    state = utils.get_rng_state()
     draw = lambda: (random.random(), np.random.rand(), torch.rand(3).tolist())
     first = draw()
-    solver.set_rng_state(state)
+    utils.set_rng_state(state)
     assert draw() == first
 
 
 def test_rng_state_with_more_cuda_states_than_gpus_restores_what_fits(monkeypatch):
     # a checkpoint of a 4-GPU torchrun run, resumed on a machine with 1 GPU
-    state = solver.get_rng_state()
+    state = utils.get_rng_state()
     state["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(4)]
     restored = {}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device="cuda": restored.update({device: s}))
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("restores all"))
-    solver.set_rng_state(state, torch.device("cuda", 0))
+    utils.set_rng_state(state, torch.device("cuda", 0))
     assert list(restored) == [0] and torch.equal(restored[0], state["cuda"][0])
     restored.clear()
-    solver.set_rng_state(state, torch.device("cpu"))       # a CPU run touches nothing of CUDA
+    utils.set_rng_state(state, torch.device("cpu"))       # a CPU run touches nothing of CUDA
     assert restored == {}
 
 
@@ -405,7 +406,7 @@ def test_cpu_run_saves_no_cuda_rng_state(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # a GPU machine, CUDA unused
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("touched CUDA"))
-    assert "cuda" not in solver.get_rng_state()
+    assert "cuda" not in utils.get_rng_state()
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
@@ -414,15 +415,15 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     solver.train_epoch_mse(generator, [smooth_batch(7)], optimizer, solver.PixelLoss(), "cpu",
                            progress=False)
     cfg = get_config("smoke")                 # EasyDict with tuples inside
-    state = solver.make_checkpoint(stage="srresnet", arch="srresnet",
+    state = models.make_checkpoint(stage="srresnet", arch="srresnet",
                                    arch_kwargs={"n_blocks": 2, "n_channels": 16}, scale=SCALE,
                                    generator=generator, optimizer_g=optimizer, epoch=1, step=1,
                                    config=cfg, history=[{"epoch": 1, "content_loss": 0.1}],
                                    clock=solver.RunClock(10, step=1))
     path = tmp_path / "sub" / "srresnet.pth"
-    solver.save_checkpoint(path, state)
+    models.save_checkpoint(path, state)
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == solver.CHECKPOINT_FORMAT and raw["epoch"] == 1
+    assert raw["format"] == models.CHECKPOINT_FORMAT and raw["epoch"] == 1
     assert type(raw["config"]) is dict and raw["config"]["stage1"]["betas"] == [0.9, 0.999]
     for k, v in generator.state_dict().items():
         assert torch.equal(raw["generator"][k], v)
@@ -433,7 +434,7 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
 
 def test_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "srresnet.pth"
-    solver.save_checkpoint(path, {"format": solver.CHECKPOINT_FORMAT, "epoch": 1})
+    models.save_checkpoint(path, {"format": models.CHECKPOINT_FORMAT, "epoch": 1})
     before = path.read_bytes()
 
     def broken_save(obj, f):
@@ -442,22 +443,22 @@ def test_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        solver.save_checkpoint(path, {"format": solver.CHECKPOINT_FORMAT, "epoch": 2})
+        models.save_checkpoint(path, {"format": models.CHECKPOINT_FORMAT, "epoch": 2})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["srresnet.pth"]
 
 
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
-        solver.load_checkpoint(tmp_path / "nothing.pth")
+        models.load_checkpoint(tmp_path / "nothing.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(ValueError, match="junk.pth is not a readable checkpoint"):
-        solver.load_checkpoint(junk)
+    with pytest.raises(ValueError, match="junk.pth: not a readable torch file"):
+        models.load_checkpoint(junk)
     other = tmp_path / "other.pth"
     torch.save({"state_dict": {}}, other)
-    with pytest.raises(ValueError, match="other.pth is not a checkpoint of this project"):
-        solver.load_checkpoint(other)
+    with pytest.raises(ValueError, match="other.pth: not a generator checkpoint of this project"):
+        models.load_checkpoint(other)
 
 
 def test_validate_reports_psnr_and_ssim_of_the_model():
@@ -472,7 +473,7 @@ def test_validate_reports_psnr_and_ssim_of_the_model():
     data = [(utils.tensor_to_image(nn.functional.avg_pool2d(h[None], SCALE)), h8, f"im{i}")
             for i, (h, h8) in enumerate(zip(hr, hr_u8))]
     model = Bicubic().train()
-    result = solver.validate(model, data, SCALE)
+    result = evaluate.validate(model, data, SCALE)
     assert model.training                             # mode restored
     import super_resolve
     want = [utils.psnr(super_resolve.upscale_image(model, lr), h, SCALE) for lr, h, _ in data]

@@ -1,0 +1,117 @@
+"""The baselines against their published numbers: evaluates the checkpoints that
+``benchmarks/train_baselines.sh`` trained (nothing is trained here).
+
+Reads ``runs/baselines/<arch>/<arch>.pth`` for the course's transposed-convolution network,
+SRCNN, FSRCNN and VDSR (those present) and writes a Markdown section: Set5 / Set14 PSNR-Y / SSIM
+(the published protocol, ``evaluate.evaluate``) of bicubic and each baseline, its published
+value (``report.PUBLISHED_X4``), the recipe that trained it and its steps and training time
+(from the checkpoint's config and history); and the per-epoch Set5 validation PSNR of each run
+(``benchmarks/figures/baselines_curves.png``).
+
+    bash benchmarks/train_baselines.sh             # trains them (CPU: about an hour and a half)
+    .venv/bin/python benchmarks/run_all.py baselines
+"""
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+import evaluate   # noqa: E402
+import models     # noqa: E402
+import report     # noqa: E402
+from config import SHARED_DATA   # noqa: E402
+
+RUNS = ROOT / "runs" / "baselines"
+FIGURES = HERE / "figures"
+SETS = ("Set5", "Set14")
+BASELINES = {"tconv": "TransposedConvSR", "srcnn": "SRCNN", "fsrcnn": "FSRCNN", "vdsr": "VDSR"}
+"""Checkpoint stem -> table label (and ``report.PUBLISHED_X4`` key)."""
+COMMAND = "bash benchmarks/train_baselines.sh"
+
+
+def recipe(ckpt):
+    """One line: the optimiser, lr and schedule, batch, patch and training list of a run."""
+    cfg = ckpt["config"]
+    s1, data = cfg["stage1"], cfg["data"]
+    opt = s1.get("optimizer", "adam")
+    extra = []
+    if opt == "sgd":
+        extra.append(f"momentum {s1.get('momentum')}")
+    if s1.get("weight_decay"):
+        extra.append(f"wd {s1['weight_decay']:g}")
+    if s1.get("last_layer_lr_scale", 1.0) != 1.0:
+        extra.append(f"last layer lr x{s1['last_layer_lr_scale']:g}")
+    if s1.get("grad_clip_theta") is not None:
+        extra.append(f"clip {s1['grad_clip_theta']:g}/lr ({s1.get('grad_clip_mode', 'norm')})")
+    return (f"{opt} lr {s1['lr']:g} {s1['lr_schedule']}" + (f" ({', '.join(extra)})" if extra
+                                                             else "")
+            + f", batch {s1['batch_size']}, {data['patch_size']} px, {data['train_list']}")
+
+
+def run():
+    root = SHARED_DATA / "benchmark"
+    found = [arch for arch in BASELINES if (RUNS / arch / f"{arch}.pth").is_file()]
+    if not found or not (root / "Set5").is_dir():
+        return (f"## Baselines against their papers\n\nNo trained baselines in {RUNS} or no "
+                f"Set5 in {root}: run `{COMMAND}` first.\n")
+    methods = {"bicubic": "bicubic", **{BASELINES[a]: str(RUNS / a / f"{a}.pth") for a in found}}
+    scores = {label: evaluate.evaluate(spec, root, list(SETS), metrics=["psnr", "ssim"],
+                                       progress=False) for label, spec in methods.items()}
+    lines = ["## Baselines against their papers", "",
+             f"Trained on this CPU by `{COMMAND}` (each command is in the script, with why it "
+             "differs from the paper's recipe: the papers train for days, these runs for minutes; "
+             "each preset `--config srcnn|fsrcnn|vdsr|tconv` keeps the paper's recipe), evaluated "
+             f"with `.venv/bin/python benchmarks/run_all.py baselines` on {', '.join(SETS)} "
+             "(PSNR-Y / SSIM, 4 px shaved). Published: `report.PUBLISHED_SOURCE`.", "",
+             "| method | " + " | ".join(f"{s} ours | {s} published" for s in SETS)
+             + " | steps | training time | recipe |",
+             "|---|" + "---:|---:|" * len(SETS) + "---:|---:|---|"]
+    histories = {}
+    for label, spec in methods.items():
+        published = report.PUBLISHED_X4.get("Bicubic" if label == "bicubic" else label, {})
+        cells = []
+        for s in SETS:
+            ours = scores[label][s]
+            cells.append(f"{ours['psnr']:.2f} / {ours['ssim']:.4f}")
+            pub = published.get(s)
+            cells.append(f"{pub[0]:.2f} / {pub[1]:g}" if pub else "–")
+        if label == "bicubic":
+            lines.append(f"| bicubic | {' | '.join(cells)} | – | – | MATLAB imresize |")
+            continue
+        ckpt = models.load_checkpoint(spec)
+        histories[label] = ckpt["history"]
+        seconds = ckpt["history"][-1].get("time_s") or 0.0
+        lines.append(f"| {label} | {' | '.join(cells)} | {ckpt['step']:,} | "
+                     f"{seconds / 60:.1f} min | {recipe(ckpt)} |")
+    FIGURES.mkdir(exist_ok=True)
+    figure = FIGURES / "baselines_curves.png"
+    _curves(histories, scores["bicubic"]["Set5"]["psnr"], figure)
+    lines += ["", f"Set5 validation PSNR per epoch of each run (`{figure.relative_to(ROOT)}`):", "",
+              f"![baseline training curves]({figure.relative_to(HERE.parent)})"]
+    return "\n".join(lines) + "\n"
+
+
+def _curves(histories, bicubic_psnr, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, history in histories.items():
+        rows = [r for r in history if r.get("val_psnr") is not None]
+        ax.plot([r["step"] for r in rows], [r["val_psnr"] for r in rows], marker="o", ms=3,
+                label=label)
+    ax.axhline(bicubic_psnr, color="gray", ls="--", label="bicubic")
+    ax.set(xscale="log", xlabel="training step", ylabel="Set5 PSNR-Y (dB)",
+           title="Baselines on the CPU: validation during training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    print(run())
