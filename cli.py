@@ -89,3 +89,13 @@ def device_setting(resolve, spec):
             raise ValueError(f"--device {spec!r}: {one_line(e)}") from e
         raise ValueError(f"--device {spec!r}: not a device name; use auto, cpu, cuda or "
                          f"cuda:N") from e
+
+
+def add_common_options(parser, device="cpu"):
+    """The options every inference tool shares: ``--device`` (default ``device``), ``--quiet``
+    (no progress bars) and the ``--debug`` flag (tracebacks)."""
+    parser.add_argument("--device", default=device,
+                        help=f"auto | cpu | cuda | cuda:N (default: {device})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
+    return parser

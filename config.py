@@ -229,12 +229,15 @@ def _srcnn():
     # images (T91) with 33x33 HR sub-images (32 here: a multiple of 4) cut with stride 14,
     # 24,800 of them (~273 per image per epoch here); MSE; SGD with momentum 0.9, lr 1e-4 for
     # the first two layers and 1e-5 for the last, fixed; weights N(0, 0.001); batch 128 (the
-    # released Caffe model). 2000 epochs ~ 3.9x10^5 steps ~ 5x10^7 sub-images.
+    # released Caffe model). 2000 epochs ~ 3.9x10^5 steps ~ 5x10^7 sub-images. The paper's
+    # 'valid' convolutions train on the centre of each sub-image only; our 'same' convolutions
+    # pad by edge replication, not zeros, which would pull the border toward black (with zeros,
+    # Set5 was 0.16-0.9 dB lower after the same 2,000-4,000 steps here; BENCHMARKS.md).
     cfg = _baseline("srcnn", "T91", optimizer="sgd", lr=1e-4, momentum=0.9,
                     last_layer_lr_scale=0.1, lr_schedule="constant", batch_size=128,
                     epochs=2000, loss="mse")
     cfg.generator.srcnn = {"n_channels": (64, 32), "kernels": (9, 1, 5), "init_std": 1e-3,
-                           "padding_mode": "zeros"}
+                           "padding_mode": "replicate"}   # see below
     cfg.data.update({"patch_size": 32, "patches_per_image": 273})
     return cfg
 
@@ -249,7 +252,7 @@ def _fsrcnn():
     cfg = _baseline("fsrcnn", "T91", optimizer="sgd", lr=1e-3, momentum=0.9,
                     last_layer_lr_scale=0.1, lr_schedule="constant", batch_size=128,
                     epochs=2000, loss="mse")
-    cfg.generator.fsrcnn = {"d": 56, "s": 12, "m": 4}
+    cfg.generator.fsrcnn = {"d": 56, "s": 12, "m": 4, "padding_mode": "replicate"}  # as SRCNN
     cfg.data.update({"patch_size": 24, "patches_per_image": 273})
     return cfg
 

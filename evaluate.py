@@ -597,7 +597,6 @@ def parse_args(argv=None):
     p.add_argument("--sets", nargs="+", default=list(cfg.data.test_sets),
                    help="test set names (default: %(default)s)")
     p.add_argument("--scale", type=int, default=cfg.scale, help="upscaling factor (default: 4)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, metavar="METRIC",
                    help=f"metrics to compute, from {' '.join(METRICS)} (default: all that can "
                         "run here; a metric named here that cannot run is an error)")
@@ -611,9 +610,7 @@ def parse_args(argv=None):
                         "vgg16-397923af.pth); default: through the torch.hub cache")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
     p.add_argument("--per-image", action="store_true", help="per-image scores in the JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(cli.DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
-    args = p.parse_args(argv)
+    args = cli.add_common_options(p, device="cpu").parse_args(argv)
     if args.scale < 2:
         p.error(f"--scale must be an integer >= 2 (the models are x4), got {args.scale}")
     return args

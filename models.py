@@ -537,7 +537,8 @@ class _YChannelSR(nn.Module):
         return self.net[-1]
 
 
-SRCNN_PADDING_MODES = ("zeros", "replicate")
+Y_PADDING_MODES = ("zeros", "replicate")
+"""``padding_mode`` of the convolutions of SRCNN and FSRCNN."""
 
 
 class SRCNN(_YChannelSR):
@@ -560,8 +561,8 @@ class SRCNN(_YChannelSR):
         if len(n_channels) != 2 or len(kernels) != 3 or any(k % 2 == 0 for k in kernels):
             raise ValueError(f"SRCNN: need 2 channel counts and 3 odd kernel sizes, "
                              f"got n_channels={n_channels}, kernels={kernels}")
-        if padding_mode not in SRCNN_PADDING_MODES:
-            raise ValueError(f"SRCNN: padding_mode must be one of {SRCNN_PADDING_MODES}, "
+        if padding_mode not in Y_PADDING_MODES:
+            raise ValueError(f"SRCNN: padding_mode must be one of {Y_PADDING_MODES}, "
                              f"got {padding_mode!r}")
         c1, c2 = n_channels
         f1, f2, f3 = kernels
@@ -600,7 +601,9 @@ class FSRCNN(_YChannelSR):
         deconvolution       ConvTranspose 9x9 d->1, stride = scale     (N,1,s*h,s*w)
 
     12,464 weights at the defaults and x4 (25d + ds + 9ms^2 + sd + 81d, the paper's count,
-    biases and PReLU slopes aside). Deviations: 'same' padding, and a deconvolution padded so
+    biases and PReLU slopes aside). ``padding_mode`` of the convolutions as in :class:`SRCNN`
+    (on LR patches of 12 px, zeros touch almost every output pixel: the receptive field's radius
+    is 6 LR px). Deviations: 'same' padding, and a deconvolution padded so
     that its kernel is centred where each LR pixel lies in the HR grid and its output is exactly
     ``scale`` x the input (the paper's gives ``s*h - s + 1``);
     a PReLU after each mapping conv (as most reimplementations). Only Y is learnt; CbCr come
@@ -609,15 +612,19 @@ class FSRCNN(_YChannelSR):
 
     input_is_lr = True
 
-    def __init__(self, scale=4, d=56, s=12, m=4):
+    def __init__(self, scale=4, d=56, s=12, m=4, padding_mode="zeros"):
         super().__init__(scale)
         if min(d, s) < 1 or m < 0:
             raise ValueError(f"FSRCNN: need d, s >= 1 and m >= 0, got d={d}, s={s}, m={m}")
-        layers = [_conv(1, d, FSRCNN_FEATURE_KERNEL), nn.PReLU(d, PRELU_INIT),
-                  _conv(d, s, 1), nn.PReLU(s, PRELU_INIT)]
+        if padding_mode not in Y_PADDING_MODES:
+            raise ValueError(f"FSRCNN: padding_mode must be one of {Y_PADDING_MODES}, "
+                             f"got {padding_mode!r}")
+        conv = lambda i, o, k: nn.Conv2d(i, o, k, padding=k // 2, padding_mode=padding_mode)
+        layers = [conv(1, d, FSRCNN_FEATURE_KERNEL), nn.PReLU(d, PRELU_INIT),
+                  conv(d, s, 1), nn.PReLU(s, PRELU_INIT)]
         for _ in range(m):
-            layers += [_conv(s, s, SMALL_KERNEL), nn.PReLU(s, PRELU_INIT)]
-        layers += [_conv(s, d, 1), nn.PReLU(d, PRELU_INIT)]
+            layers += [conv(s, s, SMALL_KERNEL), nn.PReLU(s, PRELU_INIT)]
+        layers += [conv(s, d, 1), nn.PReLU(d, PRELU_INIT)]
         # LR pixel j lies at HR coordinate scale*j + (scale-1)/2: centre the kernel there
         # (to half a pixel), and pad the output to exactly scale x the input
         pad = math.ceil(FSRCNN_DECONV_KERNEL // 2 - (self.scale - 1) / 2)

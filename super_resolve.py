@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 import cli
 import datasets
 import models
+from imresize import imresize
 from utils import (UINT16_TO_UINT8, ImageReadError, atomic_write, image_to_tensor, load_image,
                    low_byte_tiles, oriented, resolve_device, rgb_to_luma, tensor_to_image)
 
@@ -299,8 +300,6 @@ def write_png(path, img, alpha=None):
 def upscale_file(model, src, dst, device="cpu", tile=DEFAULT_TILE, overlap=None, progress=False):
     """Super-resolve the image file ``src`` into the PNG ``dst`` (alpha upscaled with bicubic
     ``imresize`` and re-attached; see the module docstring). Returns the output shape."""
-    from imresize import imresize
-
     img, alpha = read_image(src)
     sr = upscale_image(model, img, device=device, tile=tile or None, overlap=overlap,
                        progress=progress)
@@ -344,11 +343,8 @@ def parse_args(argv=None):
     p.add_argument("--overlap", type=int, default=None,
                    help="LR pixels of context around each tile (default: the model's "
                         "receptive-field radius, exact; less is refused: it gives seams)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument(cli.DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
-    args = p.parse_args(argv)
+    args = cli.add_common_options(p, device="auto").parse_args(argv)
     if args.tile < 0:
         p.error(f"--tile must be >= 0 (0 = whole image), got {args.tile}")
     if args.overlap is not None and args.overlap < 0:

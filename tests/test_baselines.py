@@ -45,6 +45,9 @@ def test_fsrcnn_layers_and_parameter_count_of_the_paper():
         [(1, 1), (9, 9)]
     assert isinstance(convs[-1], nn.ConvTranspose2d) and convs[-1].stride == (4, 4)
     assert sum(isinstance(l, nn.PReLU) for l in model.net) == m + 3
+    assert all(c.padding_mode == "zeros" for c in convs)
+    assert all(c.padding_mode == "replicate" for c in models.FSRCNN(padding_mode="replicate").net
+               if isinstance(c, nn.Conv2d))
     # the paper's count (Sec. 3.3): 25d + ds + 9ms^2 + sd + 81d = 12,464 at (56, 12, 4)
     paper = 25 * d + d * s + 9 * m * s * s + s * d + 81 * d
     assert paper == 12_464 and weights_of(model.net) == paper
@@ -229,5 +232,24 @@ def test_arch_alone_selects_its_recipe(tmp_path, shared_data, capsys):
     text = capsys.readouterr().out
     assert code == 0 and "config 'fsrcnn'" in text and "arch 'fsrcnn'" in text
     model, ckpt = models.load_generator(out / "fsrcnn.pth")
-    assert isinstance(model, models.FSRCNN) and ckpt["arch_kwargs"] == {"d": 56, "s": 12, "m": 4}
+    assert isinstance(model, models.FSRCNN) and ckpt["arch_kwargs"] == {
+        "d": 56, "s": 12, "m": 4, "padding_mode": "replicate"}
     assert "| fsrcnn |" in text                         # the final table has its row
+
+
+def test_srcnn_replicate_padding_keeps_the_border_of_a_flat_image():
+    # averaging kernels on a flat image: 'replicate' keeps every pixel, zeros darken the border
+    lr = torch.full((1, 3, 8, 8), 0.5)
+    outputs = {}
+    for mode in models.Y_PADDING_MODES:
+        model = models.SRCNN(scale=4, n_channels=(4, 4), padding_mode=mode)
+        with torch.no_grad():
+            for conv in (m for m in model.net if isinstance(m, nn.Conv2d)):
+                conv.weight.fill_(1.0 / conv.weight[0].numel())
+                conv.bias.zero_()
+            outputs[mode] = model.forward_y(lr)[0]
+    flat = rgb2ycbcr_torch(lr)[0, 0, 0, 0].item()
+    torch.testing.assert_close(outputs["replicate"], torch.full_like(outputs["replicate"], flat))
+    assert outputs["zeros"][..., 0, 0].item() < 0.5 * flat                  # corner pulled down
+    with pytest.raises(ValueError, match="padding_mode"):
+        models.SRCNN(padding_mode="reflect")
