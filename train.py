@@ -457,8 +457,8 @@ def _check_resume(ckpt_path, resume, name, arch, run_files, arch_kwargs=None):
                          f"{checkpoint['arch']!r}, not {name!r} of {arch!r}")
     saved = dict(checkpoint.get("arch_kwargs") or {}) if checkpoint is not None else None
     if saved is not None and arch_kwargs is not None:
-        differ = {k: (saved.get(k), v) for k, v in arch_kwargs.items()
-                  if k in saved and saved[k] != v}
+        differ = {k: (saved.get(k), v) for k, v in arch_kwargs.items()   # as stored: lists
+                  if k in saved and saved[k] != models.to_plain(v)}
         if differ:
             what = ", ".join(f"generator.{k}: checkpoint {a!r}, this run {b!r}"
                              for k, (a, b) in differ.items())

@@ -25,7 +25,9 @@ from config import SHARED_DATA   # noqa: E402
 
 RUNS = ROOT / "runs" / "baselines"
 FIGURES = HERE / "figures"
-SETS = ("Set5", "Set14")
+SETS = ("Set5", "Set14", "test")
+"""Set5 / Set14 (../shared/data) and, when built, the demo's two held-out photos (``test`` in
+data/demo: photos unlike the training sets, standing in for the B100 / Urban100 not here)."""
 BASELINES = {"tconv": "TransposedConvSR", "srcnn": "SRCNN", "fsrcnn": "FSRCNN", "vdsr": "VDSR"}
 """Checkpoint stem -> table label (and ``report.PUBLISHED_X4`` key)."""
 COMMAND = "bash benchmarks/train_baselines.sh"
@@ -51,28 +53,32 @@ def recipe(ckpt):
 
 
 def run():
-    root = SHARED_DATA / "benchmark"
+    roots = [SHARED_DATA / "benchmark", ROOT / "data" / "demo"]
     found = [arch for arch in BASELINES if (RUNS / arch / f"{arch}.pth").is_file()]
-    if not found or not (root / "Set5").is_dir():
+    sets, _ = report.find_sets(list(SETS), roots)
+    if not found or "Set5" not in sets:
         return (f"## Baselines against their papers\n\nNo trained baselines in {RUNS} or no "
-                f"Set5 in {root}: run `{COMMAND}` first.\n")
+                f"Set5 in {roots[0]}: run `{COMMAND}` first.\n")
     methods = {"bicubic": "bicubic", **{BASELINES[a]: str(RUNS / a / f"{a}.pth") for a in found}}
-    scores = {label: evaluate.evaluate(spec, root, list(SETS), metrics=["psnr", "ssim"],
-                                       progress=False) for label, spec in methods.items()}
+    scores = {label: {name: evaluate.evaluate(spec, root, [name], metrics=["psnr", "ssim"],
+                                              progress=False)[name]
+                      for name, root in sets.items()}
+              for label, spec in methods.items()}
     lines = ["## Baselines against their papers", "",
              f"Trained on this CPU by `{COMMAND}` (each command is in the script, with why it "
              "differs from the paper's recipe: the papers train for days, these runs for minutes; "
              "each preset `--config srcnn|fsrcnn|vdsr|tconv` keeps the paper's recipe), evaluated "
-             f"with `.venv/bin/python benchmarks/run_all.py baselines` on {', '.join(SETS)} "
-             "(PSNR-Y / SSIM, 4 px shaved). Published: `report.PUBLISHED_SOURCE`.", "",
-             "| method | " + " | ".join(f"{s} ours | {s} published" for s in SETS)
+             f"with `.venv/bin/python benchmarks/run_all.py baselines` on {', '.join(sets)} "
+             "(PSNR-Y / SSIM, 4 px shaved; `test` = the demo's two held-out photos, no published "
+             "number). Published: `report.PUBLISHED_SOURCE`.", "",
+             "| method | " + " | ".join(f"{s} ours | {s} published" for s in sets)
              + " | steps | training time | recipe |",
-             "|---|" + "---:|---:|" * len(SETS) + "---:|---:|---|"]
+             "|---|" + "---:|---:|" * len(sets) + "---:|---:|---|"]
     histories = {}
     for label, spec in methods.items():
         published = report.PUBLISHED_X4.get("Bicubic" if label == "bicubic" else label, {})
         cells = []
-        for s in SETS:
+        for s in sets:
             ours = scores[label][s]
             cells.append(f"{ours['psnr']:.2f} / {ours['ssim']:.4f}")
             pub = published.get(s)

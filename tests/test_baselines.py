@@ -253,3 +253,17 @@ def test_srcnn_replicate_padding_keeps_the_border_of_a_flat_image():
     assert outputs["zeros"][..., 0, 0].item() < 0.5 * flat                  # corner pulled down
     with pytest.raises(ValueError, match="padding_mode"):
         models.SRCNN(padding_mode="reflect")
+
+
+def test_a_finished_baseline_run_extends_with_resume(tmp_path, shared_data):
+    # tuple settings (SRCNN's n_channels / kernels) come back from the checkpoint as lists:
+    # resuming with the same settings must not call them different
+    common = ["--config", "srcnn", "--variant", "adam-cosine", "--no-progress",
+              "--set", "data.patches_per_image=2", "--set", "data.workers=0",
+              "--set", f"data.lists_dir={tmp_path / 'lists'}", "--set", "data.cache_dir=None",
+              "--set", "train.device=cpu", "--set", "train.eval_sets=[]",
+              "--out", str(tmp_path / "run")]
+    assert train.main(common + ["--epochs", "1"]) == 0
+    assert train.main(common + ["--epochs", "2", "--resume"]) == 0
+    ckpt = models.load_checkpoint(tmp_path / "run" / "srcnn.pth")
+    assert [row["epoch"] for row in ckpt["history"]] == [1, 2] and ckpt["finished"]
