@@ -95,8 +95,37 @@ def run():
     figure = FIGURES / "baselines_curves.png"
     _curves(histories, scores["bicubic"]["Set5"]["psnr"], figure)
     lines += ["", f"Set5 validation PSNR per epoch of each run (`{figure.relative_to(ROOT)}`):", "",
-              f"![baseline training curves]({figure.relative_to(HERE.parent)})"]
+              f"![baseline training curves]({figure.relative_to(ROOT)})"]
+    crops = FIGURES / "baselines_crops.png"
+    _crops(methods, crops)
+    lines += ["", f"A crop of Set5 `{CROP_IMAGE}`, x{CROP_ZOOM} nearest: "
+              + " | ".join(methods) + " | HR:", "", f"![baseline crops]({crops.relative_to(ROOT)})"]
     return "\n".join(lines) + "\n"
+
+
+CROP_IMAGE, CROP_BOX, CROP_ZOOM = "butterfly", (60, 160, 60, 160), 3
+"""The crop of the figure: Set5 image, (top, bottom, left, right) in HR pixels, magnification."""
+
+
+def _crops(methods, path):
+    """bicubic and each checkpoint of ``methods`` on one Set5 crop, then HR, side by side."""
+    import numpy as np
+    from PIL import Image
+
+    import super_resolve
+    import utils
+    from imresize import imresize
+
+    set5 = SHARED_DATA / "benchmark" / "Set5"
+    hr = utils.load_image(set5 / "HR" / f"{CROP_IMAGE}.png")
+    lr = utils.load_image(set5 / "LR_bicubic" / "X4" / f"{CROP_IMAGE}x4.png")
+    panels = [imresize(lr, 4) if spec == "bicubic"
+              else super_resolve.upscale_image(models.load_generator(spec)[0], lr)
+              for spec in methods.values()] + [hr]
+    top, bottom, left, right = CROP_BOX
+    zoom = np.ones((CROP_ZOOM, CROP_ZOOM, 1), dtype=np.uint8)
+    row = np.concatenate([np.kron(p[top:bottom, left:right], zoom) for p in panels], axis=1)
+    Image.fromarray(row).save(path)
 
 
 def _curves(histories, bicubic_psnr, path):
