@@ -91,6 +91,7 @@ def run():
         seconds = ckpt["history"][-1].get("time_s") or 0.0
         lines.append(f"| {label} | {' | '.join(cells)} | {ckpt['step']:,} | "
                      f"{seconds / 60:.1f} min | {recipe(ckpt)} |")
+    lines += ["", RUN_NOTES]
     FIGURES.mkdir(exist_ok=True)
     figure = FIGURES / "baselines_curves.png"
     _curves(histories, scores["bicubic"]["Set5"]["psnr"], figure)
@@ -102,6 +103,26 @@ def run():
               + " | ".join(methods) + " | HR:", "", f"![baseline crops]({crops.relative_to(ROOT)})"]
     return "\n".join(lines) + "\n"
 
+
+RUN_NOTES = """Notes on the runs of 2026-11-25 (one 2-core CPU shared by up to four training jobs and
+the test suite, so the times are wall-clock under that load, not speeds):
+
+* SRCNN: 15 epochs gave 29.98 dB on Set5 (`srcnn_best.pth`); extending to 30 epochs with
+  `--resume` (a warm restart of the cosine schedule at 5e-4) ended at 29.95 dB: 0.02-0.05 dB
+  short of 30.0 and 0.5 dB below the paper's 30.48 (its 'valid' convolutions, ~10^8 backprops
+  and ImageNet-scale data in the TPAMI version). With zero padding the same 15 epochs gave
+  29.91 dB; with the paper's N(0, 0.001) init and Adam it stalled at 28.8 dB.
+* FSRCNN: 30 epochs gave 30.14 dB, 60 (by `--resume`) 30.20 dB, 0.5 dB below the 30.72
+  tabulated (trained on T91 + General-100 with scale augmentation; General-100 is not here).
+* TransposedConvSR: stopped by hand after epoch 1 of the 3 of its command (the session's time);
+  26.91 dB, 1.5 dB below bicubic, with an orange cast: its colours and low frequencies are
+  relearnt from scratch and its stride-2 encoder discards half the LR resolution (test.ipynb
+  says why it is expected near or below bicubic).
+* VDSR: the paper's SGD recipe squeezed into 870 steps (6 epochs of 145, the lr steps at 1/4,
+  1/2, 3/4) stays exactly at bicubic: the lr-0.1 steps remove the large random residual of the
+  He init (MSE 0.8 -> 0.003) and leave it at +-0.008 (2 gray levels) with 2-25% of the ReLUs
+  active; the steps at 0.01 and below were too few to grow a useful one. The recipe needs its
+  80 epochs (about 36,000 steps of 64: a GPU job)."""
 
 CROP_IMAGE, CROP_BOX, CROP_ZOOM = "butterfly", (60, 160, 60, 160), 3
 """The crop of the figure: Set5 image, (top, bottom, left, right) in HR pixels, magnification."""
