@@ -842,7 +842,7 @@ def generator_state(ckpt, path):
 
 
 def load_generator(path, device="cpu", expect_scale=None):
-    """Load the generator of a checkpoint written by ``solver.py``.
+    """Load the generator of a checkpoint written by ``train.py`` (:func:`save_checkpoint`).
 
     Args:
         path: checkpoint file (:data:`CHECKPOINT_FORMAT`, read by :func:`load_checkpoint`).
