@@ -215,10 +215,11 @@ def _benchmark_root():
 def _baseline(arch, train_list, **stage1):
     cfg = copy.deepcopy(_PAPER)
     cfg.generator.arch = arch
+    benchmarks = _benchmark_root()
     cfg.data.update({"train_list": train_list, "val_list": "Set5",
-                     "benchmark_root": _benchmark_root(), "workers": 2})
+                     "benchmark_root": benchmarks, "workers": 2})
     cfg.stage1.update(stage1)
-    cfg.train.update({"stages": "srresnet", "eval_root": _benchmark_root(),
+    cfg.train.update({"stages": "srresnet", "eval_root": benchmarks,
                       "eval_sets": ["Set5", "Set14", "B100", "Urban100"]})
     return cfg
 

@@ -379,6 +379,13 @@ def score_dataset(method, data, scale, metrics, lpips_model=None, progress=False
     return scores, skipped
 
 
+def mean_scores(scores, metrics):
+    """``{metric: mean over the images of scores that scored it, or None when none did}`` for
+    the per-image ``scores`` of :func:`score_dataset`."""
+    values = {m: [s[m] for s in scores if s[m] is not None] for m in metrics}
+    return {m: (float(np.mean(v)) if v else None) for m, v in values.items()}
+
+
 def evaluate_set(method, data_root, name, scale=4, metrics=("psnr", "ssim"), lpips_model=None,
                  unavailable=None, progress=True, per_image=False):
     """Scores of the :class:`SRMethod` ``method`` on one test set (the body of :func:`evaluate`).
@@ -393,10 +400,9 @@ def evaluate_set(method, data_root, name, scale=4, metrics=("psnr", "ssim"), lpi
     scores, skipped = score_dataset(method, data, scale, metrics, lpips_model, progress,
                                     f"{method.name} {name}")
     result, set_unavailable = {}, dict(unavailable or {})
-    for m in metrics:
-        values = [s[m] for s in scores if s[m] is not None]
-        if values:
-            result[m] = float(np.mean(values))
+    for m, mean in mean_scores(scores, metrics).items():
+        if mean is not None:
+            result[m] = mean
         else:
             first = next(iter(skipped[m].values()))
             set_unavailable[m] = f"no image of {name} could be scored ({first})"
@@ -442,7 +448,8 @@ def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim")):
     """
     unknown = set(metrics) - set(VALIDATION_METRICS)
     if unknown:
-        raise ValueError(f"unknown validation metric(s) {sorted(unknown)}: use {VALIDATION_METRICS}")
+        raise ValueError(f"unknown validation metric(s) {sorted(unknown)}: "
+                         f"use {VALIDATION_METRICS}")
     if len(dataset) == 0:
         raise ValueError("validation set is empty")
     model = unwrap(generator)
@@ -453,10 +460,7 @@ def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim")):
                                   metrics)
     finally:
         model.train(was_training)
-    out = {m: [s[m] for s in scores if s[m] is not None] for m in metrics}
-    out = {m: (float(np.mean(v)) if v else None) for m, v in out.items()}
-    out["images"] = len(dataset)
-    return out
+    return {**mean_scores(scores, metrics), "images": len(dataset)}
 
 
 def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_image=False,

@@ -1,5 +1,6 @@
 """Networks: the SRResNet generator, the SRGAN discriminator, the truncated VGG19 of the
-content loss, the baselines (TransposedConvSR, SRCNN, FSRCNN, VDSR), and loading a trained generator from a checkpoint.
+content loss, the baselines (TransposedConvSR, SRCNN, FSRCNN, VDSR), the checkpoint format and
+loading a trained generator from a checkpoint.
 
 Conventions shared by every generator (the contract of ``solver.py``, ``super_resolve.py`` and
 ``evaluate.py``):
@@ -8,8 +9,8 @@ Conventions shared by every generator (the contract of ``solver.py``, ``super_re
 * output: an SR RGB batch ``(N,3,s*h,s*w)`` float, approximately in [0,1]. It is **not clamped**
   in ``forward`` (clamping would zero the gradient of out-of-range pixels during training);
   ``super_resolve`` rounds and clips when it makes an image.
-* attributes ``scale`` (int) and ``y_only`` (True for SRCNN/FSRCNN/VDSR, whose loss should be computed on
-  the Y channel through ``forward_y``).
+* attributes ``scale`` (int) and ``y_only`` (True for SRCNN/FSRCNN/VDSR, whose loss should be
+  computed on the Y channel through ``forward_y``).
 
 SRResNet and the discriminator follow Fig. 4 of Ledig et al., "Photo-Realistic Single Image
 Super-Resolution Using a Generative Adversarial Network", CVPR 2017. One deliberate deviation:
@@ -42,9 +43,11 @@ SMALL_KERNEL = 3      # every other convolution of SRResNet and the discriminato
 PIXEL_SHUFFLE_X2 = 2  # each sub-pixel block upsamples x2 (a x3 model uses one x3 block)
 
 
-def _conv(in_ch, out_ch, kernel, stride=1):
-    """``kernel x kernel`` convolution with 'same' zero padding (for stride 1), with bias."""
-    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2)
+def _conv(in_ch, out_ch, kernel, stride=1, padding_mode="zeros"):
+    """``kernel x kernel`` convolution with 'same' padding (for stride 1; zeros, or e.g. edge
+    replication with ``padding_mode='replicate'``), with bias."""
+    return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2,
+                     padding_mode=padding_mode)
 
 
 def _check_int_scale(scale, name):
@@ -496,6 +499,10 @@ class TransposedConvSR(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Baselines working on Y: SRCNN, FSRCNN, VDSR
 # --------------------------------------------------------------------------------------------
+Y_PADDING_MODES = ("zeros", "replicate")
+"""``padding_mode`` of the convolutions of SRCNN and FSRCNN."""
+
+
 class _YChannelSR(nn.Module):
     """Base of the Y-channel baselines: a network on Y, RGB rebuilt from the predicted Y and
     the CbCr of the MATLAB-exact bicubic image (``imresize_torch``). SRCNN and VDSR see the
@@ -504,9 +511,13 @@ class _YChannelSR(nn.Module):
     y_only = True
     input_is_lr = False
 
-    def __init__(self, scale):
+    def __init__(self, scale, padding_mode="zeros"):
         super().__init__()
         self.scale = _check_int_scale(scale, type(self).__name__)
+        if padding_mode not in Y_PADDING_MODES:
+            raise ValueError(f"{type(self).__name__}: padding_mode must be one of "
+                             f"{Y_PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
 
     def predict_y(self, y):
         """``(N,1,H,W)`` Y in [16/255, 235/255] (bicubic, or LR when ``input_is_lr``) ->
@@ -537,10 +548,6 @@ class _YChannelSR(nn.Module):
         return self.net[-1]
 
 
-Y_PADDING_MODES = ("zeros", "replicate")
-"""``padding_mode`` of the convolutions of SRCNN and FSRCNN."""
-
-
 class SRCNN(_YChannelSR):
     """SRCNN of Dong et al. (ECCV 2014 / TPAMI 2016) on the Y channel of the bicubic image.
 
@@ -549,27 +556,25 @@ class SRCNN(_YChannelSR):
     'same' padding keeps the output the size of the bicubic image (the paper used 'valid' convs,
     a smaller output, and a loss on the centre of each sub-image only). ``padding_mode``
     'zeros' (default) or 'replicate': zeros pull the Y of the outer 6 px toward black, which
-    on small training patches touches a large share of the loss (44% of a 48x48 patch). Init: ``init_std=None`` -> He-normal (fan-in) weights and zero
-    biases, which trains well with Adam; ``init_std=1e-3`` reproduces the paper's N(0, 0.001)
+    on small training patches touches a large share of the loss (44% of a 48x48 patch).
+    Init: ``init_std=None`` -> He-normal (fan-in) weights and zero biases, which trains well
+    with Adam; ``init_std=1e-3`` reproduces the paper's N(0, 0.001)
     (made for SGD with per-layer learning rates).
     """
 
     def __init__(self, scale=4, n_channels=(64, 32), kernels=(9, 1, 5), init_std=None,
                  padding_mode="zeros"):
-        super().__init__(scale)
+        super().__init__(scale, padding_mode)
         n_channels, kernels = tuple(n_channels), tuple(kernels)
         if len(n_channels) != 2 or len(kernels) != 3 or any(k % 2 == 0 for k in kernels):
             raise ValueError(f"SRCNN: need 2 channel counts and 3 odd kernel sizes, "
                              f"got n_channels={n_channels}, kernels={kernels}")
-        if padding_mode not in Y_PADDING_MODES:
-            raise ValueError(f"SRCNN: padding_mode must be one of {Y_PADDING_MODES}, "
-                             f"got {padding_mode!r}")
         c1, c2 = n_channels
         f1, f2, f3 = kernels
-        convs = [nn.Conv2d(i, o, k, padding=k // 2, padding_mode=padding_mode)
-                 for i, o, k in ((1, c1, f1), (c1, c2, f2), (c2, 1, f3))]
-        self.net = nn.Sequential(convs[0], nn.ReLU(inplace=True), convs[1], nn.ReLU(inplace=True),
-                                 convs[2])
+        conv = lambda i, o, k: _conv(i, o, k, padding_mode=padding_mode)
+        self.net = nn.Sequential(conv(1, c1, f1), nn.ReLU(inplace=True),
+                                 conv(c1, c2, f2), nn.ReLU(inplace=True),
+                                 conv(c2, 1, f3))
         for m in self.net:
             if isinstance(m, nn.Conv2d):
                 if init_std is None:
@@ -613,13 +618,10 @@ class FSRCNN(_YChannelSR):
     input_is_lr = True
 
     def __init__(self, scale=4, d=56, s=12, m=4, padding_mode="zeros"):
-        super().__init__(scale)
+        super().__init__(scale, padding_mode)
         if min(d, s) < 1 or m < 0:
             raise ValueError(f"FSRCNN: need d, s >= 1 and m >= 0, got d={d}, s={s}, m={m}")
-        if padding_mode not in Y_PADDING_MODES:
-            raise ValueError(f"FSRCNN: padding_mode must be one of {Y_PADDING_MODES}, "
-                             f"got {padding_mode!r}")
-        conv = lambda i, o, k: nn.Conv2d(i, o, k, padding=k // 2, padding_mode=padding_mode)
+        conv = lambda i, o, k: _conv(i, o, k, padding_mode=padding_mode)
         layers = [conv(1, d, FSRCNN_FEATURE_KERNEL), nn.PReLU(d, PRELU_INIT),
                   conv(d, s, 1), nn.PReLU(s, PRELU_INIT)]
         for _ in range(m):
@@ -628,9 +630,9 @@ class FSRCNN(_YChannelSR):
         # LR pixel j lies at HR coordinate scale*j + (scale-1)/2: centre the kernel there
         # (to half a pixel), and pad the output to exactly scale x the input
         pad = math.ceil(FSRCNN_DECONV_KERNEL // 2 - (self.scale - 1) / 2)
+        extra = self.scale + 2 * pad - FSRCNN_DECONV_KERNEL      # output = exactly scale x input
         layers.append(nn.ConvTranspose2d(d, 1, FSRCNN_DECONV_KERNEL, stride=self.scale,
-                                         padding=pad,
-                                         output_padding=self.scale + 2 * pad - FSRCNN_DECONV_KERNEL))
+                                         padding=pad, output_padding=extra))
         self.net = nn.Sequential(*layers)
         for layer in self.net:
             if isinstance(layer, nn.Conv2d):

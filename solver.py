@@ -107,14 +107,16 @@ def make_optimizer(model, kind="adam", lr=1e-4, betas=(0.9, 0.999), momentum=0.9
     :func:`set_lr` keeps when the schedule changes the lr."""
     if kind not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {kind!r}: use one of {OPTIMIZERS}")
-    last = getattr(unwrap(model), "last_layer", None) if last_layer_lr_scale != 1 else None
-    if last_layer_lr_scale != 1 and last is None:
-        raise ValueError(f"{type(unwrap(model)).__name__} has no last_layer: "
-                         f"last_layer_lr_scale must stay 1")
-    last_ids = {id(p) for p in last.parameters()} if last is not None else set()
-    groups = [{"params": [p for p in model.parameters() if id(p) not in last_ids], "lr_scale": 1.0}]
-    if last_ids:
-        groups.append({"params": list(last.parameters()), "lr_scale": float(last_layer_lr_scale)})
+    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    if last_layer_lr_scale != 1:
+        last = getattr(unwrap(model), "last_layer", None)
+        if last is None:
+            raise ValueError(f"{type(unwrap(model)).__name__} has no last_layer: "
+                             f"last_layer_lr_scale must stay 1")
+        last_ids = {id(p) for p in last.parameters()}
+        groups = [{"params": [p for p in model.parameters() if id(p) not in last_ids],
+                   "lr_scale": 1.0},
+                  {"params": list(last.parameters()), "lr_scale": float(last_layer_lr_scale)}]
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
     if kind == "adam":
@@ -158,8 +160,9 @@ class VGGLoss(torch.nn.Module):
     """The paper's VGG content loss: MSE between ``feature_scale * phi_{i,j}`` of SR and HR.
 
     ``vgg`` is a ``models.TruncatedVGG19``, which freezes itself (no gradients to its weights,
-    always in eval mode) and normalises its ``(N,3,H,W)`` [0,1] input itself. The paper multiplies the feature maps by 1/12.75 (``cfg.vgg.feature_scale``) so the
-    loss has the magnitude of a pixel MSE. Gradients flow to ``sr`` (and so to the generator);
+    always in eval mode) and normalises its ``(N,3,H,W)`` [0,1] input itself. The paper
+    multiplies the feature maps by 1/12.75 (``cfg.vgg.feature_scale``) so the loss has the
+    magnitude of a pixel MSE. Gradients flow to ``sr`` (and so to the generator);
     the HR features are computed without a graph. The VGG runs in float32 with autocast off
     (under bf16 autocast its features, and so the loss, would change by ~1%). Returns a float32
     scalar.

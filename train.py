@@ -341,7 +341,8 @@ def build_networks(cfg, stage, device, init=None):
     # the VGG19 weights (548 MB) are downloaded by rank 0 alone; the others then read its cache
     content_loss = distributed.first_ranks_then_others(
         lambda: content_loss_of(cfg, stage, generator.y_only),
-        "rank 0 failed while loading the VGG19 weights", distributed.is_main_process(), others_too=True)
+        "rank 0 failed while loading the VGG19 weights", distributed.is_main_process(),
+        others_too=True)
     return (utils.prepare_model(generator, device, channels_last), discriminator,
             utils.prepare_model(content_loss, device, channels_last))
 
@@ -420,7 +421,8 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     run = _set_up(cfg, stage, Path(out_dir), resume, progress)
     run.clock.start()
     if stage == "srgan" and not run.history:
-        distributed.main_rank_first(lambda: _validate_start(run), "validating the starting generator")
+        distributed.main_rank_first(lambda: _validate_start(run),
+                                    "validating the starting generator")
     for epoch in range(run.start_epoch, run.scfg.epochs + 1):
         if run.clock.finished():
             break
@@ -448,7 +450,7 @@ def _check_resume(ckpt_path, resume, name, arch, run_files, arch_kwargs=None):
     checkpoint = models.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if resume and checkpoint is None:
         print(f"no checkpoint {ckpt_path} to resume: starting {name} from scratch", flush=True)
-    if resume and distributed.is_main_process():                    # half-written files of a killed run
+    if resume and distributed.is_main_process():       # half-written files of a killed run
         for path in run_files:
             for tmp in utils.remove_stale_temp_files(path):
                 print(f"removed {tmp}: an incomplete write of an interrupted run", flush=True)

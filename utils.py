@@ -233,7 +233,7 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
-def write_failed(path, error, what="file"):
+def _write_failed(path, error, what="file"):
     """The :class:`WriteError` for ``error`` (an OSError) raised while replacing ``path``."""
     kept = f"the previous {what} is intact" if Path(path).exists() else "nothing was written"
     return WriteError(error.errno, f"cannot write {what} {path}: {error.strerror or error}; {kept}")
@@ -268,7 +268,7 @@ def atomic_write(path, mode="wb", what="file", **open_kwargs):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(e, OSError) and not isinstance(e, WriteError):
-            raise write_failed(path, e, what) from e
+            raise _write_failed(path, e, what) from e
         raise
     with contextlib.suppress(OSError):   # make the rename itself durable (not possible everywhere)
         dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -14,14 +14,20 @@ value (``report.PUBLISHED_X4``), the recipe that trained it and its steps and tr
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-import evaluate   # noqa: E402
-import models     # noqa: E402
-import report     # noqa: E402
+import evaluate             # noqa: E402
+import models               # noqa: E402
+import report               # noqa: E402
+import super_resolve        # noqa: E402
+import utils                # noqa: E402
 from config import SHARED_DATA   # noqa: E402
+from imresize import imresize    # noqa: E402
 
 RUNS = ROOT / "runs" / "baselines"
 FIGURES = HERE / "figures"
@@ -104,8 +110,8 @@ def run():
     return "\n".join(lines) + "\n"
 
 
-RUN_NOTES = """Notes on the runs of 2026-11-25 (one 2-core CPU shared by up to four training jobs and
-the test suite, so the times are wall-clock under that load, not speeds):
+RUN_NOTES = """Notes on the runs of 2026-11-25 (one 2-core CPU shared by up to four training jobs
+and the test suite, so the times are wall-clock under that load, not speeds):
 
 * SRCNN: 15 epochs gave 29.98 dB on Set5 (`srcnn_best.pth`); extending to 30 epochs with
   `--resume` (a warm restart of the cosine schedule at 5e-4) ended at 29.95 dB: 0.02-0.05 dB
@@ -130,13 +136,6 @@ CROP_IMAGE, CROP_BOX, CROP_ZOOM = "butterfly", (60, 160, 60, 160), 3
 
 def _crops(methods, path):
     """bicubic and each checkpoint of ``methods`` on one Set5 crop, then HR, side by side."""
-    import numpy as np
-    from PIL import Image
-
-    import super_resolve
-    import utils
-    from imresize import imresize
-
     set5 = SHARED_DATA / "benchmark" / "Set5"
     hr = utils.load_image(set5 / "HR" / f"{CROP_IMAGE}.png")
     lr = utils.load_image(set5 / "LR_bicubic" / "X4" / f"{CROP_IMAGE}x4.png")
