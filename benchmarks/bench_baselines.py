@@ -31,6 +31,9 @@ from imresize import imresize    # noqa: E402
 
 RUNS = ROOT / "runs" / "baselines"
 FIGURES = HERE / "figures"
+METRICS = ("psnr", "ssim", "lr_psnr", "niqe")
+"""PSNR-Y / SSIM against the papers; LR-PSNR (faithfulness to the input) and NIQE (no reference,
+lower = more natural) in a second table."""
 SETS = ("Set5", "Set14", "test")
 """Set5 / Set14 (../shared/data) and, when built, the demo's two held-out photos (``test`` in
 data/demo: photos unlike the training sets, standing in for the B100 / Urban100 not here)."""
@@ -66,7 +69,7 @@ def run():
         return (f"## Baselines against their papers\n\nNo trained baselines in {RUNS} or no "
                 f"Set5 in {roots[0]}: run `{COMMAND}` first.\n")
     methods = {"bicubic": "bicubic", **{BASELINES[a]: str(RUNS / a / f"{a}.pth") for a in found}}
-    scores = {label: {name: evaluate.evaluate(spec, root, [name], metrics=["psnr", "ssim"],
+    scores = {label: {name: evaluate.evaluate(spec, root, [name], metrics=list(METRICS),
                                               progress=False)[name]
                       for name, root in sets.items()}
               for label, spec in methods.items()}
@@ -97,6 +100,14 @@ def run():
         seconds = ckpt["history"][-1].get("time_s") or 0.0
         lines.append(f"| {label} | {' | '.join(cells)} | {ckpt['step']:,} | "
                      f"{seconds / 60:.1f} min | {recipe(ckpt)} |")
+    lines += ["", "LR-PSNR (dB, the SR image shrunk by MATLAB bicubic against the LR input) and "
+              "NIQE (lower = more natural) of the same outputs:", "",
+              "| method | " + " | ".join(f"{s} LR-PSNR | {s} NIQE" for s in sets) + " |",
+              "|---|" + "---:|---:|" * len(sets)]
+    for label in methods:
+        cells = [f"{scores[label][s]['lr_psnr']:.2f} | {scores[label][s]['niqe']:.3f}"
+                 for s in sets]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", RUN_NOTES]
     FIGURES.mkdir(exist_ok=True)
     figure = FIGURES / "baselines_curves.png"
