@@ -128,18 +128,29 @@ def make_optimizer(model, kind="adam", lr=1e-4, betas=(0.9, 0.999), momentum=0.9
 # Losses
 # ----------------------------------------------------------------------------------------------
 
+PIXEL_LOSSES = ("mse", "l1", "euclidean")
+"""The kinds of :func:`pixel_loss`."""
+
+
 def pixel_loss(sr, hr, kind="mse", y_only=False):
     """Pixel content loss between ``sr`` and ``hr``, both ``(N,3,H,W)`` float in [0,1].
 
-    ``kind`` is ``'mse'`` or ``'l1'``. With ``y_only`` (SRCNN/VDSR, which only predict luminance)
-    the loss compares the Y channels of ``utils.rgb2ycbcr_torch``. Returns a float32 scalar.
+    ``kind`` is ``'mse'`` or ``'l1'`` (means over every value), or ``'euclidean'``: Caffe's
+    EuclideanLoss, the loss of the SRCNN, FSRCNN and VDSR papers, ``sum((sr - hr)**2) / (2 N)``
+    for a batch of N -- half the squared error summed over each patch's pixels, averaged over
+    the patches. It is the MSE times ``C*H*W / 2`` (~800 for VDSR's 40x40 Y patches), and the
+    papers' SGD learning rates are tuned to that scale. With ``y_only`` (SRCNN/FSRCNN/VDSR,
+    which only predict luminance) the loss compares the Y channels of ``utils.rgb2ycbcr_torch``.
+    Returns a float32 scalar.
     """
-    if kind not in ("mse", "l1"):
-        raise ValueError(f"unknown pixel loss {kind!r}: use 'mse' or 'l1'")
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"unknown pixel loss {kind!r}: use one of {', '.join(PIXEL_LOSSES)}")
     with float32_region(sr):                   # the Y conversion (a matmul) stays float32 under amp
         sr, hr = sr.float(), hr.float()
         if y_only:
             sr, hr = utils.rgb2ycbcr_torch(sr)[:, :1], utils.rgb2ycbcr_torch(hr)[:, :1]
+        if kind == "euclidean":
+            return (sr - hr).square().sum() / (2 * sr.shape[0])
         return F.mse_loss(sr, hr) if kind == "mse" else F.l1_loss(sr, hr)
 
 
@@ -148,8 +159,8 @@ class PixelLoss(torch.nn.Module):
 
     def __init__(self, kind="mse", y_only=False):
         super().__init__()
-        if kind not in ("mse", "l1"):
-            raise ValueError(f"unknown pixel loss {kind!r}: use 'mse' or 'l1'")
+        if kind not in PIXEL_LOSSES:
+            raise ValueError(f"unknown pixel loss {kind!r}: use one of {', '.join(PIXEL_LOSSES)}")
         self.kind, self.y_only = kind, y_only
 
     def forward(self, sr, hr):
