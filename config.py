@@ -231,8 +231,8 @@ def _srcnn():
     # images (T91) with 33x33 HR sub-images (32 here: a multiple of 4) cut with stride 14,
     # 24,800 of them (~273 per image per epoch here); MSE as Caffe's EuclideanLoss (half the
     # squared error summed over a sub-image, averaged over the batch: loss="euclidean"; the
-    # learning rates below are for that scale, ~500x a per-pixel mean); SGD with momentum 0.9, lr 1e-4 for
-    # the first two layers and 1e-5 for the last, fixed; weights N(0, 0.001); batch 128 (the
+    # learning rates below are for that scale, ~500x a per-pixel mean); SGD with momentum 0.9,
+    # lr 1e-4 for the first two layers and 1e-5 for the last, fixed; weights N(0, 0.001); batch 128 (the
     # released Caffe model). 2000 epochs ~ 3.9x10^5 steps ~ 5x10^7 sub-images. The paper's
     # 'valid' convolutions train on the centre of each sub-image only; our 'same' convolutions
     # pad by edge replication, not zeros, which would pull the border toward black (with zeros,
@@ -269,7 +269,7 @@ def _vdsr():
     # bicubic Y, the 291 images (T91 + BSD200) with 41x41 patches (40 here: a multiple of 4),
     # flips and rotations, batch 64, the loss 1/2 ||r - f(x)||^2 averaged over the batch
     # (loss="euclidean": summed over a patch's pixels, which the lr 0.1 is made for; with a
-    # per-pixel mean the 80 epochs reached only 29.32 dB on Set5, BENCHMARKS.md); SGD with
+    # per-pixel mean 27,310 steps reached only 29.32 dB on Set5, BENCHMARKS.md); SGD with
     # momentum 0.9 and weight decay 1e-4, lr 0.1
     # divided by 10 every 20 of 80 epochs, adjustable gradient clipping at theta / lr. The
     # paper clips each gradient element to [-theta/lr, theta/lr] and gives no theta; element-wise

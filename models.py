@@ -451,11 +451,12 @@ class TransposedConvSR(nn.Module):
     transposed convolution whose kernel overlaps unevenly paints a checkerboard (Odena et
     al., Distill 2016); 4x4 kernels with stride 2 overlap evenly, and the final strided
     convolution averages neighbouring output pixels, which damps what is left of the pattern.
-    Known weaknesses, visible in its results: the stride-2 encoder throws away half the LR
-    resolution before anything is reconstructed, so fine LR detail is lost and the output is
-    softer than bicubic on textures; with ``bicubic_skip=False`` (the course's network) the
-    colours and low frequencies must be relearnt from scratch. ``bicubic_skip=True`` adds the
-    MATLAB bicubic image to the output (VDSR's residual learning), an option.
+    Known weaknesses: the stride-2 encoder throws away half the LR resolution before anything
+    is reconstructed; with ``bicubic_skip=False`` (the course's network) the colours and low
+    frequencies must be relearnt from scratch, so short runs sit below bicubic with a colour
+    cast (1,160 steps: 26.91 dB on Set5). Given its preset's steps (~56,000) it passes bicubic
+    by 2.4 dB with no visible checkerboard (BENCHMARKS.md, "Baselines"). ``bicubic_skip=True``
+    adds the MATLAB bicubic image to the output (VDSR's residual learning), an option.
 
     Odd input sides are padded by edge repetition to even and the output cropped back, so any
     ``(N,3,h,w)`` in [0,1] gives ``(N,3,s*h,s*w)`` (unclamped).

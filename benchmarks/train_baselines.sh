@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Train the four baselines on the CPU with what a session allows (BENCHMARKS.md, "Baselines").
+# Train the four baselines on the CPU (or, with DEVICE=cuda, on a GPU): BENCHMARKS.md, "Baselines".
 # Each command prints its per-epoch Set5 validation and a final Set5/Set14 table; the
-# checkpoints go to runs/baselines/<arch>.pth. Needs ../shared/data (T91, BSD200, Set5, Set14).
+# checkpoints go to $OUT/<name>/<arch>.pth (OUT: runs/baselines). Needs ../shared/data (T91, BSD200, Set5, Set14).
 # Usage: bash benchmarks/train_baselines.sh [srcnn fsrcnn tconv vdsr]   (about 1.5 h on 2 cores)
-#        DEVICE=cuda WORKERS=3 OUT=runs/baselines_gpu bash benchmarks/train_baselines.sh \
-#            srcnn-gpu fsrcnn-gpu tconv-gpu vdsr-gpu        (the GPU runs: under 10 min each)
+#        DEVICE=cuda WORKERS=3 OUT=runs/baselines_h100 bash benchmarks/train_baselines.sh \
+#            srcnn-gpu srcnn-paper-gpu fsrcnn-gpu tconv-gpu vdsr-gpu   (GPU: <= 400 s each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

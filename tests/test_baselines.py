@@ -120,7 +120,13 @@ def test_presets_are_valid_and_cite_their_recipes():
     assert (fsrcnn.stage1.optimizer, fsrcnn.stage1.lr, fsrcnn.stage1.last_layer_lr_scale) == \
         ("sgd", 1e-3, 0.1)
     assert (vdsr.stage1.lr, vdsr.stage1.momentum, vdsr.stage1.weight_decay,
-            vdsr.stage1.grad_clip_theta, vdsr.data.train_list) == (0.1, 0.9, 1e-4, 0.4, "T91_BSD200")
+            vdsr.stage1.grad_clip_theta, vdsr.data.train_list) == (0.1, 0.9, 1e-4, 0.01, "T91_BSD200")
+    # SRCNN's and VDSR's learning rates are for Caffe's Euclidean loss; FSRCNN's diverged with it
+    assert (srcnn.stage1.loss, fsrcnn.stage1.loss, vdsr.stage1.loss) == ("euclidean", "mse",
+                                                                         "euclidean")
+    # the fast CPU recipe trains on the per-pixel mean
+    fast = train.apply_overrides(config.get_config("srcnn"), config.VARIANTS["adam-cosine"])
+    assert (fast.stage1.optimizer, fast.stage1.loss) == ("adam", "mse")
     for name in BASELINES:
         cfg = config.validate_config(config.get_config(name))
         assert cfg.generator.arch == name and cfg.train.stages == "srresnet"

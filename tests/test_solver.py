@@ -71,6 +71,14 @@ def test_pixel_loss_kinds_and_y_only():
     sr = hr + 0.1
     assert solver.pixel_loss(sr, hr, "mse").item() == pytest.approx(0.01, rel=1e-4)
     assert solver.pixel_loss(sr, hr, "l1").item() == pytest.approx(0.1, rel=1e-4)
+    # Caffe's EuclideanLoss: half the squared error summed over each patch, mean over the batch
+    n, c, h, w = hr.shape
+    assert solver.pixel_loss(sr, hr, "euclidean").item() == pytest.approx(0.01 * c * h * w / 2,
+                                                                           rel=1e-4)
+    assert solver.pixel_loss(sr, hr, "euclidean", y_only=True).item() == pytest.approx(
+        solver.pixel_loss(sr, hr, "mse", y_only=True).item() * h * w / 2, rel=1e-4)
+    assert solver.pixel_loss(sr[:1], hr[:1], "euclidean").item() == pytest.approx(
+        solver.pixel_loss(sr, hr, "euclidean").item(), rel=1e-4)      # a mean over the batch
     # same luminance, different chroma: zero loss on Y, non-zero on RGB
     ycc = utils.rgb2ycbcr_torch(hr)
     shifted = utils.ycbcr2rgb_torch(torch.cat([ycc[:, :1], ycc[:, 1:] * 0.9 + 0.05], 1))
