@@ -473,7 +473,7 @@ class TransposedConvSR(nn.Module):
         c, half = n_channels, max(n_channels // 2, 1)
         self.encoder = nn.Sequential(
             _conv(3, c, SMALL_KERNEL), nn.ReLU(inplace=True),
-            nn.Conv2d(c, c, SMALL_KERNEL, stride=TCONV_STRIDE, padding=SMALL_KERNEL // 2),
+            _conv(c, c, SMALL_KERNEL, stride=TCONV_STRIDE),
             nn.ReLU(inplace=True))
         n_up = int(math.log2(self.scale)) + 2     # undo the encoder, x scale, and x2 more
         layers = []
@@ -519,6 +519,10 @@ class _YChannelSR(nn.Module):
             raise ValueError(f"{type(self).__name__}: padding_mode must be one of "
                              f"{Y_PADDING_MODES}, got {padding_mode!r}")
         self.padding_mode = padding_mode
+
+    def conv(self, in_ch, out_ch, kernel):
+        """A 'same' :func:`_conv` with this model's ``padding_mode``."""
+        return _conv(in_ch, out_ch, kernel, padding_mode=self.padding_mode)
 
     def predict_y(self, y):
         """``(N,1,H,W)`` Y in [16/255, 235/255] (bicubic, or LR when ``input_is_lr``) ->
@@ -572,10 +576,9 @@ class SRCNN(_YChannelSR):
                              f"got n_channels={n_channels}, kernels={kernels}")
         c1, c2 = n_channels
         f1, f2, f3 = kernels
-        conv = lambda i, o, k: _conv(i, o, k, padding_mode=padding_mode)
-        self.net = nn.Sequential(conv(1, c1, f1), nn.ReLU(inplace=True),
-                                 conv(c1, c2, f2), nn.ReLU(inplace=True),
-                                 conv(c2, 1, f3))
+        self.net = nn.Sequential(self.conv(1, c1, f1), nn.ReLU(inplace=True),
+                                 self.conv(c1, c2, f2), nn.ReLU(inplace=True),
+                                 self.conv(c2, 1, f3))
         for m in self.net:
             if isinstance(m, nn.Conv2d):
                 if init_std is None:
@@ -622,7 +625,7 @@ class FSRCNN(_YChannelSR):
         super().__init__(scale, padding_mode)
         if min(d, s) < 1 or m < 0:
             raise ValueError(f"FSRCNN: need d, s >= 1 and m >= 0, got d={d}, s={s}, m={m}")
-        conv = lambda i, o, k: _conv(i, o, k, padding_mode=padding_mode)
+        conv = self.conv
         layers = [conv(1, d, FSRCNN_FEATURE_KERNEL), nn.PReLU(d, PRELU_INIT),
                   conv(d, s, 1), nn.PReLU(s, PRELU_INIT)]
         for _ in range(m):

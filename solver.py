@@ -132,6 +132,12 @@ PIXEL_LOSSES = ("mse", "l1", "euclidean")
 """The kinds of :func:`pixel_loss`."""
 
 
+def _check_pixel_loss(kind):
+    """ValueError (one line) unless ``kind`` is one of :data:`PIXEL_LOSSES`."""
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"unknown pixel loss {kind!r}: use one of {', '.join(PIXEL_LOSSES)}")
+
+
 def pixel_loss(sr, hr, kind="mse", y_only=False):
     """Pixel content loss between ``sr`` and ``hr``, both ``(N,3,H,W)`` float in [0,1].
 
@@ -143,8 +149,7 @@ def pixel_loss(sr, hr, kind="mse", y_only=False):
     which only predict luminance) the loss compares the Y channels of ``utils.rgb2ycbcr_torch``.
     Returns a float32 scalar.
     """
-    if kind not in PIXEL_LOSSES:
-        raise ValueError(f"unknown pixel loss {kind!r}: use one of {', '.join(PIXEL_LOSSES)}")
+    _check_pixel_loss(kind)
     with float32_region(sr):                   # the Y conversion (a matmul) stays float32 under amp
         sr, hr = sr.float(), hr.float()
         if y_only:
@@ -159,8 +164,7 @@ class PixelLoss(torch.nn.Module):
 
     def __init__(self, kind="mse", y_only=False):
         super().__init__()
-        if kind not in PIXEL_LOSSES:
-            raise ValueError(f"unknown pixel loss {kind!r}: use one of {', '.join(PIXEL_LOSSES)}")
+        _check_pixel_loss(kind)                # at construction, before any training step
         self.kind, self.y_only = kind, y_only
 
     def forward(self, sr, hr):

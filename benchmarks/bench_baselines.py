@@ -57,7 +57,7 @@ TRAINED = [   # (run folder under runs/, checkpoint stem, table label); the firs
 ``srcnn`` ... on the CPU (``runs/baselines``)."""
 COMMAND = "bash benchmarks/train_baselines.sh"
 GPU_COMMAND = ("DEVICE=cuda WORKERS=3 OUT=runs/baselines_h100 bash benchmarks/train_baselines.sh "
-               "srcnn-gpu srcnn-paper-gpu fsrcnn-gpu tconv-gpu vdsr-gpu")
+               "srcnn-gpu srcnn-paper-gpu fsrcnn-gpu tconv-gpu vdsr-gpu vdsr-mse-gpu")
 
 
 def recipe(ckpt):
@@ -163,8 +163,8 @@ four training jobs and the test suite; the times are wall-clock under that load.
   Adam stalled at 28.8 dB.
 * FSRCNN: the fast recipe reached 30.22 dB in 51,697 steps on the H100 and 30.20 in 60,060 on
   the CPU, 0.5 dB below the 30.72 tabulated (trained on T91 + General-100 with scale
-  augmentation; General-100 is not here). The paper's SGD rates on the Euclidean loss diverged
-  at the 7th step, so the preset keeps the per-pixel mean.
+  augmentation; General-100 is not here). The paper's SGD rates on the Euclidean loss
+  (`fsrcnn-paper-gpu`) diverged at the 7th step, so the preset keeps the per-pixel mean.
 * TransposedConvSR: its preset on the H100 (48 of 100 epochs in the budget, 55,698 steps)
   reaches 30.81 dB, 2.4 dB over bicubic and above SRCNN and FSRCNN: a 64-channel RGB network
   with a 2x-too-far transposed-convolution decoder works once it has steps. After 1,160 CPU
@@ -173,8 +173,8 @@ four training jobs and the test suite; the times are wall-clock under that load.
 * VDSR: the paper's recipe unchanged (80 epochs of 64, 36,240 steps, 356 s alone on the H100)
   reaches 30.78 dB, 0.57 under the paper's 31.35 (trained on x2, x3 and x4 together). Its
   learning rate 0.1 is for the Euclidean loss (half the squared error summed over a patch):
-  with a per-pixel mean instead (the previous preset, `--set stage1.loss=mse --set
-  stage1.grad_clip_theta=0.4`) the steps are ~800x smaller and 27,310 steps reached 29.32 dB.
+  with a per-pixel mean instead (the previous preset, `vdsr-mse-gpu`) the steps are ~800x
+  smaller and 27,310 steps reached 29.32 dB.
   Clipping theta (the paper gives none): element-wise at 0.4 diverged at step 2; the global
   norm at 0.4 / lr and 0.04 / lr left Set5 at 16.3 and 19.4 dB after 126 CPU steps of 16, at
   0.01 / lr 28.2 dB; on the H100, 23,000 budget-bound steps gave 30.75 dB at theta 0.01 and
