@@ -55,6 +55,9 @@ _PAPER = EasyDict({
         "train_sets_root": str(SHARED_DATA / "train_sets"),  # <root>/T91, <root>/BSD200: the classic
                                          #   training sets; the lists T91 and T91_BSD200 ("291") are
                                          #   built from them on first use (train.ensure_data)
+        "train_samples_root": str(SHARED_DATA / "train_samples"),  # <root>/DIV2K/DIV2K_train_HR,
+                                         #   <root>/Flickr2K/Flickr2K_HR: 2K photos that the list
+                                         #   reference_train adds to T91 + BSD200 (train.ensure_data)
     },
     "generator": {
         "arch": "srresnet",              # srresnet | tconv | srcnn | fsrcnn | vdsr (models.GENERATORS);
@@ -190,6 +193,22 @@ def _demo():
     return cfg
 
 
+def _reference():
+    # The shipped reference models (weights/README.md): the demo recipe, scaled up to what a
+    # 2-core CPU trains in about an hour per stage, on every training image the offline data
+    # has (T91 + BSD200 + the DIV2K/Flickr2K samples: 296 images, list reference_train). A fixed
+    # number of steps (no time budget), so every machine trains the same model:
+    # stage 1 = 18 epochs x floor(296 x 32 / 16) = 10,656 steps of 16 patches of 96x96;
+    # stage 2 = 2 epochs x floor(296 x 32 / 8) = 2,368 steps of 8 patches of 64x64.
+    cfg = _demo()
+    cfg.data.update({"train_list": "reference_train", "patches_per_image": 32})
+    cfg.generator.update({"n_blocks": 8, "n_channels": 48})
+    cfg.stage1.update({"epochs": 18, "batch_size": 16, "time_budget_s": None})
+    cfg.stage2.update({"epochs": 2, "batch_size": 8, "time_budget_s": None})
+    cfg.train.update({"time_budget_s": None})
+    return cfg
+
+
 def _smoke():
     cfg = _demo()
     cfg.data.update({"patch_size": 48, "patches_per_image": 4})
@@ -300,7 +319,8 @@ def _tconv():
     return cfg
 
 
-PRESETS = {"paper": lambda: copy.deepcopy(_PAPER), "demo": _demo, "smoke": _smoke,
+PRESETS = {"paper": lambda: copy.deepcopy(_PAPER), "demo": _demo, "reference": _reference,
+           "smoke": _smoke,
            "srcnn": _srcnn, "fsrcnn": _fsrcnn, "vdsr": _vdsr, "tconv": _tconv}
 
 ARCH_PRESETS = {"srresnet": "paper", "tconv": "tconv", "srcnn": "srcnn", "fsrcnn": "fsrcnn",

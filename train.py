@@ -160,26 +160,34 @@ def list_path(cfg, name):
     return Path(cfg.data.lists_dir) / f"{name}.json"
 
 
-CLASSIC_TRAIN_SETS = {"T91": ("T91",), "T91_BSD200": ("T91", "BSD200")}
-"""The classic training lists and their folders under ``data.train_sets_root``: T91 (SRCNN,
-FSRCNN) and T91 + BSD200, VDSR's "291" images."""
+CLASSIC_TRAIN_SETS = {
+    "T91": (("train_sets_root", "T91"),),
+    "T91_BSD200": (("train_sets_root", "T91"), ("train_sets_root", "BSD200")),
+    "reference_train": (("train_sets_root", "T91"), ("train_sets_root", "BSD200"),
+                        ("train_samples_root", "DIV2K/DIV2K_train_HR"),
+                        ("train_samples_root", "Flickr2K/Flickr2K_HR")),
+}
+"""The training lists built on first use, each as ``(cfg.data key of a root, folder under it)``
+pairs: T91 (SRCNN, FSRCNN), T91 + BSD200 (VDSR's "291" images), and reference_train (the 291
+plus the DIV2K / Flickr2K samples: the reference models' data)."""
 
 
 def ensure_data(cfg):
-    """Make sure the training list exists; the demo dataset (``demo_*`` lists) is built here
-    from the scikit-image photos when missing, the classic lists (:data:`CLASSIC_TRAIN_SETS`)
-    from their folders under ``data.train_sets_root`` when these exist. Other missing lists ->
+    """Make sure the training list exists; the demo dataset (``demo_*`` lists, for training or
+    validation) is built here from the scikit-image photos when missing, the lists of
+    :data:`CLASSIC_TRAIN_SETS` from their folders when these exist. Other missing lists ->
     FileNotFoundError saying how to make them."""
-    train_list = list_path(cfg, cfg.data.train_list)
-    if train_list.is_file():
-        return
-    if cfg.data.train_list.startswith("demo"):
+    demo_lists = [n for n in (cfg.data.train_list, cfg.data.get("val_list"))
+                  if n and n.startswith("demo") and not list_path(cfg, n).is_file()]
+    if demo_lists:
         print(f"building the demo dataset in {cfg.data.root} (scikit-image photos) ...", flush=True)
         create_data_lists.build_demo_dataset(root=cfg.data.root, lists_dir=cfg.data.lists_dir,
                                              scale=cfg.scale)
+    train_list = list_path(cfg, cfg.data.train_list)
+    if train_list.is_file():
         return
-    folders = [Path(cfg.data.get("train_sets_root") or "") / name
-               for name in CLASSIC_TRAIN_SETS.get(cfg.data.train_list, ())]
+    folders = [Path(cfg.data.get(root) or "") / name
+               for root, name in CLASSIC_TRAIN_SETS.get(cfg.data.train_list, ())]
     if folders and all(f.is_dir() for f in folders):
         print(f"building the list {cfg.data.train_list} from {', '.join(map(str, folders))} "
               f"(LR by MATLAB-exact imresize) ...", flush=True)
