@@ -51,6 +51,8 @@ _PAPER = EasyDict({
         "patch_size": 96,                # HR patch side; the LR patch is patch_size // scale
         "patches_per_image": 100,        # random patches drawn from each image per epoch
         "augment": True,                 # random flips and 90-degree rotations
+        "skip_small": False,             # a training image smaller than the patch: False = an error
+                                         #   naming it; True = left out with a warning naming it
         "workers": 4,                    # DataLoader worker processes (0 = main process)
         "train_sets_root": str(SHARED_DATA / "train_sets"),  # <root>/T91, <root>/BSD200: the classic
                                          #   training sets; the lists T91 and T91_BSD200 ("291") are
@@ -196,12 +198,14 @@ def _demo():
 def _reference():
     # The shipped reference models (weights/README.md): the demo recipe, scaled up to what a
     # 2-core CPU trains in about an hour per stage, on every training image the offline data
-    # has (T91 + BSD200 + the DIV2K/Flickr2K samples: 296 images, list reference_train). A fixed
-    # number of steps (no time budget), so every machine trains the same model:
-    # stage 1 = 18 epochs x floor(296 x 32 / 16) = 10,656 steps of 16 patches of 96x96;
-    # stage 2 = 2 epochs x floor(296 x 32 / 8) = 2,368 steps of 8 patches of 64x64.
+    # has (T91 + BSD200 + the DIV2K/Flickr2K samples: 296 images, list reference_train; T91's
+    # t20.png, 78x78, is smaller than a patch and left out). A fixed number of steps (no time
+    # budget), so every machine trains the same model:
+    # stage 1 = 18 epochs x floor(295 x 32 / 16) = 10,620 steps of 16 patches of 96x96;
+    # stage 2 = 2 epochs x floor(295 x 32 / 8) = 2,360 steps of 8 patches of 64x64.
     cfg = _demo()
-    cfg.data.update({"train_list": "reference_train", "patches_per_image": 32})
+    cfg.data.update({"train_list": "reference_train", "patches_per_image": 32,
+                     "skip_small": True})
     cfg.generator.update({"n_blocks": 8, "n_channels": 48})
     cfg.stage1.update({"epochs": 18, "batch_size": 16, "time_budget_s": None})
     cfg.stage2.update({"epochs": 2, "batch_size": 8, "time_budget_s": None})
@@ -492,7 +496,7 @@ _CHOICES = (
 )
 """Settings with a documented set of values (the comments of the presets above)."""
 
-_BOOLEANS = ("data.augment", "generator.batch_norm", "generator.bicubic_skip",
+_BOOLEANS = ("data.augment", "data.skip_small", "generator.batch_norm", "generator.bicubic_skip",
              "train.channels_last", "train.compile", "train.sync_bn", "train.tensorboard")
 """Settings that are True or False (``--set train.compile=1`` is refused, not taken as True)."""
 

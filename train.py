@@ -206,7 +206,8 @@ def build_train_set(cfg, progress=True, patch_size=None):
         list_path(cfg, cfg.data.train_list), scale=cfg.scale,
         patch_size=int(patch_size or cfg.data.patch_size),
         patches_per_image=cfg.data.patches_per_image, augment=cfg.data.augment,
-        cache_dir=cfg.data.get("cache_dir"), progress=progress)
+        cache_dir=cfg.data.get("cache_dir"), progress=progress,
+        skip_small=bool(cfg.data.get("skip_small", False)))
 
 
 def build_val_set(cfg):
