@@ -35,11 +35,11 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import utils
 from distributed import all_reduce_max, is_distributed, rank
 from imresize import imresize_torch
+from progress import progress_bar
 from utils import autocast, float32_region, to_device, unwrap
 
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
@@ -379,7 +379,7 @@ class RunClock:
     """
 
     def __init__(self, total_steps=None, time_budget_s=None, step=0, elapsed_s=0.0,
-                 share_every=SYNC_EVERY):
+                 share_every=SYNC_EVERY, on_estimate=None):
         self.total_steps = total_steps
         self.time_budget_s = time_budget_s
         self.share_every = max(1, int(share_every))
@@ -387,6 +387,8 @@ class RunClock:
         self._elapsed_before = float(elapsed_s)
         self._started = None
         self._shared_elapsed = None    # the agreed elapsed time of a multi-process run
+        self.on_estimate = on_estimate  # called once as on_estimate(clock, steps_per_s)
+        self._timing = None             # (step, time) where this session's speed is measured from
 
     def _share(self):
         if self.time_budget_s and is_distributed():
@@ -395,6 +397,7 @@ class RunClock:
     def start(self):
         """Start (or restart) counting wall time."""
         self._started = time.perf_counter()
+        self._timing = None
         self._share()
         return self
 
@@ -417,10 +420,39 @@ class RunClock:
         return self.progress() >= 1.0
 
     def tick(self):
-        """Count one iteration (and agree the elapsed time every ``share_every`` of them)."""
+        """Count one iteration (and agree the elapsed time every ``share_every`` of them). The
+        speed of steps ``ESTIMATE_WARMUP + 1`` to ``ESTIMATE_WARMUP + ESTIMATE_STEPS`` after
+        :meth:`start` is passed once to ``on_estimate`` (when set)."""
         self.step += 1
         if self.step % self.share_every == 0:
             self._share()
+        if self.on_estimate is not None:
+            self._measure()
+
+    def _measure(self):
+        now = time.perf_counter()
+        if self._timing is None:                 # the first step of this session
+            self._timing = [self.step, now, False]   # [its step, a time, reported]
+            return
+        first, since, reported = self._timing
+        done = self.step - first
+        if reported:
+            return
+        if done == ESTIMATE_WARMUP:              # the first steps warm caches up: not timed
+            self._timing[1] = now
+        elif done == ESTIMATE_WARMUP + ESTIMATE_STEPS:
+            self._timing[2] = True
+            self.on_estimate(self, ESTIMATE_STEPS / max(now - since, 1e-9))
+
+    def stopped_by_budget(self):
+        """True when the time budget ended the stage before its planned steps."""
+        return bool(self.time_budget_s and self.total_steps and self.step < self.total_steps
+                    and self.finished())
+
+    def budget_note(self, name):
+        """One line saying where the time budget stopped stage ``name``, or None when it did
+        not: e.g. "srresnet stopped by its time budget (450 s) at step 455 of 3,600 (13%)"."""
+        return budget_note(name, self.state_dict()) if self.stopped_by_budget() else None
 
     def state_dict(self):
         return {"step": self.step, "elapsed_s": self.elapsed_s, "total_steps": self.total_steps,
@@ -430,6 +462,22 @@ class RunClock:
     def from_state_dict(cls, state, total_steps=None, time_budget_s=None, share_every=SYNC_EVERY):
         """A clock continuing ``state``; the plan (``total_steps``, budget) may be changed."""
         return cls(total_steps, time_budget_s, state["step"], state["elapsed_s"], share_every)
+
+
+ESTIMATE_WARMUP, ESTIMATE_STEPS = 5, 20
+"""The stage's speed is measured over ESTIMATE_STEPS steps after ESTIMATE_WARMUP warm-up steps
+(``RunClock.on_estimate``: the time estimate printed at the start of a stage)."""
+
+
+def budget_note(name, clock_state):
+    """The line of :meth:`RunClock.budget_note` from a clock's ``state_dict()`` (also read back
+    from a checkpoint), or None when the stage ran all its planned steps."""
+    step, total = clock_state.get("step", 0), clock_state.get("total_steps")
+    budget = clock_state.get("time_budget_s")
+    if not budget or not total or step >= total:
+        return None
+    return (f"{name} stopped by its time budget ({budget:.0f} s) at step {step:,} of "
+            f"{total:,} ({100 * step / total:.0f}%)")
 
 
 def make_lr_fn(base_lr, schedule="constant", decay_at=0.5, decay_factor=0.1, min_lr=0.0):
@@ -461,9 +509,13 @@ def set_lr(optimizer, lr):
 # One epoch of each stage
 # ----------------------------------------------------------------------------------------------
 
-def _progress_bar(loader, stage, epoch, progress):
-    return tqdm(loader, desc=f"{stage} epoch {epoch}", disable=not progress, leave=False,
-                dynamic_ncols=True)
+def _progress_bar(clock, stage, epoch, progress):
+    """The bar of one epoch, counting the stage's steps (``clock.step`` of
+    ``clock.total_steps``): its rate and ETA are those of the whole stage. Advanced by one per
+    optimiser step of the generator (``bar.update()``)."""
+    return progress_bar(total=clock.total_steps, initial=clock.step, unit="step",
+                        desc=f"{stage} epoch {epoch}", disable=not progress, leave=False,
+                        dynamic_ncols=True)
 
 
 def _timed(iterable, waits):
@@ -532,8 +584,8 @@ def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None
     where = (stage, epoch)
     steps_of = lambda name, index: first_step + index + 1
     start = time.perf_counter()
-    bar = _progress_bar(loader, stage, epoch, progress)
-    for lr_img, hr_img in _timed(bar, waits):
+    bar = _progress_bar(clock, stage, epoch, progress)
+    for lr_img, hr_img in _timed(loader, waits):
         if clock.finished():
             break
         if lr_fn is not None:
@@ -544,6 +596,7 @@ def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None
                           adjustable_clip(clip_theta, lr), clip_mode)
         watch.add("content_loss", loss, check=True)
         clock.tick()
+        bar.update()
         steps += 1
         patches += lr_img.shape[0]
         if steps % sync_every == 0:
@@ -683,8 +736,8 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
     # the index-th D loss of the epoch belongs to G step first_step + index // d_steps + 1
     steps_of = lambda name, index: first_step + (index // d_steps if name == "d_loss" else index) + 1
     start = time.perf_counter()
-    bar = _progress_bar(loader, stage, epoch, progress)
-    for i, (lr_img, hr_img) in enumerate(_timed(bar, waits)):
+    bar = _progress_bar(clock, stage, epoch, progress)
+    for i, (lr_img, hr_img) in enumerate(_timed(loader, waits)):
         if clock.finished():
             break
         if lr_fn is not None:
@@ -708,6 +761,7 @@ def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, 
             if ema is not None:
                 ema.update(generator)
             clock.tick()
+            bar.update()
         if (i + 1) % sync_every == 0:
             means, _ = watch.read(steps_of, (stage, epoch), clock.step)
             bar.set_postfix(content=f"{means.get('content_loss', math.nan):.4g}",

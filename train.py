@@ -40,6 +40,7 @@ import report as tables
 import solver
 import super_resolve
 import utils
+from progress import write_line
 from config import ARCH_PRESETS, PRESETS, SHARED_VGG, VARIANTS, get_config, validate_config
 
 STAGES = ("srresnet", "srgan")
@@ -443,6 +444,8 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
                          f"validating or saving epoch {epoch}")
         if not run.is_main:
             run.history.append(row)      # (without validation scores: rank 0 keeps the full log)
+    if run.is_main and run.clock.stopped_by_budget():
+        print(run.clock.budget_note(run.name), flush=True)
     if run.tensorboard is not None:
         run.tensorboard.close()
     return run.history
@@ -524,6 +527,9 @@ def _set_up(cfg, stage, out_dir, resume, progress):
     run.history, run.start_epoch = [], 1
     if checkpoint is not None:
         _restore(run, checkpoint)
+    run.batches = batches
+    if is_main:
+        run.clock.on_estimate = lambda clock, rate: write_line(_estimate_line(run, clock, rate))
 
     run.model, run.critic = run.generator, run.discriminator  # what trains (DDP-wrapped if needed)
     if world > 1:
@@ -568,6 +574,34 @@ def _build_data(run):
                                              distributed=run.world > 1,
                                              pin_memory=run.device.type == "cuda")
                   if cfg.data.workers > 0 else None)
+
+
+def _estimate_line(run, clock, rate):
+    """The time a stage will take on this machine, from the speed of its first steps, and how
+    to shorten it (printed once, near the start of a stage)."""
+    key = "stage1" if run.stage == "srresnet" else "stage2"
+    left = clock.total_steps - clock.step
+    line = (f"{run.name}: {left:,} of {clock.total_steps:,} steps to go at {rate:.2f} steps/s "
+            f"(measured over {solver.ESTIMATE_STEPS} steps here) -> about "
+            f"{_duration(left / rate)} of training, validation not included")
+    if run.budget:
+        stop = min(clock.total_steps, clock.step + int(rate * max(0.0, run.budget - clock.elapsed_s)))
+        if stop < clock.total_steps:
+            line += (f"; its time budget ({run.budget:.0f} s) will stop it near step {stop:,} "
+                     f"({100 * stop / clock.total_steps:.0f}%), with the lr schedule laid over "
+                     f"the budget")
+    steps_per_epoch = run.batches // run.d_steps
+    return line + (f". Shorter: --set {key}.epochs=N ({steps_per_epoch:,} steps each) or a time "
+                   f"budget --set {key}.time_budget_s=SECONDS (README, 'Time budgets')")
+
+
+def _duration(seconds):
+    """``seconds`` as "42 s", "12 min" or "3 h 05 min"."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def _restore(run, checkpoint):
@@ -777,6 +811,28 @@ def eval_roots(cfg):
     return [str(r) if r is not None else cfg.data.root for r in roots]
 
 
+METHOD_NAMES = {"srresnet": "SRResNet", "srgan": "SRGAN"}
+"""Display names of the stages' checkpoints in tables (others keep their own name)."""
+
+
+def method_label(name, preset):
+    """A table row's label naming the preset, e.g. "SRGAN (demo)": a result of a reduced
+    preset is never read as the paper's model."""
+    return f"{METHOD_NAMES.get(name, name)} ({preset})"
+
+
+def print_provenance(files):
+    """After the tables: the checkpoint file of each row (``{label: path}``) and, for a stage
+    that its time budget stopped early, where it stopped (``solver.budget_note``)."""
+    for label, path in files.items():
+        if not Path(path).is_file():
+            continue
+        clock = models.load_checkpoint(path).get("clock") or {}
+        note = solver.budget_note(label, clock)
+        print(f"{label}: {path}, {clock.get('step', 0):,} steps"
+              + (f"; {note}" if note else ""), flush=True)
+
+
 def report(cfg, checkpoints, progress=False):
     """Print one table per evaluation set: bicubic and each checkpoint (``{label: path}``) x
     PSNR-Y, SSIM-Y, LR-PSNR, NIQE (and LPIPS when available), measured by ``evaluate.evaluate``
@@ -887,8 +943,11 @@ def main(argv=None):
         distributed.close_distributed()
     if rank:
         return 0
-    report(cfg, {checkpoint_name(cfg, stage): out / f"{checkpoint_name(cfg, stage)}.pth"
-                 for stage in STAGES if stage in stages or stage == "srresnet"})
+    files = {method_label(checkpoint_name(cfg, stage), args.config):
+             out / f"{checkpoint_name(cfg, stage)}.pth"
+             for stage in STAGES if stage in stages or stage == "srresnet"}
+    report(cfg, files)
+    print_provenance(files)
     print(f"\ndone in {time.perf_counter() - start:.0f} s; checkpoints in {out}", flush=True)
     return 0
 
