@@ -34,6 +34,11 @@ from easydict import EasyDict
 ROOT = Path(__file__).resolve().parent
 """The project root (the folder holding this file)."""
 
+REFERENCE_WEIGHTS = {"SRResNet": ROOT / "weights" / "srresnet.pth",
+                     "SRGAN": ROOT / "weights" / "srgan.pth"}
+"""The shipped reference generators (``--config reference``, exported by export.py; how each
+was made and what it scores: weights/README.md): used where no checkpoint is given."""
+
 SHARED_DATA = Path(os.environ.get("SR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 """Offline copy of public data beside the project (``../shared/data``); may be absent."""
 
@@ -202,7 +207,7 @@ def _reference():
     # t20.png, 78x78, is smaller than a patch and left out). A fixed number of steps (no time
     # budget), so every machine trains the same model:
     # stage 1 = 18 epochs x floor(295 x 32 / 16) = 10,620 steps of 16 patches of 96x96;
-    # stage 2 = 2 epochs x floor(295 x 32 / 8) = 2,360 steps of 8 patches of 64x64.
+    # stage 2 = 2 epochs x floor(296 x 32 / 8) = 2,368 steps of 8 patches of 64x64 (t20 fits).
     cfg = _demo()
     cfg.data.update({"train_list": "reference_train", "patches_per_image": 32,
                      "skip_small": True})

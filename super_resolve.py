@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 import cli
 import datasets
 import models
+from config import REFERENCE_WEIGHTS
 from imresize import imresize
 from utils import (UINT16_TO_UINT8, ImageReadError, atomic_write, image_to_tensor, load_image,
                    low_byte_tiles, oriented, resolve_device, rgb_to_luma, tensor_to_image)
@@ -333,7 +334,9 @@ def plan_outputs(inputs, output_dir):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="generator checkpoint written by train.py")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="generator checkpoint written by train.py or export.py (default: the "
+                        "shipped reference SRGAN, weights/srgan.pth)")
     p.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
     p.add_argument("--output", required=True, type=Path,
                    help="output FOLDER (created); each input becomes OUTPUT/<stem>.png")
@@ -398,6 +401,10 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         device = cli.device_setting(resolve_device, args.device)
+        if args.checkpoint is None:
+            args.checkpoint = REFERENCE_WEIGHTS["SRGAN"]
+            print(f"no --checkpoint: using the reference SRGAN {args.checkpoint} "
+                  f"(weights/README.md)", file=sys.stderr)
         model, _ = models.load_generator(args.checkpoint, device=device)
         overlap = check_tiling(args.tile, args.overlap, receptive_margin(model, device))
         if args.input.is_dir():

@@ -185,7 +185,7 @@ def ensure_data(cfg):
         create_data_lists.build_demo_dataset(root=cfg.data.root, lists_dir=cfg.data.lists_dir,
                                              scale=cfg.scale)
     train_list = list_path(cfg, cfg.data.train_list)
-    if train_list.is_file():
+    if train_list.is_file() or cfg.data.train_list.startswith("demo"):
         return
     folders = [Path(cfg.data.get(root) or "") / name
                for root, name in CLASSIC_TRAIN_SETS.get(cfg.data.train_list, ())]
@@ -811,7 +811,8 @@ def eval_roots(cfg):
     return [str(r) if r is not None else cfg.data.root for r in roots]
 
 
-METHOD_NAMES = {"srresnet": "SRResNet", "srgan": "SRGAN"}
+METHOD_NAMES = {"srresnet": "SRResNet", "srgan": "SRGAN", "srcnn": "SRCNN", "fsrcnn": "FSRCNN",
+                "vdsr": "VDSR", "tconv": "TransposedConvSR"}
 """Display names of the stages' checkpoints in tables (others keep their own name)."""
 
 

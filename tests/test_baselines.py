@@ -240,7 +240,7 @@ def test_arch_alone_selects_its_recipe(tmp_path, shared_data, capsys):
     model, ckpt = models.load_generator(out / "fsrcnn.pth")
     assert isinstance(model, models.FSRCNN) and ckpt["arch_kwargs"] == {
         "d": 56, "s": 12, "m": 4, "padding_mode": "replicate"}
-    assert "| fsrcnn |" in text                         # the final table has its row
+    assert "| FSRCNN (fsrcnn) |" in text                         # the final table has its row
 
 
 def test_srcnn_replicate_padding_keeps_the_border_of_a_flat_image():

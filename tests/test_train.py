@@ -143,9 +143,11 @@ def test_cli_smoke_end_to_end(tiny_data, tmp_path):
     # that were validated: the same PSNR to the printed 0.01 dB
     psnr = evaluate.metric_header("psnr")
     table = _report_table(proc.stdout, "tiny_val")
-    assert list(table) == ["bicubic", "srresnet", "srgan"], proc.stdout
-    for stage in ("srresnet", "srgan"):
-        assert table[stage][psnr] == f"{float(logs[stage][-1]['val_psnr']):.2f}", (stage, table)
+    # each row names the preset (a smoke result is never read as the paper's) and its file
+    assert list(table) == ["bicubic", "SRResNet (smoke)", "SRGAN (smoke)"], proc.stdout
+    for stage, label in (("srresnet", "SRResNet (smoke)"), ("srgan", "SRGAN (smoke)")):
+        assert table[label][psnr] == f"{float(logs[stage][-1]['val_psnr']):.2f}", (stage, table)
+        assert f"{label}: {out / (stage + '.pth')}, 3 steps" in proc.stdout
     # the smoke generator is a bicubic upscale plus a learned residual (generator.bicubic_skip):
     # 3 Adam steps neither beat bicubic by more than 1 dB on these smooth images nor lose more
     # than 12 dB to it (8.5 dB below bicubic's 45.9 dB here; an error of the validation or of

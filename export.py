@@ -1,0 +1,87 @@
+"""Turn a training checkpoint into a small generator-only weight file to ship or share.
+
+    python export.py runs/reference/srgan.pth weights/srgan.pth          # fp16 (default)
+    python export.py runs/reference/srresnet.pth weights/srresnet.pth --dtype float32
+
+A training checkpoint (``models.CHECKPOINT_FORMAT``) holds the discriminator, the optimisers,
+the RNG states and more; a user needs the generator alone. The exported file is the same
+format with only what :func:`models.load_generator` reads: ``arch``, ``arch_kwargs``,
+``scale``, ``stage`` and ``generator`` -- the weights that are used (the EMA average where the
+run kept one), in float16 or float32 -- plus its provenance (``exported_from``: the source's
+step, epoch and preset settings). It loads with ``torch.load(path, weights_only=True)`` (no code
+runs) everywhere a checkpoint is accepted: ``evaluate.py --model``, ``super_resolve.py
+--checkpoint``, the notebooks. The generator's weights are cast back to float32 on loading.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import cli
+import models
+from utils import atomic_write
+
+DTYPES = {"float16": torch.float16, "float32": torch.float32}
+"""Weight precisions of an exported file (``--dtype``)."""
+
+
+def export_generator(src, dst, dtype="float16"):
+    """Write the generator of the training checkpoint ``src`` to ``dst`` (generator only).
+
+    ``dtype``: a key of :data:`DTYPES`. Floating-point weights are cast to it; integer buffers
+    are kept. ``dst`` may not be ``src`` (nothing is overwritten in place). Returns the dict
+    written. Raises what :func:`models.load_checkpoint` raises for a bad ``src``, ValueError
+    for an unknown ``dtype`` or ``dst == src``, ``utils.WriteError`` for an unwritable ``dst``.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise ValueError(f"{dst}: the output would replace the checkpoint it is made from; "
+                         f"give another path")
+    ckpt = models.load_checkpoint(src)
+    state = models.generator_state(ckpt, src)
+    cast = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).clone()
+            for k, v in state.items()}
+    config = ckpt.get("config") or {}
+    out = {
+        "format": models.CHECKPOINT_FORMAT, "arch": ckpt["arch"],
+        "arch_kwargs": ckpt.get("arch_kwargs") or {}, "scale": int(ckpt["scale"]),
+        "stage": ckpt.get("stage"), "generator": cast, "generator_ema": None,
+        "exported_from": {"file": src.name, "step": ckpt.get("step"), "epoch": ckpt.get("epoch"),
+                          "ema": bool(ckpt.get("generator_ema")), "dtype": dtype,
+                          "generator": config.get("generator"), "stage1": config.get("stage1"),
+                          "stage2": config.get("stage2"), "data": config.get("data")},
+        "step": ckpt.get("step"), "epoch": ckpt.get("epoch"), "finished": ckpt.get("finished"),
+        "clock": ckpt.get("clock"),
+    }
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dst, "wb", what="exported generator") as f:
+        torch.save(out, f)
+    return out
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="a training checkpoint (train.py's OUT/<name>.pth)")
+    p.add_argument("output", type=Path, help="the generator-only file to write, e.g. weights/srgan.pth")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float16",
+                   help="weight precision (default float16: half the size, output within one "
+                        "gray level)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = export_generator(args.checkpoint, args.output, args.dtype)
+    size = args.output.stat().st_size
+    print(f"wrote {args.output} ({size / 1e6:.2f} MB, {args.dtype}): {out['arch']} "
+          f"{out['arch_kwargs']} x{out['scale']}, {out['stage']} step {out['step']}"
+          + (" (EMA weights)" if out["exported_from"]["ema"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run("export.py", main))
