@@ -207,13 +207,13 @@ def _reference():
     # t20.png, 78x78, is smaller than a patch and left out). A fixed number of steps (no time
     # budget), so every machine trains the same model:
     # stage 1 = 18 epochs x floor(295 x 32 / 16) = 10,620 steps of 16 patches of 96x96;
-    # stage 2 = 2 epochs x floor(296 x 32 / 8) = 2,368 steps of 8 patches of 64x64 (t20 fits).
+    # stage 2 = 6 epochs x floor(296 x 32 / 8) = 7,104 steps of 8 patches of 64x64 (t20 fits).
     cfg = _demo()
     cfg.data.update({"train_list": "reference_train", "patches_per_image": 32,
                      "skip_small": True})
     cfg.generator.update({"n_blocks": 8, "n_channels": 48})
     cfg.stage1.update({"epochs": 18, "batch_size": 16})
-    cfg.stage2.update({"epochs": 2, "batch_size": 8})
+    cfg.stage2.update({"epochs": 6, "batch_size": 8})
     return cfg
 
 
