@@ -2,6 +2,7 @@
 
     python export.py runs/reference/srgan.pth weights/srgan.pth          # fp16 (default)
     python export.py runs/reference/srresnet.pth weights/srresnet.pth --dtype float32
+    python export.py runs/reference/srgan.pth srgan.onnx                 # ONNX (onnx_model.py)
 
 A training checkpoint (``models.CHECKPOINT_FORMAT``) holds the discriminator, the optimisers,
 the RNG states and more; a user needs the generator alone. The exported file is the same
@@ -11,6 +12,10 @@ run kept one), in float16 or float32 -- plus its provenance (``exported_from``: 
 step, epoch and preset settings). It loads with ``torch.load(path, weights_only=True)`` (no code
 runs) everywhere a checkpoint is accepted: ``evaluate.py --model``, ``super_resolve.py
 --checkpoint``, the notebooks. The generator's weights are cast back to float32 on loading.
+
+An output ending in ``.onnx`` is an ONNX graph instead (float32, dynamic height and width,
+checked against PyTorch before it is written; ``onnx_model.py``), for onnxruntime or another
+runtime; ``super_resolve.py --checkpoint x.onnx`` runs it.
 """
 import argparse
 import sys
@@ -20,13 +25,19 @@ import torch
 
 import cli
 import models
+import onnx_model
+import super_resolve
 from utils import atomic_write
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
 """Weight precisions of an exported file (``--dtype``)."""
 
+DEFAULT_DTYPE = "float16"
+ONNX_SUFFIX = ".onnx"
+"""An output path ending so is written as an ONNX graph (float32)."""
 
-def export_generator(src, dst, dtype="float16"):
+
+def export_generator(src, dst, dtype=DEFAULT_DTYPE):
     """Write the generator of the training checkpoint ``src`` to ``dst`` (generator only).
 
     ``dtype``: a key of :data:`DTYPES`. Floating-point weights are cast to it; integer buffers
@@ -62,24 +73,47 @@ def export_generator(src, dst, dtype="float16"):
     return out
 
 
+def export_file(src, dst, dtype=None):
+    """Write the generator of the checkpoint ``src`` to ``dst``: an ONNX graph when ``dst``
+    ends in :data:`ONNX_SUFFIX` (float32: ``dtype`` None or 'float32'), else
+    :func:`export_generator` (``dtype`` None = :data:`DEFAULT_DTYPE`). Returns a one-line
+    summary of what was written."""
+    dst = Path(dst)
+    if dst.suffix.lower() != ONNX_SUFFIX:
+        dtype = dtype or DEFAULT_DTYPE
+        out = export_generator(src, dst, dtype)
+        return (f"{out['arch']} {out['arch_kwargs']} x{out['scale']}, {out['stage']} step "
+                f"{out['step']}, {dtype}" + (" (EMA weights)" if out["exported_from"]["ema"]
+                                            else ""))
+    if dtype not in (None, "float32"):
+        raise ValueError(f"--dtype {dtype}: an ONNX graph ({dst}) is written in float32")
+    model, ckpt = models.load_generator(src, device="cpu")
+    info = onnx_model.export_onnx(model, ckpt, dst, super_resolve.receptive_margin(model),
+                                  super_resolve.tile_alignment(model))
+    return (f"ONNX {info['arch']} x{info['scale']}, float32, dynamic height/width, "
+            f"receptive margin {info['receptive_margin']} LR px; onnxruntime equals PyTorch "
+            f"within {info['max_abs_diff']:.1e}")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="a training checkpoint (train.py's OUT/<name>.pth)")
-    p.add_argument("output", type=Path, help="the generator-only file to write, e.g. weights/srgan.pth")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float16",
-                   help="weight precision (default float16: half the size, output within one "
-                        "gray level)")
+    p.add_argument("output", type=Path, help="the generator-only file to write, e.g. "
+                   "weights/srgan.pth, or an ONNX graph: srgan.onnx")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help=f"weight precision (default {DEFAULT_DTYPE}: half the size, output "
+                        f"within one gray level; an .onnx output is float32)")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    out = export_generator(args.checkpoint, args.output, args.dtype)
-    size = args.output.stat().st_size
-    print(f"wrote {args.output} ({size / 1e6:.2f} MB, {args.dtype}): {out['arch']} "
-          f"{out['arch_kwargs']} x{out['scale']}, {out['stage']} step {out['step']}"
-          + (" (EMA weights)" if out["exported_from"]["ema"] else ""))
+    try:
+        summary = export_file(args.checkpoint, args.output, args.dtype)
+    except (OSError, ValueError, ImportError) as e:   # ImportError: onnx_model.MissingDependency
+        return cli.fail("export.py", e)
+    print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB): {summary}")
     return 0
 
 

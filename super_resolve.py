@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 import cli
 import datasets
 import models
+import onnx_model
 from config import REFERENCE_WEIGHTS
 from imresize import imresize
 from utils import (UINT16_TO_UINT8, ImageReadError, atomic_write, image_to_tensor, load_image,
@@ -92,32 +93,79 @@ class NonFiniteOutputError(ValueError):
     """The model produced NaN or inf pixels: there is no image (nor a score) to give."""
 
 
-def receptive_margin(model, device="cpu"):
-    """Radius of ``model``'s receptive field in LR pixels, rounded up, plus ``RESAMPLE_MARGIN``.
+def _layer_reach(module):
+    """How far one output pixel of a conv or transposed conv reaches into its input, in that
+    input's pixels: a conv of kernel ``k``, dilation ``d``, padding ``p`` reads ``p`` pixels
+    before and ``d*(k-1) - p`` after the position it samples (``(k-1)/2`` each side for the
+    usual 'same' convs; 2 for a 4x4 stride-2 conv with padding 1); a transposed conv of stride
+    ``s`` spreads each input pixel over that many of its outputs, ``1/s`` as far in its input."""
+    reach = 0.0
+    for i, (k, d) in enumerate(zip(module.kernel_size, module.dilation)):
+        span = d * (k - 1)
+        pad = module.padding                  # a tuple, or the strings 'same' / 'valid'
+        before = {"same": span / 2, "valid": 0}[pad] if isinstance(pad, str) else pad[i]
+        side = max(before, span - before)
+        if isinstance(module, nn.ConvTranspose2d):
+            side /= module.stride[i]
+        reach = max(reach, side)
+    return reach
 
-    Each ``nn.Conv2d`` reads ``dilation * (kernel - 1) / 2`` pixels on each side at the
-    resolution it runs at (found by running a ``PROBE_SIZE`` zero image with forward hooks); at
-    ``f`` times the LR resolution that is 1/f LR pixels. The sum over all convs bounds the
-    radius of any network made of convolutions, pointwise layers (BatchNorm in eval mode,
-    activations, residual sums) and upsampling (pixel shuffle, bicubic): 40 + 2 = 42 for the
-    paper's SRResNet (a 9x9 conv, 33 3x3 convs and one sub-pixel conv at 1x, one 3x3 conv at 2x,
-    the 9x9 output conv at 4x). Other layer types (pooling, attention) are not covered: pass
-    ``overlap`` explicitly for such models.
-    """
-    reads = []
+
+def _probe(model, device):
+    """Run a ``PROBE_SIZE`` zero image through ``model`` with hooks on every conv and
+    transposed conv -> ``(radius, alignment)``: the sum of every layer's reach
+    (:func:`_layer_reach`) converted to LR pixels (a layer running at ``f`` times the LR
+    resolution reaches 1/f as far in LR pixels), and the smallest downsampling inside the model
+    as an LR step (2 when a stride-2 conv halves the LR image first, as TransposedConvSR's
+    encoder does; 1 for SRResNet)."""
+    reads, ratios = [], [1.0]
 
     def hook(module, inputs, output):
-        k = max(d * (s - 1) / 2 for d, s in zip(module.dilation, module.kernel_size))
-        reads.append(k * PROBE_SIZE / inputs[0].shape[-1])
+        width_in = inputs[0].shape[-1]
+        reads.append(_layer_reach(module) * PROBE_SIZE / width_in)
+        ratios.append(output.shape[-1] / PROBE_SIZE)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    layers = (nn.Conv2d, nn.ConvTranspose2d)
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
     try:
         with torch.inference_mode():
             model(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
     finally:
         for h in handles:
             h.remove()
-    return math.ceil(sum(reads) - 1e-9) + RESAMPLE_MARGIN
+    return sum(reads), max(1, round(1 / min(ratios)))
+
+
+def receptive_margin(model, device="cpu"):
+    """Radius of ``model``'s receptive field in LR pixels, rounded up, plus ``RESAMPLE_MARGIN``.
+
+    Every ``nn.Conv2d`` and ``nn.ConvTranspose2d`` reaches :func:`_layer_reach` pixels at the
+    resolution it runs at (found by running a ``PROBE_SIZE`` zero image with forward hooks); at
+    ``f`` times the LR resolution that is 1/f LR pixels. The sum over all layers bounds the
+    radius of any network made of convolutions, pointwise layers (BatchNorm in eval mode,
+    activations, residual sums) and up/downsampling (pixel shuffle, bicubic, strided and
+    transposed convs): 40 + 2 = 42 for the paper's SRResNet (a 9x9 conv, 33 3x3 convs and one
+    sub-pixel conv at 1x, one 3x3 conv at 2x, the 9x9 output conv at 4x). Other layer types
+    (pooling, attention) are not covered: pass ``overlap`` explicitly for such models. An ONNX
+    generator (``onnx_model.OnnxGenerator``) cannot be probed: the radius measured at export,
+    stored in the file, is returned.
+    """
+    stored = getattr(model, "receptive_margin", None)   # an onnx_model.OnnxGenerator's metadata
+    if isinstance(stored, int):
+        return stored
+    return math.ceil(_probe(model, device)[0] - 1e-9) + RESAMPLE_MARGIN
+
+
+def tile_alignment(model, device="cpu"):
+    """The LR step a tile's context must start on for the model to compute what it computes on
+    the whole image: 1 for networks that never go below the LR resolution (SRResNet, the
+    Y-channel baselines); 2 for TransposedConvSR, whose stride-2 encoder samples every other
+    pixel (a tile starting on an odd row would sample the other ones). See :func:`_probe`; an
+    ONNX generator returns the value stored at export."""
+    stored = getattr(model, "tile_alignment", None)
+    if isinstance(stored, int):
+        return stored
+    return _probe(model, device)[1]
 
 
 def tile_grid(h, w, tile):
@@ -232,7 +280,7 @@ def _upscale_padded(model, img, device):
 def _upscale_tiled(model, img, device, tile, overlap, scale, progress):
     """Tiled inference of :func:`upscale_image` -> uint8 ``(s*h, s*w, 3)`` canvas on the CPU."""
     h, w = img.shape[:2]
-    exact = receptive_margin(model, device)
+    exact, align = receptive_margin(model, device), tile_alignment(model, device)
     margin = exact if overlap is None else int(overlap)
     if margin < exact:
         warnings.warn(f"overlap {margin} is below the model's receptive-field radius {exact} LR "
@@ -241,8 +289,8 @@ def _upscale_tiled(model, img, device, tile, overlap, scale, progress):
     out = np.empty((scale * h, scale * w, 3), np.uint8)
     for y0, y1, x0, x1 in tqdm(tile_grid(h, w, tile), desc="tiles", disable=not progress,
                                leave=False):
-        a0, a1 = max(0, y0 - margin), min(h, y1 + margin)
-        b0, b1 = max(0, x0 - margin), min(w, x1 + margin)
+        a0, a1 = max(0, y0 - margin) // align * align, min(h, y1 + margin)   # context, aligned
+        b0, b1 = max(0, x0 - margin) // align * align, min(w, x1 + margin)
         sr = model(_model_input(lr[:, :, a0:a1, b0:b1], device))
         _check_output(sr, a1 - a0, b1 - b0, scale)
         core = sr[:, :, scale * (y0 - a0):scale * (y1 - a0), scale * (x0 - b0):scale * (x1 - b0)]
@@ -332,11 +380,21 @@ def plan_outputs(inputs, output_dir):
 # Command line
 # ----------------------------------------------------------------------------------------------
 
+def load_model(path, device="cpu"):
+    """The generator in ``path`` for inference: an ``.onnx`` file as an
+    ``onnx_model.OnnxGenerator`` (onnxruntime), any other as ``models.load_generator`` reads
+    it (train.py's and export.py's ``.pth``)."""
+    if Path(path).suffix.lower() == ".onnx":
+        return onnx_model.OnnxGenerator(path, device)
+    return models.load_generator(path, device=device)[0]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="generator checkpoint written by train.py or export.py (default: the "
-                        "shipped reference SRGAN, weights/srgan.pth)")
+                   help="generator checkpoint written by train.py or export.py, or an .onnx "
+                        "file from export.py (run by onnxruntime) (default: the shipped "
+                        "reference SRGAN, weights/srgan.pth)")
     p.add_argument("--input", required=True, type=Path, help="an image file or a folder of images")
     p.add_argument("--output", required=True, type=Path,
                    help="output FOLDER (created); each input becomes OUTPUT/<stem>.png")
@@ -405,7 +463,7 @@ def main(argv=None):
             args.checkpoint = REFERENCE_WEIGHTS["SRGAN"]
             print(f"no --checkpoint: using the reference SRGAN {args.checkpoint} "
                   f"(weights/README.md)", file=sys.stderr)
-        model, _ = models.load_generator(args.checkpoint, device=device)
+        model = load_model(args.checkpoint, device)
         overlap = check_tiling(args.tile, args.overlap, receptive_margin(model, device))
         if args.input.is_dir():
             inputs = datasets.list_images(args.input)
@@ -415,7 +473,7 @@ def main(argv=None):
             raise FileNotFoundError(f"--input {args.input}: no such file or folder")
         plan = plan_outputs(inputs, args.output)
         check_output_dir(args.output)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, ImportError) as e:   # ImportError: no onnxruntime
         return cli.fail("super_resolve.py", e)
 
     failed = written = kept = 0

@@ -89,6 +89,21 @@ def test_tiled_equals_untiled_srresnet():
     assert np.abs(seams.astype(int) - whole).max() > 8
 
 
+@pytest.mark.parametrize("arch,kwargs", [
+    ("tconv", {"n_channels": 16}), ("tconv", {"n_channels": 16, "bicubic_skip": True}),
+    ("srcnn", {}), ("fsrcnn", {}), ("vdsr", {"n_layers": 6, "n_channels": 16})])
+def test_tiled_equals_untiled_every_generator(arch, kwargs):
+    # TransposedConvSR's transposed convs reach into their input too, and its stride-2 encoder
+    # samples every other LR pixel: tiles must start on even rows and columns (tile_alignment)
+    torch.manual_seed(0)
+    model = models.build_generator(arch, scale=4, **kwargs).eval()
+    lr = _photo_lr(61, 75)                      # odd sides, odd tile: contexts start anywhere
+    whole = upscale_image(model, lr)
+    tiled = upscale_image(model, lr, tile=23)
+    assert np.abs(tiled.astype(int) - whole).max() <= 1
+    assert super_resolve.tile_alignment(model) == (2 if arch == "tconv" else 1)
+
+
 def test_tiled_equals_untiled_full_srresnet():
     model = _random_srresnet()                  # the paper's SRResNet (margin 42)
     lr = _photo_lr(12, 90)                      # two tiles, each with an inner edge
