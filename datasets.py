@@ -25,6 +25,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 
 import utils
 from imresize import imresize
+from progress import progress_bar
+
+DECODE_PROGRESS_LINES = 1
+"""Off a terminal (a log, a notebook) the bar of the one-off decoding of a list writes this many
+plain lines: one, when it is done (``progress.progress_bar``)."""
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm", ".webp",
                     ".gif")
@@ -450,8 +455,6 @@ class TrainDataset(Dataset):
         """Decode the images not yet cached (in threads); fill ``_open`` / ``_cache_files``."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from tqdm import tqdm
-
         todo = list(range(len(self.pairs)))
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -474,8 +477,8 @@ class TrainDataset(Dataset):
                 _save_npy_atomic(hr_file, hr)
 
         if todo:
-            bar = tqdm(total=len(todo), desc=f"decoding {self.name}", unit="img",
-                       disable=not progress, leave=False)
+            bar = progress_bar(total=len(todo), lines=DECODE_PROGRESS_LINES, desc=f"decoding {self.name}",
+                               unit="img", disable=not progress, leave=False)
             with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
                 for _ in pool.map(work, todo):
                     bar.update()

@@ -51,7 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import cli
 import datasets
@@ -59,6 +58,7 @@ import models
 import utils
 from config import get_config
 from imresize import imresize
+from progress import progress_bar
 from super_resolve import upscale_image
 from utils import resolve_device, unwrap
 
@@ -105,15 +105,20 @@ class SRMethod:
 
     ``lr`` uint8 ``(h,w)`` or ``(h,w,3)`` -> ``sr`` uint8 ``(scale*h, scale*w[,3])``.
     Attributes: ``name`` (str, for tables), ``scale`` (int), ``model`` (the nn.Module, or None
-    for bicubic), ``checkpoint`` (the checkpoint dict when loaded from a file, else None).
+    for bicubic), ``checkpoint`` (the checkpoint dict when loaded from a file, else None),
+    ``path`` (str: the file it was loaded from, else None), ``tag`` (str: a short name for file
+    names, default ``name``).
     """
 
-    def __init__(self, name, scale, model=None, device="cpu", checkpoint=None):
+    def __init__(self, name, scale, model=None, device="cpu", checkpoint=None, path=None,
+                 tag=None):
         self.name = name
         self.scale = scale
         self.model = model
         self.device = device
         self.checkpoint = checkpoint
+        self.path = None if path is None else str(path)
+        self.tag = tag or name
 
     def __call__(self, lr):
         if self.model is None:
@@ -157,7 +162,7 @@ def load_method(spec, device="cpu", scale=4):
             raise FileNotFoundError(f"model {str(spec)!r} is neither {BICUBIC!r} nor an existing "
                                     f"checkpoint file ({path.resolve()})")
         model, ckpt = models.load_generator(path, device=device, expect_scale=scale)
-        return SRMethod(path.stem, scale, model, device, ckpt)
+        return SRMethod(path.stem, scale, model, device, ckpt, path=spec)
     raise TypeError(f"model must be {BICUBIC!r}, a checkpoint path or an nn.Module, "
                     f"got {type(spec).__name__}")
 
@@ -351,6 +356,11 @@ def check_sets(data_root, sets, scale=4):
 # Evaluation
 # --------------------------------------------------------------------------------------------
 
+SET_PROGRESS_LINES = 1
+"""Off a terminal (a log, a notebook) the bar over a test set's images writes this many plain
+lines: one, when the set is done (a notebook evaluates many short sets)."""
+
+
 def score_dataset(method, data, scale, metrics, lpips_model=None, progress=False, label=""):
     """Per-image scores of ``method`` (a callable ``lr -> sr`` on uint8 images, e.g. an
     :class:`SRMethod`) over ``data`` (``(lr, hr, name)`` uint8 triples, a
@@ -362,7 +372,8 @@ def score_dataset(method, data, scale, metrics, lpips_model=None, progress=False
     output does not match the HR size or the image cannot be scored at all.
     """
     scores, skipped = [], {}
-    for i in tqdm(range(len(data)), desc=label, unit="img", disable=not progress, leave=False):
+    for i in progress_bar(range(len(data)), lines=SET_PROGRESS_LINES, desc=label, unit="img",
+                          disable=not progress, leave=False):
         lr, hr, image_name = data[i]
         where = data.pairs[i][0] if hasattr(data, "pairs") else image_name   # the HR file
         sr = method(lr)                                          # uint8, the HR size
@@ -474,7 +485,7 @@ def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_i
         sets: set name or list of names, e.g. ``['Set5', 'Set14', 'B100', 'Urban100']``.
         scale: upscaling factor; also the number of border pixels shaved.
         device: torch device for a model (and an LPIPS model loaded here).
-        progress: show a tqdm bar per set (on stderr).
+        progress: show a bar per set (on stderr; plain lines off a terminal, ``progress.py``).
         per_image: also return the per-image scores.
         metrics: names from :data:`METRICS`; None = all that can run here (LPIPS only when its
             weights can be had, NIQE only when ``utils.niqe`` runs; the others are listed

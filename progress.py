@@ -5,7 +5,8 @@ rate and ETA). When its stream is not a terminal (a log file, a pipe, CI, a note
 papermill or nbconvert) a redrawn bar would write thousands of carriage-return updates into
 one line, and an executed notebook would keep a stalled widget; there :class:`LineProgress`
 writes the same meter as one plain line each time another tenth of the total is done (and
-at the end), so a log of a whole training stage holds about ten lines per loop.
+at the end), so a log of a whole training stage holds about ten lines per loop; a short loop
+(the images of one test set) can ask for fewer (``lines=1``: one line, when it is done).
 """
 import sys
 
@@ -17,19 +18,23 @@ LINE_STEPS = 10
 
 class LineProgress(tqdm):
     """``tqdm`` that writes a full line (never a carriage return) each time ``n`` passes another
-    1/:data:`LINE_STEPS` of ``total`` (counted from 0, so a bar that starts at ``initial`` --
-    one epoch of a stage -- prints at the stage's tenths), and a last line when closed after
-    progress not yet shown. Without a total, a line whenever ``n`` doubles."""
+    1/``lines`` of ``total`` (``lines``: int >= 1, default :data:`LINE_STEPS`; counted from 0, so
+    a bar that starts at ``initial`` -- one epoch of a stage -- prints at the stage's tenths),
+    and a last line when closed after progress not yet shown. Without a total, a line whenever
+    ``n`` doubles."""
 
     _shown = None          # the mark of the last line written (set at the first display)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, lines=LINE_STEPS, **kwargs):
+        if not isinstance(lines, int) or isinstance(lines, bool) or lines < 1:
+            raise ValueError(f"progress lines={lines!r}: must be an integer >= 1")
+        self.lines = lines
         kwargs.update(mininterval=0, miniters=1, ascii=True)  # see every update: lines are few
         super().__init__(*args, **kwargs)
 
     def _mark(self):
         if self.total:
-            return int(LINE_STEPS * self.n // self.total)
+            return int(self.lines * self.n // self.total)
         return max(0, int(self.n)).bit_length()
 
     def display(self, msg=None, pos=None):
@@ -64,11 +69,14 @@ def interactive(stream=None):
         return False
 
 
-def progress_bar(iterable=None, **kwargs):
+def progress_bar(iterable=None, lines=LINE_STEPS, **kwargs):
     """A ``tqdm(iterable, **kwargs)`` on a terminal, else a :class:`LineProgress` with the same
-    arguments (``file`` defaults to stderr, as tqdm's)."""
-    cls = tqdm if interactive(kwargs.get("file")) else LineProgress
-    return cls(iterable, **kwargs)
+    arguments writing ``lines`` lines (int >= 1; ``file`` defaults to stderr, as tqdm's). A
+    Jupyter kernel's stderr is not a terminal: notebooks get the plain lines, never a widget
+    that an executed notebook would keep at "0%"."""
+    if interactive(kwargs.get("file")):
+        return tqdm(iterable, **kwargs)
+    return LineProgress(iterable, lines=lines, **kwargs)
 
 
 def write_line(message, file=None):

@@ -1,6 +1,8 @@
 """Progress lines off a terminal, the stage time estimate and the time-budget note."""
 import io
 
+import pytest
+
 import progress
 import solver
 
@@ -51,3 +53,14 @@ def test_budget_note_says_where_a_budget_stopped_a_stage():
         done.tick()
     assert not done.stopped_by_budget() and done.budget_note("srresnet") is None
     assert solver.budget_note("x", {"step": 5, "total_steps": 10, "time_budget_s": None}) is None
+
+
+def test_a_short_loop_can_ask_for_one_line_when_done():
+    out = io.StringIO()                      # e.g. the images of one test set in a notebook
+    for _ in progress.progress_bar(range(5), lines=1, desc="SRGAN (demo) Set5", file=out):
+        pass
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("SRGAN (demo) Set5: 100%")
+    assert "\r" not in out.getvalue() and " 0%|" not in out.getvalue()
+    with pytest.raises(ValueError, match="lines=0"):
+        progress.progress_bar(range(5), lines=0, file=io.StringIO())
