@@ -44,8 +44,12 @@ DIV2K_VALID = "DIV2K_valid"
 LIST_FORMAT_KEYS = ("name", "scale", "hr_dir", "lr_dir", "images")
 """Keys every JSON data list holds (see ``create_data_lists.write_data_list``)."""
 
-CACHE_VERSION = 1
-"""Bumped whenever the cached arrays change meaning; part of every cache key."""
+CACHE_VERSION = 2
+"""Bumped whenever the cached arrays or their records change meaning; part of every cache key
+(2: keys include inode and ctime, each entry has a verified record, :func:`cache_record`)."""
+
+HASH_CHUNK = 1 << 20
+"""Bytes read at a time when hashing a source image file."""
 
 UINT8_MAX = 255.0
 """uint8 pixels are divided by this to give floats in [0, 1]."""
@@ -286,16 +290,18 @@ FD_RESERVE = 256
 
 
 def _file_id(path):
-    """``[absolute path, mtime in ns, size in bytes]``: changes whenever the file does."""
+    """``[absolute path, inode, size in bytes, mtime in ns, ctime in ns]``: changes whenever the
+    file does -- also when it is replaced by a copy that keeps the old one's mtime (``cp -p``:
+    the new file has another ctime, and usually another inode)."""
     path = Path(path).resolve()
     st = path.stat()
-    return [str(path), st.st_mtime_ns, st.st_size]
+    return [str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def cache_key(hr_path, lr_path, scale):
-    """Hex key of the cached arrays of one training pair: a hash of both files' absolute path,
-    mtime and size, the scale and ``CACHE_VERSION`` -- any change gives a new key (stale entries
-    are simply never read again)."""
+    """Hex key of the cached arrays of one training pair: a hash of both files' identity
+    (:func:`_file_id`), the scale and ``CACHE_VERSION`` -- any change gives a new key (stale
+    entries are simply never read again)."""
     ident = [CACHE_VERSION, int(scale), _file_id(hr_path),
              _file_id(lr_path) if lr_path is not None else None]
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:20]
@@ -311,6 +317,78 @@ def _save_npy_atomic(path, array):
 def _open_npy(path):
     """Memory-map a cached ``.npy`` read-only; a plain ndarray view (cheaper to slice)."""
     return np.load(path, mmap_mode="r").view(np.ndarray)
+
+
+class CorruptCacheError(ValueError):
+    """A cache entry whose arrays no longer match the record written with them."""
+
+
+def _sha256_file(path):
+    """sha256 hex digest of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _array_record(array):
+    """``{"shape", "dtype", "sha256"}`` of an array (the hash of its C-order bytes)."""
+    return {"shape": list(array.shape), "dtype": str(array.dtype),
+            "sha256": hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()}
+
+
+def cache_record(hr_path, lr_path, hr, lr):
+    """The record written beside a cache entry (``<stem>-<key>.json``, last, so an entry without
+    one is incomplete): the sha256 of each source file, and shape, dtype and sha256 of each
+    cached uint8 array (``hr`` ``(H,W,3)``, ``lr`` ``(H/s,W/s,3)``)."""
+    return {"version": CACHE_VERSION,
+            "hr_source": str(hr_path), "hr_source_sha256": _sha256_file(hr_path),
+            "lr_source": None if lr_path is None else str(lr_path),
+            "lr_source_sha256": None if lr_path is None else _sha256_file(lr_path),
+            "hr": _array_record(hr), "lr": _array_record(lr)}
+
+
+def _read_record(path):
+    """The JSON record of a cache entry; CorruptCacheError naming it if it cannot be read."""
+    try:
+        record = json.loads(Path(path).read_text())
+        if not isinstance(record, dict) or record.get("version") != CACHE_VERSION:
+            raise ValueError("not a record of this version")
+        return record
+    except (OSError, ValueError) as e:
+        raise CorruptCacheError(f"{path}: unreadable cache record ({e}); delete it (its "
+                                f"entry is rebuilt)") from e
+
+
+def check_cache_entry(hr_path, lr_path, files):
+    """Verify one cache entry ``files`` = ``(hr.npy, lr.npy, record.json)`` of the pair
+    ``(hr_path, lr_path)`` against its record.
+
+    Returns True when the entry is valid, False when it is stale (missing files, or a source
+    image whose bytes are not those recorded: it must be rebuilt). Raises CorruptCacheError,
+    naming the file, when a cached array differs from its record (zeroed pixels, another
+    entry's file copied over it, a truncated file): the cache was changed behind the project's
+    back, and the message says to delete it.
+    """
+    hr_file, lr_file, record_file = files
+    if not all(f.is_file() for f in files):
+        return False
+    record = _read_record(record_file)
+    sources = [(hr_path, record.get("hr_source_sha256")), (lr_path, record.get("lr_source_sha256"))]
+    if any(path is not None and _sha256_file(path) != digest for path, digest in sources):
+        return False
+    for npy, key in ((hr_file, "hr"), (lr_file, "lr")):
+        try:
+            found = _array_record(_open_npy(npy))
+        except (OSError, ValueError) as e:
+            found = {"error": str(e)}
+        if found != record.get(key):
+            raise CorruptCacheError(
+                f"{npy}: the cached array does not match its record {record_file.name} (changed "
+                f"after it was written); delete the file or the cache folder "
+                f"{npy.parent} (it is rebuilt from the images)")
+    return True
 
 
 def _max_open_maps(wanted):
@@ -363,7 +441,11 @@ class TrainDataset(Dataset):
     * ``cache_dir`` a folder: arrays stored there as uint8 ``.npy`` files keyed by
       :func:`cache_key` (written atomically; a changed image gets a new key and is decoded
       again), then memory-mapped read-only, so a second run decodes nothing and all workers
-      share the pages through the OS file cache. Entries of changed or removed images are not
+      share the pages through the OS file cache. Each entry has a record
+      (:func:`cache_record`: the sources' sha256, the arrays' shape, dtype and sha256), written
+      last and verified whenever the dataset is built (:func:`check_cache_entry`): an entry
+      whose source bytes changed is rebuilt; one whose arrays were changed is refused
+      (CorruptCacheError naming the file). Entries of changed or removed images are not
       deleted (the folder may serve several datasets): delete the folder to reclaim the space. Each open map holds a file descriptor: the soft
       open-file limit is raised towards what is needed (within the hard limit); beyond it the
       least recently used maps are closed and reopened on demand.
@@ -461,10 +543,12 @@ class TrainDataset(Dataset):
             self._cache_files = []
             for hr, lr in self.pairs:
                 key = cache_key(hr, lr, self.scale)
-                self._cache_files.append((self.cache_dir / f"{hr.stem}-{key}-hr.npy",
-                                          self.cache_dir / f"{hr.stem}-{key}-lr.npy"))
-            todo = [i for i, files in enumerate(self._cache_files)
-                    if not all(f.is_file() for f in files)]
+                self._cache_files.append(tuple(self.cache_dir / f"{hr.stem}-{key}{end}" for end
+                                               in ("-hr.npy", "-lr.npy", ".json")))
+            with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:   # hashing frees the GIL
+                valid = list(pool.map(lambda i: check_cache_entry(*self.pairs[i],
+                                                                  self._cache_files[i]), todo))
+            todo = [i for i, ok in zip(todo, valid) if not ok]
             self._max_open = _max_open_maps(2 * len(self.pairs)) // 2
 
         def work(i):
@@ -472,9 +556,12 @@ class TrainDataset(Dataset):
             if self.cache_dir is None:
                 self._open[i] = (hr, lr)
             else:
-                hr_file, lr_file = self._cache_files[i]
+                hr_file, lr_file, record_file = self._cache_files[i]
                 _save_npy_atomic(lr_file, lr)
                 _save_npy_atomic(hr_file, hr)
+                record = cache_record(*self.pairs[i], hr, lr)
+                with utils.atomic_write(record_file, "w") as f:     # last: the entry is complete
+                    json.dump(record, f)
 
         if todo:
             bar = progress_bar(total=len(todo), lines=DECODE_PROGRESS_LINES, desc=f"decoding {self.name}",
@@ -492,7 +579,7 @@ class TrainDataset(Dataset):
             if self._cache_files is not None:
                 self._open[i] = self._open.pop(i)          # mark most recently used
             return arrays
-        hr_file, lr_file = self._cache_files[i]
+        hr_file, lr_file = self._cache_files[i][:2]
         arrays = (_open_npy(hr_file), _open_npy(lr_file))
         if len(self._open) >= self._max_open:
             del self._open[next(iter(self._open))]        # least recently used

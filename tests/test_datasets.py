@@ -300,6 +300,66 @@ def test_cache_decodes_once_and_rebuilds_stale(train_dir, tmp_path, monkeypatch)
     assert np.array_equal(hr_cached, utils.modcrop(new, SCALE))
 
 
+def _cached(train_dir, cache):
+    return datasets.TrainDataset(train_dir, scale=SCALE, patch_size=PATCH, patches_per_image=3,
+                                 cache_dir=cache, progress=False)
+
+
+def test_cache_sees_a_replacement_that_keeps_mtime_and_size(train_dir, tmp_path):
+    # `cp -p other.png a.png`: same size, same mtime, other pixels -> decoded again, not trusted
+    cache = tmp_path / "cache"
+    Image.fromarray(_noise(98, 83, 1)).save(train_dir / "a.png", compress_level=0)
+    _cached(train_dir, cache)
+    other = tmp_path / "other.png"
+    new = _noise(98, 83, 7)
+    Image.fromarray(new).save(other, compress_level=0)       # uncompressed: the same size
+    st = (train_dir / "a.png").stat()
+    assert other.stat().st_size == st.st_size
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(other, train_dir / "a.png")
+    ds = _cached(train_dir, cache)
+    assert ds.decoded == 1
+    assert np.array_equal(ds._arrays(0)[0], utils.modcrop(new, SCALE))
+
+
+def test_cache_source_changed_in_place_is_rebuilt(train_dir, tmp_path, monkeypatch):
+    # even when the file's identity (inode, size, times) looks unchanged, a source whose bytes
+    # differ from the recorded sha256 is decoded again
+    cache = tmp_path / "cache"
+    _cached(train_dir, cache)
+    monkeypatch.setattr(datasets, "_file_id", lambda p: [str(p)])      # identity blind
+    _cached(train_dir, cache)                                           # keys under the new id
+    new = _noise(98, 83, 8)
+    _save(train_dir / "a.png", new)
+    ds = _cached(train_dir, cache)
+    assert ds.decoded == 1 and np.array_equal(ds._arrays(0)[0], utils.modcrop(new, SCALE))
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "swapped", "truncated", "record"])
+def test_a_changed_cache_file_is_refused_naming_it(train_dir, tmp_path, damage):
+    cache = tmp_path / "cache"
+    _cached(train_dir, cache)
+    a_hr = next(cache.glob("a-*-hr.npy"))
+    if damage == "zeroed":
+        arr = np.load(a_hr, mmap_mode="r+")
+        arr[:] = 0
+        arr.flush()
+        del arr
+        bad = a_hr
+    elif damage == "swapped":
+        bad = next(cache.glob("b-*-hr.npy"))
+        bad.write_bytes(a_hr.read_bytes())
+    elif damage == "truncated":
+        bad = a_hr
+        bad.write_bytes(a_hr.read_bytes()[:200])
+    else:
+        bad = next(cache.glob("a-*.json"))
+        bad.write_text("{not json")
+    with pytest.raises(datasets.CorruptCacheError) as err:
+        _cached(train_dir, cache)
+    assert str(bad) in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
 def test_in_memory_decodes_once(train_dir, monkeypatch):
     loads = _CountLoads(monkeypatch)
     ds = datasets.TrainDataset(train_dir, scale=SCALE, patch_size=PATCH, patches_per_image=20,
