@@ -23,6 +23,7 @@ image; ``iterations = epochs * floor(n_images * patches_per_image / batch_size)`
 incomplete batch of an epoch is dropped; stage 2 counts generator steps, one per ``d_steps``
 batches).
 """
+import ast
 import copy
 import math
 import numbers
@@ -359,11 +360,132 @@ VARIANTS["adam-cosine"] = ["stage1.optimizer=adam", "stage1.lr=1e-3", "stage1.lr
 overrides of a preset (``train.py --variant NAME``)."""
 
 
+def parse_value(text):
+    """A ``--set`` value: a python literal (``2e-4``, ``True``, ``None``, ``[1, 2]``, ``'x'``)
+    or, when it is not one, the plain string (``vgg``, ``/path/to/file``)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(cfg, overrides):
+    """Apply ``KEY=VALUE`` strings (dotted keys, e.g. ``stage1.lr=2e-4``) to ``cfg`` in place.
+
+    Raises ValueError naming the item for a malformed item or a key that the config does not
+    have (typos should not be silently ignored).
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. stage1.lr=2e-4")
+        parts = key.strip().split(".")
+        node = cfg
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:depth]) or "the config"
+                options = sorted(node) if isinstance(node, dict) else []
+                raise ValueError(f"--set {item!r}: {where} has no key {part!r}; keys: {options}")
+            if depth < len(parts) - 1:
+                node = node[part]
+        node[parts[-1]] = parse_value(text.strip())
+    return cfg
+
+
 def get_config(name="paper"):
     """Return a fresh EasyDict of the preset ``name`` (a key of :data:`PRESETS`)."""
     if name not in PRESETS:
         raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+# ----------------------------------------------------------------------------------------------
+# Which recipe made a checkpoint (for the labels of tables and figures)
+# ----------------------------------------------------------------------------------------------
+
+RECIPE_KEYS = {
+    "stage1": ("generator.arch", "generator.n_blocks", "generator.n_channels",
+               "generator.batch_norm", "generator.upsample", "generator.bicubic_skip",
+               *(f"generator.{arch}" for arch in ("tconv", "srcnn", "fsrcnn", "vdsr")),
+               "stage1.loss", "stage1.optimizer", "stage1.lr_schedule"),
+    "stage2": ("stage2.content_loss", "stage2.pixel_weight", "stage2.lr_consistency_weight",
+               "stage2.ema_decay", "vgg.i", "vgg.j"),
+}
+"""The settings that tell the recipes apart (:func:`recipe_of`): a stage-1 checkpoint is matched
+on the ``'stage1'`` keys (generator and pixel loss), a stage-2 one on both groups (adding the
+content loss, the demo's extra terms and EMA, and the VGG layer). Budgets, epochs, batch sizes,
+data paths and devices are left out: they change how long a recipe ran, not what it is."""
+
+CUSTOM_RECIPE = "custom"
+"""What :func:`recipe_of` answers for settings that match no preset or preset + variant."""
+
+
+def _plain(value):
+    """``value`` with tuples as lists and mappings as plain dicts (as a checkpoint stores them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+_UNRECORDED = object()   # a setting absent from a checkpoint's record (see _setting)
+
+
+def _setting(settings, dotted):
+    """The value of ``dotted`` (e.g. ``'stage1.loss'``) in nested dicts, or ``_UNRECORDED`` when
+    a level is missing (a setting the checkpoint did not record is not compared)."""
+    node = settings
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _UNRECORDED
+        node = node[part]
+    return _plain(node)
+
+
+def _recipe_candidates():
+    """``(name, config)`` of every preset, then every preset with every variant applied
+    (``'paper srgan-vgg22'``), in that order: the first match names a checkpoint's recipe."""
+    yield from ((name, get_config(name)) for name in PRESETS)
+    for name in PRESETS:
+        for variant, overrides in VARIANTS.items():
+            yield f"{name} {variant}", apply_overrides(get_config(name), overrides)
+
+
+def checkpoint_settings(checkpoint):
+    """The recorded settings of a checkpoint dict (``models.CHECKPOINT_FORMAT``) as nested dicts
+    ``{"generator": ..., "stage1": ..., "stage2": ..., "vgg": ...}``: its ``config`` (a training
+    checkpoint), else its ``exported_from`` (a file written by ``export.py``), else only what
+    every checkpoint holds, ``arch`` and ``arch_kwargs`` (as the ``generator`` section)."""
+    recorded = checkpoint.get("config") or checkpoint.get("exported_from") or {}
+    settings = {k: _plain(v) for k, v in recorded.items() if isinstance(v, dict)}
+    if not settings.get("generator"):
+        arch, kwargs = checkpoint.get("arch"), dict(checkpoint.get("arch_kwargs") or {})
+        kwargs.pop("scale", None)
+        settings["generator"] = ({"arch": arch, **kwargs} if arch == "srresnet"
+                                 else {"arch": arch, arch: kwargs})
+    return settings
+
+
+def recipe_of(checkpoint):
+    """The recipe that made ``checkpoint`` (a checkpoint dict, see :func:`checkpoint_settings`):
+    the name of the first preset of :data:`PRESETS` whose :data:`RECIPE_KEYS` settings equal the
+    recorded ones (``'demo'``, ``'paper'``, ``'reference'`` ...), else the first preset + variant
+    of :data:`VARIANTS` that does (``'paper srgan-vgg22'``), else :data:`CUSTOM_RECIPE`. A
+    stage-2 checkpoint (its ``stage`` is its config's ``stage2.name``) is compared on both key
+    groups, any other on the ``'stage1'`` group; settings it did not record are not compared.
+    Returns a str."""
+    settings = checkpoint_settings(checkpoint)
+    stage2_name = _setting(settings, "stage2.name")
+    keys = RECIPE_KEYS["stage1"]
+    if checkpoint.get("stage") is not None and checkpoint.get("stage") == stage2_name:
+        keys += RECIPE_KEYS["stage2"]
+    recorded = {k: _setting(settings, k) for k in keys}
+    recorded = {k: v for k, v in recorded.items() if v is not _UNRECORDED}
+    for name, cfg in _recipe_candidates():
+        if all(_setting(cfg, k) == v for k, v in recorded.items()):
+            return name
+    return CUSTOM_RECIPE
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ table of bicubic and the trained models on ``cfg.train.eval_sets``. The README (
 ``solver.generator_step``. The notebooks call :func:`build_config` and :func:`run_stage`.
 """
 import argparse
-import ast
 import contextlib
 import csv
 import math
@@ -41,7 +40,8 @@ import solver
 import super_resolve
 import utils
 from progress import write_line
-from config import ARCH_PRESETS, PRESETS, SHARED_VGG, VARIANTS, get_config, validate_config
+from config import (ARCH_PRESETS, PRESETS, SHARED_VGG, VARIANTS, apply_overrides, get_config,
+                    validate_config)
 
 STAGES = ("srresnet", "srgan")
 """Stage names: 'srresnet' = stage 1 (pixel loss, any generator arch), 'srgan' = stage 2."""
@@ -71,38 +71,6 @@ since its point is perceptual quality, which PSNR does not measure."""
 # ----------------------------------------------------------------------------------------------
 # Configuration
 # ----------------------------------------------------------------------------------------------
-
-def parse_value(text):
-    """A ``--set`` value: a python literal (``2e-4``, ``True``, ``None``, ``[1, 2]``, ``'x'``)
-    or, when it is not one, the plain string (``vgg``, ``/path/to/file``)."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def apply_overrides(cfg, overrides):
-    """Apply ``KEY=VALUE`` strings (dotted keys, e.g. ``stage1.lr=2e-4``) to ``cfg`` in place.
-
-    Raises ValueError naming the item for a malformed item or a key that the config does not
-    have (typos should not be silently ignored).
-    """
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. stage1.lr=2e-4")
-        parts = key.strip().split(".")
-        node = cfg
-        for depth, part in enumerate(parts):
-            if not isinstance(node, dict) or part not in node:
-                where = ".".join(parts[:depth]) or "the config"
-                options = sorted(node) if isinstance(node, dict) else []
-                raise ValueError(f"--set {item!r}: {where} has no key {part!r}; keys: {options}")
-            if depth < len(parts) - 1:
-                node = node[part]
-        node[parts[-1]] = parse_value(text.strip())
-    return cfg
-
 
 def build_config(preset="paper", *, epochs=None, device=None, arch=None, overrides=(),
                  stages=STAGES, variant=None):
@@ -231,6 +199,22 @@ def build_val_set(cfg):
             f"`python create_data_lists.py`, or train without validation with "
             f"--set data.val_list=None") from None
     return datasets.TestDataset(hr_dir, lr_dir, cfg.scale)
+
+
+def bicubic_validation(cfg, metrics=evaluate.VALIDATION_METRICS):
+    """The bicubic baseline's mean scores on the validation set of ``cfg`` (:func:`build_val_set`;
+    its data is built first when missing, :func:`ensure_data`), keyed as the training log's
+    columns: ``{"val_psnr": dB, "val_ssim": [0, 1], "val_lr_psnr": dB, "val_niqe": float}``
+    (None where no image could be scored; ``metrics`` names of ``evaluate.VALIDATION_METRICS``).
+    The level a generator must beat, drawn on the training curves (``report.plot_history``
+    ``reference``); computed once (bicubic does not train). ``{}`` without a validation set."""
+    ensure_data(cfg)
+    val_set = build_val_set(cfg)
+    if val_set is None:
+        return {}
+    bicubic = evaluate.load_method(evaluate.BICUBIC, scale=cfg.scale)
+    scores, _ = evaluate.score_dataset(bicubic, val_set, cfg.scale, metrics)
+    return {f"val_{m}": v for m, v in evaluate.mean_scores(scores, metrics).items()}
 
 
 # ----------------------------------------------------------------------------------------------
