@@ -1,5 +1,6 @@
 """What every command-line tool of the project does with a failure (``super_resolve.py``,
-``evaluate.py``, ``create_data_lists.py``; ``train.py`` may use it too).
+``evaluate.py``, ``create_data_lists.py``, ``export.py``, ``train.py``), and the options and
+output checks they share (:func:`add_common_options`, :func:`check_output_file`).
 
 ``sys.exit(cli.run("evaluate.py", main))`` runs ``main(argv)`` and turns any exception that
 escapes it into ONE line on stderr, ``<prog>: error: <message>``, and exit status
@@ -13,8 +14,13 @@ A tool's own expected errors (a missing file, a bad setting) are best reported b
 itself, with the setting or file named; this wrapper is the safety net for the rest, so that no
 traceback ever reaches a user who did not ask for one.
 """
+import json
+import os
 import sys
+import tempfile
 import warnings
+import zipfile
+from pathlib import Path
 
 DEBUG_FLAG = "--debug"
 """Command-line flag that shows the full traceback of a failure (removed before ``main`` sees
@@ -99,3 +105,61 @@ def add_common_options(parser, device="cpu"):
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(DEBUG_FLAG, action="store_true", help="show the traceback of a failure")
     return parser
+
+
+def is_json_file(path):
+    """True when ``path`` holds a JSON document (a previous ``--json`` output may be replaced)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def is_torch_file(path):
+    """True when ``path`` is a ``torch.save`` file (a zip archive): a previous export."""
+    return zipfile.is_zipfile(path)
+
+
+def _inside(path, folder):
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_file(path, option, inputs=(), replaceable=None, kind="output"):
+    """Before any work: may a tool write its output file ``path`` (given as ``option``)?
+
+    Refused, with a ValueError / OSError naming ``option`` and what to do, and nothing written:
+    a folder; one of the tool's ``inputs`` (files, or folders whose existing files are all
+    inputs: a checkpoint, a test image, the data root); an existing file that
+    ``replaceable(path)`` does not recognise as an earlier output of this ``kind`` (e.g.
+    :func:`is_json_file` for ``--json``: an image or a checkpoint is never overwritten with
+    JSON); a place that cannot be written (its folder is created and probed).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name, e.g. "
+                         f"{path / ('result' + (path.suffix or '.json'))}")
+    target = path.resolve()
+    for item in map(Path, inputs):
+        item = item.resolve()
+        if target == item or (item.is_dir() and target.exists() and _inside(target, item)):
+            raise ValueError(f"{option} {path} is one of the inputs ({item}): writing the "
+                             f"{kind} there would replace it; give another file name")
+    if path.exists() and replaceable is not None and not replaceable(path):
+        raise ValueError(f"{option} {path} exists and is not a {kind} file; refusing to "
+                         f"overwrite it: give another name, or delete it first")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(13, "the file is read-only")
+    except OSError as e:
+        raise OSError(f"{option} {path}: cannot write there ({e.strerror or e}); choose a "
+                      f"writable location") from e

@@ -43,9 +43,7 @@ stderr and a non-zero exit; ``--debug`` shows the traceback (``cli.py``).
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -631,25 +629,6 @@ def parse_args(argv=None):
     return args
 
 
-def check_output_file(path, option="--json"):
-    """Before any work: ``path`` must be writable as a file (not a folder; its folder creatable
-    and writable). Raises ValueError / OSError naming ``option`` and what to do; writes nothing
-    at ``path`` itself."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{option} {path} is a folder; give a file name, e.g. {path / 'results.json'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
-        if path.exists() and not os.access(path, os.W_OK):
-            raise PermissionError(13, "the file is read-only")
-    except OSError as e:
-        raise OSError(f"{option} {path}: cannot write there ({e.strerror or e}); choose a "
-                      f"writable location") from e
-
-
 def _error(exc):
     """One line for ``exc`` (the traceback under ``--debug``, see ``cli.fail``)."""
     return cli.fail("evaluate.py", exc)
@@ -662,9 +641,11 @@ def main(argv=None):
     except ValueError as e:  # not a device, or CUDA asked for but not available
         return _error(e)
     try:
-        check_sets(args.data_root, args.sets, args.scale)   # before any work
-        if args.json is not None:
-            check_output_file(args.json, "--json")
+        found = check_sets(args.data_root, args.sets, args.scale)   # before any work
+        if args.json is not None:   # never over an input, an image or a checkpoint
+            folders = [d for pair in found.values() for d in pair if d is not None]
+            cli.check_output_file(args.json, "--json", inputs=[args.model, *folders],
+                                  replaceable=cli.is_json_file, kind="JSON results")
         method = load_method(args.model, device, args.scale)
         metrics, lpips_model, unavailable = prepare_metrics(
             args.metrics, device, lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone,

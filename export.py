@@ -79,7 +79,10 @@ def export_file(src, dst, dtype=None):
     :func:`export_generator` (``dtype`` None = :data:`DEFAULT_DTYPE`). Returns a one-line
     summary of what was written."""
     dst = Path(dst)
-    if dst.suffix.lower() != ONNX_SUFFIX:
+    onnx = dst.suffix.lower() == ONNX_SUFFIX
+    cli.check_output_file(dst, "output", inputs=[src], kind="ONNX model" if onnx else "torch checkpoint",
+                          replaceable=(lambda p: True) if onnx else cli.is_torch_file)
+    if not onnx:
         dtype = dtype or DEFAULT_DTYPE
         out = export_generator(src, dst, dtype)
         return (f"{out['arch']} {out['arch_kwargs']} x{out['scale']}, {out['stage']} step "

@@ -360,7 +360,8 @@ def upscale_file(model, src, dst, device="cpu", tile=DEFAULT_TILE, overlap=None,
 
 def plan_outputs(inputs, output_dir):
     """Output path ``output_dir/<stem>.png`` of every input path. Raises ValueError when two
-    inputs map to the same output or an output would overwrite an input file."""
+    inputs map to the same output, an output would overwrite an input file, or an output path
+    is a folder."""
     output_dir = Path(output_dir)
     plan, seen = [], {}
     resolved_inputs = {Path(p).resolve() for p in inputs}
@@ -371,6 +372,9 @@ def plan_outputs(inputs, output_dir):
             raise ValueError(f"{src} and {seen[key]} would both be written to {dst}")
         if key in resolved_inputs:
             raise ValueError(f"{dst} would overwrite the input file {src}: choose another --output")
+        if dst.is_dir():
+            raise ValueError(f"{dst} is a folder where the output image of {src} goes: rename or "
+                             f"remove it, or choose another --output")
         seen[key] = src
         plan.append((src, dst))
     return plan

@@ -163,14 +163,14 @@ def test_train_dataset_corrupt_file_keeps_the_cache_of_the_others(tmp_path, rng)
         datasets.TrainDataset(hr_dir, scale=SCALE, patch_size=SIZE, patches_per_image=1,
                               cache_dir=cache, progress=False)
     _one_line(info.value, hr_dir / "img1.png", "truncated")
-    # what was cached before the failure is complete (an HR and an LR array per image, never
-    # of the bad image); no temporary file is left behind
+    # what was cached before the failure is complete (an HR and an LR array and their record
+    # per image, never of the bad image); no temporary file is left behind
     files = sorted(p.name for p in cache.iterdir())
-    assert files and all(f.endswith(("-hr.npy", "-lr.npy")) for f in files), files
+    assert files and all(f.endswith(("-hr.npy", "-lr.npy", ".json")) for f in files), files
     assert not any(f.startswith("img1-") for f in files)
     cached = {f.split("-")[0] for f in files}
-    assert len(files) == 2 * len(cached)
-    for f in cache.iterdir():
+    assert len(files) == 3 * len(cached)
+    for f in cache.glob("*.npy"):
         assert np.load(f).dtype == np.uint8
     # repaired: the cached images are not decoded again
     utils.save_image(hr_dir / "img1.png", good)
@@ -1011,3 +1011,48 @@ def test_one_permission_policy_for_lists_caches_and_checkpoints(tmp_path, rng):
     for path in (tmp_path / "cache.npy", listed):
         assert path.stat().st_mode & 0o777 == want, path
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Output options never destroy inputs (cli.check_output_file, one rule for every tool)
+# ----------------------------------------------------------------------------------------------
+
+def test_output_options_never_overwrite_inputs_or_foreign_files(tmp_path, rng):
+    hr_dir, lr_dir = _make_set(tmp_path, "Fake", rng, n=1)
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    before = _tree(tmp_path)
+    evaluate = ["evaluate.py", "--model", ckpt, "--data-root", tmp_path, "--sets", "Fake",
+                "--quiet", "--json"]
+    for target, needles in ((ckpt, ["--json", "g.pth", "inputs"]),
+                            (hr_dir / "img0.png", ["--json", "img0.png", "inputs"]),
+                            (notes, ["--json", "notes.txt", "not a JSON results file"])):
+        rc, out, err = _tool(*evaluate, target)
+        _assert_cli_failed(rc, err, *needles)
+        assert "PSNR" not in out                           # refused before any work
+    for target, needles in ((ckpt, ["g.pth", "inputs"]),
+                            (notes, ["notes.txt", "not a torch checkpoint file"]),
+                            (hr_dir / "img0.png", ["img0.png", "not a torch checkpoint file"])):
+        rc, _, err = _tool("export.py", ckpt, target)
+        _assert_cli_failed(rc, err, *needles)
+    assert _tree(tmp_path) == before                       # nothing changed anywhere
+    # an earlier JSON result and an earlier export may be replaced
+    (tmp_path / "r.json").write_text("{}")
+    rc, _, err = _tool(*evaluate, tmp_path / "r.json")
+    assert rc == 0, err
+    assert "Fake" in json.loads((tmp_path / "r.json").read_text())["results"]
+    assert _tool("export.py", ckpt, tmp_path / "e.pth")[0] == 0
+    assert _tool("export.py", ckpt, tmp_path / "e.pth")[0] == 0
+
+
+def test_super_resolve_refuses_an_output_name_that_is_a_folder(tmp_path, rng):
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    utils.save_image(tmp_path / "a.png", _image(rng, 12, 12))
+    (tmp_path / "out" / "a.png").mkdir(parents=True)
+    rc, _, err = _tool("super_resolve.py", "--checkpoint", ckpt, "--input", tmp_path / "a.png",
+                       "--output", tmp_path / "out", "--quiet")
+    _assert_cli_failed(rc, err, "a.png", "is a folder")
+    assert (tmp_path / "out" / "a.png").is_dir() and not list((tmp_path / "out" / "a.png").iterdir())
