@@ -8,7 +8,9 @@ escapes it into ONE line on stderr, ``<prog>: error: <message>``, and exit statu
 exception propagates as usual, also from a tool's own handlers that report through
 :func:`fail`). Ctrl-C gives :data:`EXIT_INTERRUPTED` and one line. Warnings
 (``warnings.warn``, e.g. "EXIF orientation applied", "only the first frame is used") are printed
-as one line each, ``<prog>: warning: <message>``, instead of Python's two-line format.
+as one line each, ``<prog>: warning: <message>``, instead of Python's two-line format. SIGTERM
+(``kill``, ``timeout``, job schedulers) is handled like Ctrl-C: one line, temporary files
+removed, exit status :data:`EXIT_TERMINATED`.
 
 A tool's own expected errors (a missing file, a bad setting) are best reported by ``main``
 itself, with the setting or file named; this wrapper is the safety net for the rest, so that no
@@ -16,8 +18,10 @@ traceback ever reaches a user who did not ask for one.
 """
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -30,6 +34,17 @@ _debug = False          # set by run(): --debug was given
 
 EXIT_FAILURE = 1        # the tool failed (or some of its inputs did); see the error line
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_TERMINATED = 143   # SIGTERM (128 + 15): what kill, timeout and job schedulers send
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process receives SIGTERM, so that it unwinds as on
+    Ctrl-C: temporary files are removed (``utils.atomic_write``), files already written are
+    kept, and :func:`run` prints one line."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def one_line(exc):
@@ -67,11 +82,14 @@ def run(prog, main, argv=None):
     if not debug:
         warnings.showwarning = lambda message, *args, **kwargs: print(
             f"{prog}: warning: {message}", file=sys.stderr)
+    main_thread = threading.current_thread() is threading.main_thread()   # signals: main only
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         rc = main(argv)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted (files already written are kept)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"{prog}: {what} (files already written are kept)", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except SystemExit:
         raise                          # argparse's usage errors: already one line, status 2
     except Exception as exc:           # noqa: BLE001 -- the point of this wrapper
@@ -82,6 +100,8 @@ def run(prog, main, argv=None):
         return EXIT_FAILURE
     finally:
         _debug = False
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0 if rc is None else int(rc)
 
 

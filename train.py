@@ -412,26 +412,35 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
     models are trained with DistributedDataParallel, ``batch_size`` is the global batch, and
     rank 0 alone validates and writes files. ``progress`` bars are shown by rank 0 only.
     """
-    run = _set_up(cfg, stage, Path(out_dir), resume, progress)
-    run.clock.start()
-    if stage == "srgan" and not run.history:
-        distributed.main_rank_first(lambda: _validate_start(run),
-                                    "validating the starting generator")
-    for epoch in range(run.start_epoch, run.scfg.epochs + 1):
-        if run.clock.finished():
-            break
-        epoch_start = time.perf_counter()
-        metrics = _train_epoch(run, epoch)
-        row = {"epoch": epoch, "step": run.clock.step, **metrics}
-        finished = run.clock.finished() or epoch == run.scfg.epochs
-        distributed.main_rank_first(lambda: _end_of_epoch(run, row, finished, epoch_start),
-                         f"validating or saving epoch {epoch}")
-        if not run.is_main:
-            run.history.append(row)      # (without validation scores: rank 0 keeps the full log)
-    if run.is_main and run.clock.stopped_by_budget():
-        print(run.clock.budget_note(run.name), flush=True)
-    if run.tensorboard is not None:
-        run.tensorboard.close()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file: the output must be a folder "
+                                 f"(it is created when missing)")
+    # one run per folder: a second train.py (or a --resume typed beside a live run) is refused
+    # before it reads, deletes or writes anything there
+    lock = (utils.folder_lock(out_dir, "training run") if distributed.is_main_process()
+            else contextlib.nullcontext())
+    with lock:
+        run = _set_up(cfg, stage, out_dir, resume, progress)
+        run.clock.start()
+        if stage == "srgan" and not run.history:
+            distributed.main_rank_first(lambda: _validate_start(run),
+                                        "validating the starting generator")
+        for epoch in range(run.start_epoch, run.scfg.epochs + 1):
+            if run.clock.finished():
+                break
+            epoch_start = time.perf_counter()
+            metrics = _train_epoch(run, epoch)
+            row = {"epoch": epoch, "step": run.clock.step, **metrics}
+            finished = run.clock.finished() or epoch == run.scfg.epochs
+            distributed.main_rank_first(lambda: _end_of_epoch(run, row, finished, epoch_start),
+                                        f"validating or saving epoch {epoch}")
+            if not run.is_main:
+                run.history.append(row)  # (without validation scores: rank 0 keeps the full log)
+        if run.is_main and run.clock.stopped_by_budget():
+            print(run.clock.budget_note(run.name), flush=True)
+        if run.tensorboard is not None:
+            run.tensorboard.close()
     return run.history
 
 
@@ -471,9 +480,6 @@ def _set_up(cfg, stage, out_dir, resume, progress):
     clock, history (restored from the checkpoint when resuming)."""
     world, is_main = distributed.world_size(), distributed.is_main_process()
     scfg = stage_config(cfg, stage)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"--out {out_dir} is a file: the output must be a folder "
-                                 f"(it is created when missing)")
     out_dir.mkdir(parents=True, exist_ok=True)
     name, arch = checkpoint_name(cfg, stage), cfg.generator.arch
     run = SimpleNamespace(cfg=cfg, stage=stage, scfg=scfg, name=name, arch=arch, world=world,
@@ -713,11 +719,13 @@ def _end_of_epoch(run, row, finished, epoch_start):
                  clock=run.clock, epoch=epoch, step=run.clock.step, config=cfg,
                  history=run.history, finished=finished, world_size=run.world, ema=run.ema,
                  scaler_g=run.scaler_g, scaler_d=run.scaler_d)
-    if epoch % cfg.train.checkpoint_every == 0 or finished:
-        models.save_checkpoint(run.ckpt_path, models.make_checkpoint(**state))
+    # the resume point last: if the best checkpoint or the log cannot be written (a full
+    # disk), the checkpoint still says the epoch is unfinished and --resume redoes it
     if _is_best(run, row):
         models.save_checkpoint(run.best_path, models.make_checkpoint(**state))
     write_log(run.log_path, run.history)
+    if epoch % cfg.train.checkpoint_every == 0 or finished:
+        models.save_checkpoint(run.ckpt_path, models.make_checkpoint(**state))
     if run.tensorboard is not None:
         _log_tensorboard(run, row)
 
@@ -890,8 +898,7 @@ def main(argv=None):
         cfg = build_config(args.config, overrides=args.overrides, device=args.device,
                            arch=args.arch, variant=args.variant)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return cli.fail("train.py", e)
     stage_arg = args.stage or cfg.train.stages
     stages = STAGES if stage_arg == "both" else (stage_arg,)
     if args.epochs is not None:
@@ -900,17 +907,15 @@ def main(argv=None):
         try:
             validate_config(cfg)             # --epochs 0 / -1: one line naming the setting
         except ValueError as e:
-            print(f"error: --epochs {args.epochs}: {e}", file=sys.stderr)
-            return 1
+            return cli.fail("train.py", e, prefix=f"--epochs {args.epochs}: ")
     out = args.out or Path(cfg.train.out_dir) / args.config
     try:
         world = distributed.init_distributed(cfg.train.device)      # torchrun: join the group
         device = distributed.rank_device(cfg.train.device)
     except (RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return cli.fail("train.py", e)
     rank = distributed.rank()
-    prefix = f"rank {rank}: " if world > 1 else ""
+    prog = f"train.py rank {rank}" if world > 1 else "train.py"   # names the rank that failed
     # ranks other than 0 stay quiet (their errors and warnings still reach stderr)
     quiet = contextlib.redirect_stdout(open(os.devnull, "w")) if rank else contextlib.nullcontext()
     try:
@@ -922,8 +927,8 @@ def main(argv=None):
                 run_stage(cfg, stage, out, resume=args.resume, progress=not args.no_progress)
     except (FloatingPointError, OSError, ValueError, distributed.RankFailure) as e:
         # data, checkpoints, disk, non-finite losses, another rank's failure: one clear line
-        print(f"{prefix}error: {e}", file=sys.stderr)
-        return 1
+        # (the traceback with --debug)
+        return cli.fail(prog, e)
     finally:
         distributed.close_distributed()
     if rank:

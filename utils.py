@@ -289,6 +289,49 @@ def remove_stale_temp_files(path):
     return stale
 
 
+LOCK_NAME = ".run.lock"
+"""File in a run folder that a training run holds an exclusive lock on (:func:`folder_lock`)."""
+
+
+class FolderBusyError(ValueError):
+    """Another process holds the lock of a run folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what="run"):
+    """Hold an exclusive, non-blocking lock on ``folder``/:data:`LOCK_NAME` for the ``with``
+    block: a POSIX record lock (``fcntl.lockf``), which belongs to this process alone (the
+    DataLoader workers it forks do not inherit it, so an interrupted stage's lingering workers
+    cannot keep the folder locked) and which the OS releases when the process ends, however it
+    ends.
+
+    The lock file holds the holder's PID. Raises FolderBusyError naming the folder and that PID
+    when another process holds it. Where ``fcntl`` does not exist (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:                       # Windows: no advisory locks of this kind
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):     # EAGAIN / EACCES: another holder
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise FolderBusyError(f"{folder} is in use by another {what} (PID {holder}, lock "
+                                  f"{path}): wait for it to end, or choose another folder") \
+                from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def save_image(path, img):
     """Write a uint8 image ``(H,W)``, ``(H,W,1)`` or ``(H,W,3)`` to ``path`` atomically.
 

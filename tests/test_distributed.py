@@ -130,8 +130,9 @@ def test_two_cpu_ranks_train_identical_replicas(tiny_data, tmp_path, assert_same
             first = 0 if stage == "srgan" else 1    # stage 2 logs its start as epoch 0
             assert [int(r["epoch"]) for r in csv.DictReader(f)] == list(range(first, EPOCHS + 1))
         assert proc.stdout.count(f"{stage} epoch 1/") == 1       # printed by rank 0 only
-    assert sorted(p.name for p in out.iterdir()) == [
-        "srgan.pth", "srgan_log.csv", "srresnet.pth", "srresnet_best.pth", "srresnet_log.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [      # .run.lock: rank 0's folder lock
+        ".run.lock", "srgan.pth", "srgan_log.csv", "srresnet.pth", "srresnet_best.pth",
+        "srresnet_log.csv"]
 
 
 def test_a_failure_on_rank_zero_stops_every_rank(tiny_data, tmp_path):

@@ -243,7 +243,7 @@ def test_non_finite_loss_stops_with_its_step_and_keeps_the_previous_checkpoint(t
     out = tmp_path / "run"
     assert train.main(tiny_data.cli_args(out, "--stage", "srresnet")) == 0       # epoch 1: fine
     files = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert sorted(files) == ["srresnet.pth", "srresnet_best.pth", "srresnet_log.csv"]
+    assert sorted(files) == [".run.lock", "srresnet.pth", "srresnet_best.pth", "srresnet_log.csv"]
     capsys.readouterr()
     # epoch 2 with lr 1e30: its first step (step 4) blows G up, step 5's loss is not finite
     code = train.main(tiny_data.cli_args(out, "--stage", "srresnet", "--resume", "--epochs", "2",
@@ -268,3 +268,94 @@ def test_collapsed_discriminator_is_reported_with_the_step(tiny_data, tmp_path):
     assert any("discriminator collapse" in m and "epoch 1" in m and "step 3" in m
                for m in messages), messages
     assert history[-1]["d_collapsed"] is True
+
+
+# ----------------------------------------------------------------------------------------------
+# One run per folder; the resume point written last; errors through cli
+# ----------------------------------------------------------------------------------------------
+
+def test_a_second_run_on_a_live_folder_is_refused_and_touches_nothing(tiny_data, tmp_path,
+                                                                      capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    live_tmp = run / ".srresnet.pth.abc123.tmp"          # the live run's checkpoint being written
+    live_tmp.write_bytes(b"half")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); "
+         f"import utils; lock = utils.folder_lock({str(run)!r}); lock.__enter__(); "
+         f"print('LOCKED', flush=True); time.sleep({RUN_TIMEOUT_S})"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"
+        before = sorted(p.name for p in run.iterdir())
+        for extra in ([], ["--resume"]):                 # --resume typed beside the live run
+            capsys.readouterr()
+            assert train.main(tiny_data.cli_args(run, "--stage", "srresnet", *extra)) == 1
+            err = capsys.readouterr().err.strip()
+            assert "\n" not in err and "Traceback" not in err, err
+            assert str(run) in err and f"PID {holder.pid}" in err and "in use" in err, err
+        assert sorted(p.name for p in run.iterdir()) == before and live_tmp.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone (killed: the OS released its lock): the folder can be used
+    assert train.main(tiny_data.cli_args(run, "--stage", "srresnet")) == 0
+
+
+def test_full_disk_on_the_last_log_leaves_the_epoch_to_redo(tiny_data, tmp_path, monkeypatch,
+                                                             capsys):
+    run = tmp_path / "run"
+    args = tiny_data.cli_args(run, "--stage", "srresnet", "--epochs", "2")
+    real = train.write_log
+
+    def full_at_epoch_two(path, history):
+        if len(history) == 2:
+            raise OSError(errno.ENOSPC, f"cannot write log {path}: No space left on device")
+        return real(path, history)
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "write_log", full_at_epoch_two)
+        assert train.main(args) == 1
+    ckpt = models.load_checkpoint(run / "srresnet.pth")
+    assert ckpt["epoch"] == 1 and not ckpt["finished"]      # the resume point did not move on
+    assert train.main(args + ["--resume"]) == 0              # space freed: epoch 2 is redone
+    assert _epochs_logged(run / "srresnet_log.csv") == [1, 2]
+    assert models.load_checkpoint(run / "srresnet.pth")["finished"]
+
+
+def test_train_errors_are_one_line_and_debug_shows_the_traceback(tiny_data, tmp_path):
+    args = [sys.executable, str(ROOT / "train.py"),
+            *tiny_data.cli_args(tmp_path / "run", "--set", "stage1.batch_size=0")]
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    lines = plain.stderr.strip().splitlines()
+    assert plain.returncode == 1 and len(lines) == 1, plain.stderr
+    assert lines[0].startswith("train.py: error: ") and "batch_size" in lines[0]
+    debug = subprocess.run(args + ["--debug"], capture_output=True, text=True,
+                           timeout=RUN_TIMEOUT_S)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "batch_size" in debug.stderr
+
+
+def test_sigterm_stops_like_ctrl_c_with_one_line(tiny_data, tmp_path):
+    # what `kill PID`, `timeout` and job schedulers send: one line, exit 143, nothing half-written
+    pausing = tmp_path / "pausing_train.py"
+    pausing.write_text(PAUSING_TRAIN.format(root=str(ROOT), train=str(ROOT / "train.py"),
+                                            pause_line=PAUSE_LINE))
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(pausing),
+           *tiny_data.cli_args(run, "--stage", "srresnet", "--epochs", "2")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                            "PAUSE_EPOCH": "2", "PAUSE_AFTER": "1",
+                                            "PYTHONUNBUFFERED": "1"})
+    try:
+        _read_until(proc, PAUSE_LINE, RUN_TIMEOUT_S)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=RUN_TIMEOUT_S) == 143
+        err = [ln for ln in proc.stderr.read().splitlines() if ln.strip()]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert err == ["train.py: terminated (SIGTERM) (files already written are kept)"], err
+    assert models.load_checkpoint(run / "srresnet.pth")["epoch"] == 1
+    assert _temp_files(run) == []
