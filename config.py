@@ -25,9 +25,11 @@ batches).
 """
 import ast
 import copy
+import difflib
 import math
 import numbers
 import os
+import re
 from pathlib import Path
 
 from easydict import EasyDict
@@ -385,11 +387,29 @@ def apply_overrides(cfg, overrides):
             if not isinstance(node, dict) or part not in node:
                 where = ".".join(parts[:depth]) or "the config"
                 options = sorted(node) if isinstance(node, dict) else []
-                raise ValueError(f"--set {item!r}: {where} has no key {part!r}; keys: {options}")
+                near = difflib.get_close_matches(part, options, n=1)
+                hint = f"did you mean {'.'.join(parts[:depth] + near[:1])!r}?" if near else \
+                    f"keys: {options}"
+                raise ValueError(f"--set {item!r}: {where} has no key {part!r}; {hint}")
             if depth < len(parts) - 1:
                 node = node[part]
-        node[parts[-1]] = parse_value(text.strip())
+        value = parse_value(text.strip())
+        _check_shape(item, key.strip(), node[parts[-1]], value)
+        node[parts[-1]] = value
     return cfg
+
+
+def _check_shape(item, key, old, new):
+    """An override keeps the kind of structure the setting has: a section stays a section
+    (``--set data=None`` would drop every data setting) and a list stays a list
+    (``--set train.eval_sets=Set5`` would be read letter by letter). ValueError naming it."""
+    if isinstance(old, dict) and not isinstance(new, dict):
+        example = next(iter(old), "KEY")
+        raise ValueError(f"--set {item!r}: {key} is a section of settings, not a value; set "
+                         f"one of its keys, e.g. --set {key}.{example}=VALUE")
+    if isinstance(old, (list, tuple)) and isinstance(new, str):
+        raise ValueError(f"--set {item!r}: {key} is a list; write it as one, e.g. "
+                         f"--set \"{key}=[{new!r}]\"")
 
 
 def get_config(name="paper"):
@@ -559,11 +579,29 @@ def notebook_params(**params):
 _INT, _REAL = "an integer", "a number"
 _ANY = object()   # no upper bound
 
+MAX_SEED = 2 ** 32 - 1
+"""Largest ``seed``: numpy's seeds are 32-bit (the data workers' and crops' generators)."""
+
+MIN_TIME_BUDGET_S = 1.0
+"""Smallest time budget of a stage (less would stop before its first step and call it done)."""
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
+"""A file stem that stays inside its folder (stage checkpoint names, data list names)."""
+
+_NAMES = ("stage1.name", "stage2.name", "data.train_list")
+"""Settings that become file names under ``--out`` or ``data.lists_dir``: plain names."""
+
+_FOLDERS = ("data.root", "data.lists_dir", "train.out_dir")
+"""Settings that are folders: a non-empty path ('' would mean the current folder)."""
+
+DEVICE_PATTERN = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)\Z")
+"""Values of ``train.device``."""
+
 # (dotted key, kind, lowest, highest, None allowed); lowest/highest are inclusive, except that
 # a float lowest given as ("gt", x) excludes x. The ranges are those of the comments above.
 _NUMERIC_RULES = (
     ("scale", _INT, 2, _ANY, False),
-    ("seed", _INT, 0, _ANY, False),
+    ("seed", _INT, 0, MAX_SEED, False),
     ("data.patch_size", _INT, 1, _ANY, False),        # also a multiple of scale (below)
     ("data.patches_per_image", _INT, 1, _ANY, False),
     ("data.workers", _INT, 0, _ANY, False),
@@ -584,7 +622,7 @@ _NUMERIC_RULES = (
           ("lr_min", _REAL, 0, _ANY, False),
           ("lr_decay_at", _REAL, 0, 1, False),
           ("lr_decay_factor", _REAL, ("gt", 0), 1, False),
-          ("time_budget_s", _REAL, ("gt", 0), _ANY, True),
+          ("time_budget_s", _REAL, MIN_TIME_BUDGET_S, _ANY, True),
           ("patch_size", _INT, 1, _ANY, True))),
     ("stage1.momentum", _REAL, 0, ("lt", 1), False),
     ("stage1.weight_decay", _REAL, 0, _ANY, False),
@@ -603,7 +641,7 @@ _NUMERIC_RULES = (
     ("train.checkpoint_every", _INT, 1, _ANY, False),
     ("train.val_every", _INT, 1, _ANY, False),
     ("train.sync_every", _INT, 1, _ANY, False),
-    ("train.time_budget_s", _REAL, ("gt", 0), _ANY, True),
+    ("train.time_budget_s", _REAL, MIN_TIME_BUDGET_S, _ANY, True),
 )
 """The numeric settings that :func:`validate_config` checks, with their ranges."""
 
@@ -670,6 +708,30 @@ def _check_number(key, value, kind, low, high, nullable, shown=None):
         raise ValueError(f"{where}: out of range, must be {allowed}; {fix}")
 
 
+def _check_names_and_folders(cfg):
+    """The settings that become paths (:data:`_NAMES`, :data:`_FOLDERS`, ``data.cache_dir``,
+    ``data.val_list``) and ``train.device``: ValueError naming the setting otherwise."""
+    for key in _NAMES + ("data.val_list",):
+        value = _lookup(cfg, key)
+        if value is _ANY or (value is None and key == "data.val_list"):
+            continue
+        if not isinstance(value, str) or not PLAIN_NAME.match(value) or ".." in value:
+            raise ValueError(f"setting {key}={value!r}: must be a plain name (letters, digits, "
+                             f"_ . + -; no folder part): it becomes a file name")
+    for key in _FOLDERS + ("data.cache_dir",):
+        value = _lookup(cfg, key)
+        if value is _ANY or (value is None and key == "data.cache_dir"):
+            continue
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            none = " (or None: keep the decoded images in memory)" if key == "data.cache_dir" else ""
+            raise ValueError(f"setting {key}={value!r}: must be a folder path{none}; set it with "
+                             f"--set {key}=PATH")
+    device = _lookup(cfg, "train.device")
+    if device is not _ANY and not (isinstance(device, str) and DEVICE_PATTERN.match(device)):
+        raise ValueError(f"setting train.device={device!r}: not a device name; use auto, cpu, "
+                         f"cuda or cuda:N")
+
+
 def validate_config(cfg):
     """Check every numeric setting of ``cfg`` (see :data:`_NUMERIC_RULES`: type and documented
     range) and the relations between settings; raise ValueError with ONE line naming the
@@ -721,6 +783,7 @@ def validate_config(cfg):
                            and 0 <= b < 1 for b in betas)):
             raise ValueError(f"setting {stage}.betas={betas!r}: must be two numbers in [0, 1), "
                              f"e.g. {stage}.betas=(0.9,0.999)")
+    _check_names_and_folders(cfg)
     i, j = _lookup(cfg, "vgg.i"), _lookup(cfg, "vgg.j")
     if i is not _ANY and j is not _ANY and j > VGG_CONVS_PER_BLOCK[i - 1]:
         raise ValueError(f"setting vgg.j={j}: VGG19 block {i} has only "

@@ -70,6 +70,8 @@ DEMO_TRAIN = {
 scikit-image, so offline). ``stereo_motorcycle`` gives the left view only."""
 
 DEMO_TEST = {"coffee": "coffee", "chelsea": "chelsea"}
+DEMO_LISTS = ("demo_train", "demo_test")
+"""The lists :func:`build_demo_dataset` writes (built on first use by train.py)."""
 """Held-out demo test images: two natural photos (a cup on a table, a cat's fur). ``cat`` is
 the same photo as ``chelsea`` and is therefore not used anywhere."""
 

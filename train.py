@@ -20,6 +20,7 @@ table of bicubic and the trained models on ``cfg.train.eval_sets``. The README (
 import argparse
 import contextlib
 import csv
+import difflib
 import math
 import os
 import sys
@@ -147,13 +148,13 @@ def ensure_data(cfg):
     :data:`CLASSIC_TRAIN_SETS` from their folders when these exist. Other missing lists ->
     FileNotFoundError saying how to make them."""
     demo_lists = [n for n in (cfg.data.train_list, cfg.data.get("val_list"))
-                  if n and n.startswith("demo") and not list_path(cfg, n).is_file()]
+                  if n in create_data_lists.DEMO_LISTS and not list_path(cfg, n).is_file()]
     if demo_lists:
         print(f"building the demo dataset in {cfg.data.root} (scikit-image photos) ...", flush=True)
         create_data_lists.build_demo_dataset(root=cfg.data.root, lists_dir=cfg.data.lists_dir,
                                              scale=cfg.scale)
     train_list = list_path(cfg, cfg.data.train_list)
-    if train_list.is_file() or cfg.data.train_list.startswith("demo"):
+    if train_list.is_file():
         return
     folders = [Path(cfg.data.get(root) or "") / name
                for root, name in CLASSIC_TRAIN_SETS.get(cfg.data.train_list, ())]
@@ -163,7 +164,11 @@ def ensure_data(cfg):
         create_data_lists.list_from_folder([str(f) for f in folders], None, cfg.data.train_list,
                                            cfg.data.lists_dir, cfg.scale)
         return
-    raise FileNotFoundError(f"training list {train_list} not found: write it with "
+    known = sorted({p.stem for p in Path(cfg.data.lists_dir).glob("*.json")}
+                   | set(create_data_lists.DEMO_LISTS) | set(CLASSIC_TRAIN_SETS))
+    near = difflib.get_close_matches(cfg.data.train_list, known, n=1)
+    hint = f"did you mean --set data.train_list={near[0]}? Or write" if near else "write"
+    raise FileNotFoundError(f"training list {train_list} not found: {hint} it with "
                             f"`python create_data_lists.py` (see its --help), or pick another "
                             f"list with --set data.train_list=NAME")
 
@@ -511,6 +516,10 @@ def _set_up(cfg, stage, out_dir, resume, progress):
     if batches < 1:
         raise ValueError(f"the training set has {len(run.train_set)} patches, fewer than one batch "
                          f"of {scfg.batch_size}: raise data.patches_per_image or lower the batch size")
+    if batches // run.d_steps < 1:
+        raise ValueError(f"setting stage2.d_steps={run.d_steps}: an epoch has only {batches} "
+                         f"batches, so no generator step would run; lower d_steps or raise "
+                         f"data.patches_per_image")
     run.budget = scfg.get("time_budget_s") or cfg.train.get("time_budget_s")
     run.clock = solver.RunClock(scfg.epochs * (batches // run.d_steps), run.budget,
                                 share_every=run.sync_every)

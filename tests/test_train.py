@@ -44,7 +44,12 @@ def test_overrides_parse_values_and_reject_unknown_keys():
 
 def test_missing_demo_data_is_built_and_other_lists_are_explained(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(create_data_lists, "build_demo_dataset", lambda **kw: calls.append(kw))
+    def build(**kw):                          # a stand-in that writes the two demo lists
+        calls.append(kw)
+        for name in create_data_lists.DEMO_LISTS:
+            (tmp_path / f"{name}.json").write_text("{}")
+
+    monkeypatch.setattr(create_data_lists, "build_demo_dataset", build)
     cfg = train.build_config("demo", overrides=[f"data.lists_dir={str(tmp_path)!r}"])
     train.ensure_data(cfg)
     assert calls == [{"root": cfg.data.root, "lists_dir": str(tmp_path), "scale": 4}]
@@ -475,3 +480,48 @@ def test_out_that_is_a_file_is_refused(tiny_data, tmp_path, capsys):
     line = _one_error_line(capsys)
     assert code == 1 and "--out" in line and str(out) in line
     assert out.read_text() == "keep me"
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings checked in structure and in relation (one line each, nothing written)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,needles", [
+    ("data=None", ["data is a section", "data."]),
+    ("generator=5", ["generator is a section"]),
+    ("train.eval_sets=Set5", ["train.eval_sets is a list", "['Set5']"]),
+    ("seed=100000000000000000000000", ["seed", "out of range"]),
+    ("stage2.name=../x", ["stage2.name", "plain name"]),
+    ("stage1.name=", ["stage1.name", "plain name"]),
+    ("data.cache_dir=''", ["data.cache_dir", "folder path"]),
+    ("stage1.time_budget_s=1e-9", ["stage1.time_budget_s", "out of range"]),
+    ("train.device=gpu", ["train.device", "cuda:N"]),
+    ("stage1.lrr=1e-3", ["no key 'lrr'", "did you mean 'stage1.lr'"]),
+])
+def test_bad_settings_are_one_line_before_any_work(tiny_data, tmp_path, capsys, override,
+                                                  needles):
+    out = tmp_path / "run"
+    assert train.main(_cli_args(tiny_data, out, "--set", override)) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith("train.py: error:") and all(n in line for n in needles), line
+    assert not out.exists()
+
+
+def test_a_misspelled_list_is_named_not_built(tiny_data, tmp_path, capsys):
+    cfg_root = tmp_path / "demo_root"
+    out = tmp_path / "run"
+    assert train.main(_cli_args(tiny_data, out, "--set", "data.train_list=tiny_trian",
+                                "--set", f"data.root={cfg_root}")) == 1
+    line = _one_error_line(capsys)
+    assert "tiny_trian" in line and "did you mean --set data.train_list=tiny_train" in line, line
+    assert not cfg_root.exists()                       # no demo dataset was built on the way
+
+
+def test_more_discriminator_steps_than_batches_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(_cli_args(tiny_data, out)) == 0
+    assert train.main(tiny_data.cli_args(out, "--stage", "srgan", "--set",
+                                         "stage2.d_steps=1000")) == 1
+    line = _one_error_line(capsys)
+    assert "stage2.d_steps=1000" in line and "no generator step" in line, line
+    assert not (out / "srgan.pth").exists()
