@@ -20,7 +20,6 @@ and pass ``zipfile.testzip`` / a full ``tarfile`` listing), then extracted refus
 that would land outside the target folder. Every step is skipped when already done.
 """
 import argparse
-import hashlib
 import http.client
 import io
 import json
@@ -238,15 +237,6 @@ def build_demo_dataset(root=None, lists_dir=None, scale=4):
 # Downloads
 # ----------------------------------------------------------------------------------------------
 
-def sha256_of(path):
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_SIZE), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _open_url(url, offset):
     """Open ``url`` asking for the bytes from ``offset`` on (Range header when offset > 0).
 
@@ -303,7 +293,7 @@ def download(url, dest, expected_sha256=None, progress=True):
 
     dest = Path(dest)
     if dest.is_file():
-        if expected_sha256 is None or sha256_of(dest) == expected_sha256:
+        if expected_sha256 is None or utils.sha256_file(dest) == expected_sha256:
             return dest
         raise DownloadError(f"{dest} exists but its SHA-256 is not {expected_sha256}; "
                             f"delete it to download {url} again")
@@ -339,7 +329,7 @@ def download(url, dest, expected_sha256=None, progress=True):
         raise DownloadError(f"download of {url} stopped at {done} of {total} bytes; the partial "
                             f"file {part} is kept: run again to resume")
     if expected_sha256 is not None:
-        actual = sha256_of(part)
+        actual = utils.sha256_file(part)
         if actual != expected_sha256:
             part.unlink()
             raise DownloadError(f"checksum mismatch for {url}: SHA-256 {actual}, expected "

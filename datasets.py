@@ -48,9 +48,6 @@ CACHE_VERSION = 2
 """Bumped whenever the cached arrays or their records change meaning; part of every cache key
 (2: keys include inode and ctime, each entry has a verified record, :func:`cache_record`)."""
 
-HASH_CHUNK = 1 << 20
-"""Bytes read at a time when hashing a source image file."""
-
 UINT8_MAX = 255.0
 """uint8 pixels are divided by this to give floats in [0, 1]."""
 
@@ -323,15 +320,6 @@ class CorruptCacheError(ValueError):
     """A cache entry whose arrays no longer match the record written with them."""
 
 
-def _sha256_file(path):
-    """sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _array_record(array):
     """``{"shape", "dtype", "sha256"}`` of an array (the hash of its C-order bytes)."""
     return {"shape": list(array.shape), "dtype": str(array.dtype),
@@ -343,9 +331,9 @@ def cache_record(hr_path, lr_path, hr, lr):
     one is incomplete): the sha256 of each source file, and shape, dtype and sha256 of each
     cached uint8 array (``hr`` ``(H,W,3)``, ``lr`` ``(H/s,W/s,3)``)."""
     return {"version": CACHE_VERSION,
-            "hr_source": str(hr_path), "hr_source_sha256": _sha256_file(hr_path),
+            "hr_source": str(hr_path), "hr_source_sha256": utils.sha256_file(hr_path),
             "lr_source": None if lr_path is None else str(lr_path),
-            "lr_source_sha256": None if lr_path is None else _sha256_file(lr_path),
+            "lr_source_sha256": None if lr_path is None else utils.sha256_file(lr_path),
             "hr": _array_record(hr), "lr": _array_record(lr)}
 
 
@@ -376,7 +364,7 @@ def check_cache_entry(hr_path, lr_path, files):
         return False
     record = _read_record(record_file)
     sources = [(hr_path, record.get("hr_source_sha256")), (lr_path, record.get("lr_source_sha256"))]
-    if any(path is not None and _sha256_file(path) != digest for path, digest in sources):
+    if any(path is not None and utils.sha256_file(path) != digest for path, digest in sources):
         return False
     for npy, key in ((hr_file, "hr"), (lr_file, "lr")):
         try:

@@ -16,6 +16,7 @@ Conventions (used by every module of the project):
 """
 import contextlib
 import functools
+import hashlib
 import os
 import random
 import sys
@@ -237,6 +238,19 @@ def _write_failed(path, error, what="file"):
     """The :class:`WriteError` for ``error`` (an OSError) raised while replacing ``path``."""
     kept = f"the previous {what} is intact" if Path(path).exists() else "nothing was written"
     return WriteError(error.errno, f"cannot write {what} {path}: {error.strerror or error}; {kept}")
+
+
+HASH_CHUNK = 1 << 20
+"""Bytes read at a time by :func:`sha256_file`."""
+
+
+def sha256_file(path):
+    """Hex SHA-256 of a file's bytes, read in chunks (downloads, cache records, weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

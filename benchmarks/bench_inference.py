@@ -36,7 +36,7 @@ import models  # noqa: E402
 import super_resolve  # noqa: E402
 from config import SHARED_DATA  # noqa: E402
 from timing import median_time  # noqa: E402
-from utils import image_to_tensor, load_image  # noqa: E402
+from utils import load_image  # noqa: E402
 
 REPEATS = int(os.environ.get("SR_BENCH_REPEATS", 3))   # timed runs per mode (median reported)
 TILE = super_resolve.DEFAULT_TILE                      # tile side of the tiled mode, LR px

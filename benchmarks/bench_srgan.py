@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 import evaluate   # noqa: E402
 import report     # noqa: E402
-import train      # noqa: E402
 from config import SHARED_DATA, get_config   # noqa: E402
 
 RUN_DIR = ROOT / "runs" / "demo"
