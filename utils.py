@@ -17,6 +17,7 @@ Conventions (used by every module of the project):
 import contextlib
 import functools
 import hashlib
+import io
 import os
 import random
 import sys
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from imresize import imresize
 
@@ -96,7 +97,9 @@ def load_image(path, rgb=False):
         not ``v >> 8``, which truncates). The EXIF orientation of a photo (tag 274, e.g. 6 of a
         phone held upright) is applied, so the pixels are as the photo is shown, with a
         ``UserWarning`` saying so (:func:`oriented`). A multi-frame file (animated GIF/PNG/WebP,
-        multi-page TIFF) gives its first frame, with a ``UserWarning`` saying so.
+        multi-page TIFF) gives its first frame, with a ``UserWarning`` saying so. An 8-bit RGB(A)
+        image whose embedded ICC profile is not sRGB (Adobe RGB, Display P3, ...) is converted
+        to sRGB (:func:`to_srgb`), so the pixels mean what every image without a profile means.
 
     Raises:
         ImageReadError: the file is missing, is not an image, or is corrupt / truncated (the
@@ -111,7 +114,13 @@ def load_image(path, rgb=False):
             if frames > 1:
                 warnings.warn(f"{path}: has {frames} frames (animation or pages): only the first "
                               f"is used", stacklevel=2)
-            arr = _pil_to_array(oriented(img, path), path)
+            shown = oriented(img, path)
+            if not low_tiles:
+                shown = to_srgb(shown, path)
+            elif _foreign_profile(img) is not None:
+                warnings.warn(f"{path}: 16-bit image with a colour profile other than sRGB: "
+                              f"the profile is ignored (values read as sRGB)", stacklevel=2)
+            arr = _pil_to_array(shown, path)
         if low_tiles:
             arr = _round_16_bit(path, arr, low_tiles)
     except ImageReadError:
@@ -129,6 +138,50 @@ def load_image(path, rgb=False):
     if rgb and arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     return arr
+
+
+SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+"""The colour space every image is read into (and PNGs without a profile are shown in)."""
+
+
+def _foreign_profile(img):
+    """The embedded ICC profile of ``img`` when it is an RGB profile other than sRGB, else
+    None (no profile, an sRGB one, or one that cannot be parsed: read as sRGB, with a warning
+    for the last)."""
+    icc = img.info.get("icc_profile")
+    if not icc:
+        return None
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        name = ImageCms.getProfileDescription(profile) or ""
+        space = profile.profile.xcolor_space.strip()
+    except (OSError, ImageCms.PyCMSError) as e:
+        warnings.warn(f"{getattr(img, 'filename', '') or 'image'}: unreadable colour profile "
+                      f"({e}); read as sRGB", stacklevel=3)
+        return None
+    if space != "RGB" or "srgb" in name.lower().replace(" ", ""):
+        return None
+    return profile
+
+
+def to_srgb(img, path=None):
+    """``img`` (a PIL image) in sRGB: an RGB or RGBA image with an embedded non-sRGB ICC profile
+    is converted with LittleCMS (Pillow's ImageCms, perceptual intent; alpha kept) and a
+    ``UserWarning`` names the profile; any other image is returned as it is."""
+    if img.mode not in ("RGB", "RGBA"):
+        return img
+    profile = _foreign_profile(img)
+    if profile is None:
+        return img
+    alpha = img.getchannel("A") if img.mode == "RGBA" else None
+    rgb = img.convert("RGB") if alpha is not None else img
+    out = ImageCms.profileToProfile(rgb, profile, SRGB_PROFILE, outputMode="RGB")
+    if alpha is not None:
+        out.putalpha(alpha)
+    warnings.warn(f"{path or 'image'}: colour profile "
+                  f"{ImageCms.getProfileDescription(profile).strip()!r} converted to sRGB",
+                  stacklevel=3)
+    return out
 
 
 _SWAP_ENDIAN = {";16B": ";16L", ";16L": ";16B",

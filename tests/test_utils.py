@@ -1,11 +1,13 @@
 """Tests of utils.py: image files, colour conversions, tensor conversions, PSNR/SSIM."""
+import io
 import math
+import struct
 import os
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageCms
 
 import utils
 from utils import (ImageReadError, image_to_tensor, load_image, modcrop, psnr, rgb2ycbcr,
@@ -402,3 +404,61 @@ def test_metric_input_errors(rng):
     with pytest.raises(ValueError, match="window"):
         ssim(a, a, 5)  # 10x10 left: smaller than the 11x11 window
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Colour profiles: every image is read into sRGB
+# ----------------------------------------------------------------------------------------------
+
+def _s15(x):
+    return struct.pack(">i", round(x * 65536))
+
+
+def icc_matrix_profile(desc, red, green, blue, gamma, white=(0.9642, 1.0, 0.8249)):
+    """A minimal ICC v2 RGB display profile (matrix + gamma curves), as cameras embed them."""
+    xyz = lambda v: b"XYZ " + bytes(4) + b"".join(_s15(c) for c in v)
+    curv = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    text = desc.encode("ascii")
+    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(text) + 1) + text + bytes(80)),
+            (b"wtpt", xyz(white)), (b"rXYZ", xyz(red)), (b"gXYZ", xyz(green)),
+            (b"bXYZ", xyz(blue)), (b"rTRC", curv), (b"gTRC", curv), (b"bTRC", curv),
+            (b"cprt", b"text" + bytes(4) + b"none\0")]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, body in tags:
+        data += bytes(-(offset + len(data)) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    body = struct.pack(">I", len(tags)) + table + data
+    header = (struct.pack(">I", 128 + len(body)) + b"none" + struct.pack(">I", 0x02100000)
+              + b"mntrRGB XYZ " + bytes(12) + b"acsp" + bytes(28) + _s15(0.9642) + _s15(1.0)
+              + _s15(0.8249) + bytes(48))
+    return header + body
+
+
+# Adobe RGB (1998), D50-adapted colorants, gamma 563/256
+ADOBE_RGB = icc_matrix_profile("Adobe RGB (1998)", (0.6097, 0.3111, 0.0195),
+                               (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446), 563 / 256)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_non_srgb_profile_is_converted_to_srgb_on_load(tmp_path, fmt):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (16, 20, 3), dtype=np.uint8)
+    raw[:8] = (200, 60, 60)                           # a saturated red: Adobe RGB is wider
+    path = tmp_path / f"adobe.{fmt.lower()}"
+    Image.fromarray(raw).save(path, fmt, icc_profile=ADOBE_RGB, **({"quality": 100}
+                                                                   if fmt == "JPEG" else {}))
+    with Image.open(path) as pil:
+        stored = np.asarray(pil.convert("RGB"))        # the file's own (Adobe RGB) values
+        expect = np.asarray(ImageCms.profileToProfile(
+            pil.convert("RGB"), ImageCms.ImageCmsProfile(io.BytesIO(ADOBE_RGB)),
+            utils.SRGB_PROFILE, outputMode="RGB"))
+    with pytest.warns(UserWarning, match="Adobe RGB .* converted to sRGB"):
+        got = load_image(path)
+    assert np.array_equal(got, expect)
+    assert got[:8, :, 0].mean() > stored[:8, :, 0].mean() + 20   # redder: what it looks like
+    # without a profile, or with an sRGB one, the values are the file's
+    plain, tagged = tmp_path / "plain.png", tmp_path / "srgb.png"
+    Image.fromarray(raw).save(plain)
+    Image.fromarray(raw).save(tagged, icc_profile=utils.SRGB_PROFILE.tobytes())
+    assert np.array_equal(load_image(plain), raw) and np.array_equal(load_image(tagged), raw)
