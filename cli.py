@@ -76,6 +76,9 @@ def run(prog, main, argv=None):
     """Run ``main(argv)`` (``argv`` default ``sys.argv[1:]``) under the policy of the module
     docstring; returns the exit status (``main``'s return value, 0 for None)."""
     global _debug
+    for stream in (sys.stdout, sys.stderr):   # a file name that is not UTF-8 must not end the
+        if hasattr(stream, "reconfigure"):    # run after its work (strict-UTF-8 terminals)
+            stream.reconfigure(errors="backslashreplace")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = _debug = DEBUG_FLAG in argv
     argv = [a for a in argv if a != DEBUG_FLAG]

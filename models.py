@@ -831,7 +831,37 @@ def load_checkpoint(path):
     if missing:
         raise ValueError(f"{path}: not a generator checkpoint of this project: missing "
                          f"{missing}; found {_describe(ckpt)}")
+    for key, ok, wanted in _CHECKPOINT_FIELD_TYPES:
+        if key in ckpt and not ok(ckpt[key]):
+            found = ckpt[key]
+            shown = type(found).__name__ + (f" {found!r}" if isinstance(
+                found, (str, int, float, bool, type(None))) else "")
+            raise ValueError(f"{path}: checkpoint field {key!r} should be {wanted}, found "
+                             f"{shown[:80]}: the file is damaged or not this project's")
     return ckpt
+
+
+_CHECKPOINT_FIELD_TYPES = (
+    ("arch", lambda v: isinstance(v, str), "a generator name (str)"),
+    ("scale", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2,
+     "an integer >= 2"),
+    ("arch_kwargs", lambda v: v is None or isinstance(v, dict), "a dict of settings"),
+    ("generator", lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items()),
+     "a state dict (names -> tensors)"),
+    ("generator_ema", lambda v: v is None or (isinstance(v, dict) and all(
+        isinstance(t, torch.Tensor) for t in v.values())), "None or a state dict"),
+    ("stage", lambda v: v is None or isinstance(v, str), "a stage name (str)"),
+    ("epoch", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+     "an integer"),
+    ("step", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+     "an integer"),
+    ("history", lambda v: v is None or (isinstance(v, list)
+                                        and all(isinstance(r, dict) for r in v)),
+     "a list of per-epoch dicts"),
+)
+"""Types of the checkpoint fields that are read (:data:`CHECKPOINT_FORMAT`): checked by
+:func:`load_checkpoint` so that a damaged or crafted file is named, not a crash later."""
 
 
 def generator_state(ckpt, path):

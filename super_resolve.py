@@ -18,7 +18,8 @@ Every input becomes ``OUTPUT/<input stem>.png`` (lossless), ``scale`` times larg
 * Palette images become RGB (RGBA when the palette has transparency).
 * A photo's EXIF orientation is applied (a warning says so); a multi-frame file (animated GIF,
   multi-page TIFF) gives its first frame (a warning says so). See ``utils.load_image``.
-* An image under :data:`MIN_INPUT_SIDE` px a side is edge-padded to it and cropped back.
+* An image under :data:`MIN_INPUT_SIDE` px a side is edge-padded by the receptive field and
+  cropped back.
 * NaN/inf weights are refused when the checkpoint is loaded (``models.load_generator`` names the
   tensor); a non-finite model output is an error (:class:`NonFiniteOutputError`), never an image.
 
@@ -78,8 +79,18 @@ MIN_INPUT_SIDE = 8
 few 3x3 convolutions of the zero-padded border, so the output is mostly border effect: a 1x1
 orange (200,120,40) came out near-black (8,8,11) from a trained SRResNet without the bicubic
 skip, 2x2 as (93,68,61); from 8x8 up the mean colour is within ~1-10 levels of the input's.
-A smaller image is therefore padded to this side by repeating its edge pixels (centred), run,
-and the output's centre (its own ``scale*h x scale*w`` pixels) is kept."""
+A smaller image is therefore edge-padded (its border pixels repeated) by the model's whole
+receptive-field radius (:func:`receptive_margin`) on every side, so that no output pixel sees
+the zero padding, run, and the output's centre (its own ``scale*h x scale*w`` pixels) is
+kept."""
+
+MAX_OUTPUT_PIXELS = 2 ** 26
+"""Largest output (pixels, 67 MP: 8192 x 8192) written without ``--force``: a small file can
+hold a huge image (a 270 KB PNG of 92 MP became 2 GB of memory and 4.4 GB of output). The
+2K -> 8K case (2040x1344 x4 = 44 MP) is below it."""
+
+BYTES_PER_OUTPUT_PIXEL = 3
+"""uint8 RGB: what one output pixel costs in memory (the canvas), for the refusal's message."""
 
 ALPHA_MODES = {"RGBA", "LA", "PA", "La", "RGBa"}
 """PIL modes with an alpha channel (palette/gray/RGB images may also carry a 'transparency')."""
@@ -220,7 +231,7 @@ def upscale_image(model, img, device="cpu", tile=None, overlap=None, progress=Fa
         uint8 ``(s*h, s*w, 3)``, or ``(s*h, s*w)`` for a gray input; the output is clamped to
         [0,1] and rounded.
 
-    An image with a side below :data:`MIN_INPUT_SIDE` is edge-padded to that side first and the
+    An image with a side below :data:`MIN_INPUT_SIDE` is edge-padded by the receptive field first and the
     output cropped back (see there): exactly ``upscale_image(pad(img))[crop]``.
 
     Raises:
@@ -267,14 +278,14 @@ def upscale_image(model, img, device="cpu", tile=None, overlap=None, progress=Fa
 
 def _upscale_padded(model, img, device):
     """:func:`upscale_image` of a uint8 ``(h,w,3)`` image with a side below
-    :data:`MIN_INPUT_SIDE`: edge-padded (centred) to that side, run, the centre kept."""
+    :data:`MIN_INPUT_SIDE`: edge-padded by :func:`receptive_margin` on every side, run, the
+    centre kept."""
     h, w = img.shape[:2]
-    top, left = max(0, MIN_INPUT_SIDE - h) // 2, max(0, MIN_INPUT_SIDE - w) // 2
-    padded = np.pad(img, ((top, max(0, MIN_INPUT_SIDE - h) - top),
-                          (left, max(0, MIN_INPUT_SIDE - w) - left), (0, 0)), mode="edge")
+    pad = receptive_margin(model, device)
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     out = upscale_image(model, padded, device=device)
     s = out.shape[0] // padded.shape[0]
-    return np.ascontiguousarray(out[s * top:s * (top + h), s * left:s * (left + w)])
+    return np.ascontiguousarray(out[s * pad:s * (pad + h), s * pad:s * (pad + w)])
 
 
 def _upscale_tiled(model, img, device, tile, overlap, scale, progress):
@@ -409,6 +420,9 @@ def parse_args(argv=None):
                    help="LR pixels of context around each tile (default: the model's "
                         "receptive-field radius, exact; less is refused: it gives seams)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--force", action="store_true",
+                   help=f"write outputs larger than {MAX_OUTPUT_PIXELS / 2 ** 20:.0f} MP "
+                        f"(MAX_OUTPUT_PIXELS)")
     args = cli.add_common_options(p, device="auto").parse_args(argv)
     if args.tile < 0:
         p.error(f"--tile must be >= 0 (0 = whole image), got {args.tile}")
@@ -434,6 +448,25 @@ def check_tiling(tile, overlap, margin):
                          f"compute more context than image; use --tile >= {overlap}, or --tile 0 "
                          f"for the whole image at once")
     return overlap
+
+
+def check_output_sizes(inputs, scale, force=False):
+    """Before any work: ValueError naming the first input whose output would exceed
+    :data:`MAX_OUTPUT_PIXELS` (sizes from the file headers), unless ``force``. Unreadable
+    headers are left to the reading step (skipped with a warning there)."""
+    if force:
+        return
+    for src in inputs:
+        try:
+            h, w = datasets.image_size(src)
+        except ImageReadError:
+            continue
+        pixels = scale * scale * h * w
+        if pixels > MAX_OUTPUT_PIXELS:
+            raise ValueError(
+                f"{src}: its output would be {scale * w}x{scale * h} ({pixels / 1e6:.0f} "
+                f"megapixels, {pixels * BYTES_PER_OUTPUT_PIXEL / 2 ** 30:.1f} GiB in memory), "
+                f"above the limit of {MAX_OUTPUT_PIXELS / 1e6:.0f} MP; pass --force to make it")
 
 
 def check_output_dir(output):
@@ -476,6 +509,7 @@ def main(argv=None):
         else:
             raise FileNotFoundError(f"--input {args.input}: no such file or folder")
         plan = plan_outputs(inputs, args.output)
+        check_output_sizes(inputs, model.scale, args.force)
         check_output_dir(args.output)
     except (OSError, ValueError, RuntimeError, ImportError) as e:   # ImportError: no onnxruntime
         return cli.fail("super_resolve.py", e)

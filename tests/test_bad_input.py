@@ -751,15 +751,19 @@ def test_tiny_images_are_padded_not_turned_into_border_effect(tmp_path, rng):
         img = _image(rng, h, w)
         got = super_resolve.upscale_image(model, img)
         assert got.shape == (SCALE * h, SCALE * w, 3)
-        # exactly what the model gives on the edge-padded image, centre kept
-        top, left = max(0, side - h) // 2, max(0, side - w) // 2
-        padded = np.pad(img, ((top, max(0, side - h) - top), (left, max(0, side - w) - left),
-                              (0, 0)), mode="edge")
+        # exactly what the model gives on the image edge-padded by its receptive field
+        pad = super_resolve.receptive_margin(model)
+        padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
         want = super_resolve.upscale_image(model, padded)
         np.testing.assert_array_equal(
-            got, want[SCALE * top:SCALE * (top + h), SCALE * left:SCALE * (left + w)])
+            got, want[SCALE * pad:SCALE * (pad + h), SCALE * pad:SCALE * (pad + w)])
         # gray follows the same path
         assert super_resolve.upscale_image(model, img[:, :, 0]).shape == (SCALE * h, SCALE * w)
+    # a 9x9 averaging model (zero padding) keeps a flat 1x1 pixel: no output pixel sees the
+    # zeros (padded to 8 px only, 200 came out as 158)
+    average = _AveragingModel().eval()
+    np.testing.assert_array_equal(super_resolve.upscale_image(
+        average, np.full((1, 1, 3), 200, np.uint8)), np.full((SCALE, SCALE, 3), 200, np.uint8))
     # a model whose output is the nearest-upscaled input keeps a 1x1 colour exactly
     colour = np.array([[[200, 120, 40]]], np.uint8)
     nearest = evaluate.load_method(_NearestModel(), scale=SCALE)
@@ -773,6 +777,19 @@ def test_tiny_images_are_padded_not_turned_into_border_effect(tmp_path, rng):
     assert rc == 0, err
     with Image.open(tmp_path / "out" / "dot.png") as result:
         assert result.size == (SCALE, SCALE)
+
+
+class _AveragingModel(torch.nn.Module):
+    """A 9x9 box filter with zero padding, then nearest upscaling."""
+    scale = SCALE
+
+    def __init__(self):
+        super().__init__()
+        self.box = torch.nn.Conv2d(3, 3, 9, padding=4, bias=False, groups=3)
+        torch.nn.init.constant_(self.box.weight, 1 / 81)
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(self.box(x), scale_factor=SCALE, mode="nearest")
 
 
 class _NearestModel(torch.nn.Module):
@@ -1056,3 +1073,53 @@ def test_super_resolve_refuses_an_output_name_that_is_a_folder(tmp_path, rng):
                        "--output", tmp_path / "out", "--quiet")
     _assert_cli_failed(rc, err, "a.png", "is a folder")
     assert (tmp_path / "out" / "a.png").is_dir() and not list((tmp_path / "out" / "a.png").iterdir())
+
+
+@pytest.mark.parametrize("field,value", [("arch", ["srresnet"]), ("scale", "4"), ("scale", True),
+                                         ("arch_kwargs", [1, 2]), ("generator", {"w": 1}),
+                                         ("epoch", "one"), ("history", "rows")])
+def test_checkpoint_fields_of_the_wrong_type_are_named(tmp_path, capsys, field, value):
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    state[field] = value
+    torch.save(state, ckpt)
+    utils.save_image(tmp_path / "in.png", np.full((12, 12, 3), 100, np.uint8))
+    _main_fails(capsys, super_resolve.main, ["--checkpoint", str(ckpt), "--input",
+                                             str(tmp_path / "in.png"), "--output",
+                                             str(tmp_path / "out"), "--quiet"],
+                str(ckpt), repr(field), "damaged")
+
+
+def test_huge_outputs_need_force(tmp_path, capsys, monkeypatch):
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    Image.new("RGB", (4200, 4100)).save(tmp_path / "bomb.png")     # small file, 275 MP output
+    assert (tmp_path / "bomb.png").stat().st_size < 1_000_000
+    args = ["--checkpoint", str(ckpt), "--output", str(tmp_path / "out"), "--quiet"]
+    _main_fails(capsys, super_resolve.main, args + ["--input", str(tmp_path / "bomb.png")],
+                "bomb.png", "16800x16400", "--force")
+    assert not (tmp_path / "out").exists()                            # refused before any work
+    # at the limit's edge: refused without --force, written with it
+    utils.save_image(tmp_path / "small.png", np.full((20, 20, 3), 90, np.uint8))
+    monkeypatch.setattr(super_resolve, "MAX_OUTPUT_PIXELS", (4 * 20) ** 2 - 1)
+    _main_fails(capsys, super_resolve.main, args + ["--input", str(tmp_path / "small.png")],
+                "small.png", "--force")
+    assert super_resolve.main(args + ["--input", str(tmp_path / "small.png"), "--force"]) == 0
+    assert utils.load_image(tmp_path / "out" / "small.png").shape == (80, 80, 3)
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_not_fatal(tmp_path):
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    folder = os.fsencode(tmp_path / "in")
+    os.makedirs(folder)
+    name = os.path.join(folder, b"caf\xe9.png")              # Latin-1 bytes in the name
+    Image.fromarray(np.full((10, 10, 3), 80, np.uint8)).save(os.fsdecode(name))
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"}
+    proc = subprocess.run([sys.executable, str(ROOT / "super_resolve.py"), "--checkpoint",
+                           str(ckpt), "--input", os.fsdecode(name), "--output",
+                           str(tmp_path / "out"), "--quiet"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "caf" in proc.stdout and os.listdir(tmp_path / "out") == [os.fsdecode(b"caf\xe9.png")]
