@@ -373,7 +373,9 @@ def folder_lock(folder, what="run"):
     ends.
 
     The lock file holds the holder's PID. Raises FolderBusyError naming the folder and that PID
-    when another process holds it. Where ``fcntl`` does not exist (Windows) nothing is locked.
+    when another process holds it. Where ``fcntl`` does not exist (Windows), or the file system
+    has no locks (some network or FUSE mounts, e.g. a mounted cloud drive), nothing is locked
+    and a warning says so.
     """
     try:
         import fcntl
@@ -392,8 +394,12 @@ def folder_lock(folder, what="run"):
             raise FolderBusyError(f"{folder} is in use by another {what} (PID {holder}, lock "
                                   f"{path}): wait for it to end, or choose another folder") \
                 from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:          # a file system without locks (some network / FUSE mounts)
+            warnings.warn(f"{folder}: cannot be locked ({e.strerror or e}): a second {what} on "
+                          f"this folder would not be detected", stacklevel=3)
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)

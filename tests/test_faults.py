@@ -359,3 +359,17 @@ def test_sigterm_stops_like_ctrl_c_with_one_line(tiny_data, tmp_path):
     assert err == ["train.py: terminated (SIGTERM) (files already written are kept)"], err
     assert models.load_checkpoint(run / "srresnet.pth")["epoch"] == 1
     assert _temp_files(run) == []
+
+
+def test_a_folder_that_cannot_be_locked_still_trains_with_a_warning(tiny_data, tmp_path,
+                                                                     monkeypatch):
+    # e.g. a cloud drive mounted with FUSE: lockf fails with ENOLCK; the run goes on
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    with pytest.warns(UserWarning, match="cannot be locked"):
+        assert train.main(tiny_data.cli_args(tmp_path / "run", "--stage", "srresnet")) == 0
+    assert models.load_checkpoint(tmp_path / "run" / "srresnet.pth")["finished"]
