@@ -2,7 +2,7 @@
 data pipeline are, and what the paper preset reaches in a few minutes.
 
     python benchmarks/gpu_session.py --out OUT [--device cuda] [--budget-min 11]
-    python benchmarks/gpu_session.py --out /tmp/gs --smoke            # the same code on the CPU, < 1 min
+    python benchmarks/gpu_session.py --out /tmp/gs --smoke     # the same code, CPU, < 1 min idle
 
 Three parts, each timed and guarded (a part that fails, or overruns its hard deadline, is
 recorded as failed with its error line, and the next part still runs):
@@ -26,13 +26,13 @@ recorded as failed with its error line, and the next part still runs):
     workers: the loader alone, and with the stage-1 step (``solver.train_epoch_mse`` under a
     ``solver.RunClock`` time budget: patches/s and the fraction of time waiting for data).
 (c) ``train``: the ``paper`` preset (``train.run_stage``) for stage 1 then stage 2 under time
-    budgets (``stage1.time_budget_s`` / ``stage2.time_budget_s``: the lr schedules are laid
-    over them), by default 2/3 and 1/3 of what the total budget leaves after (a), (b) and a
-    reserve (about 5.5 + 2.75 minutes of 11), on the list ``reference_train`` (T91 + BSD200 + the 2K samples, built by
-    ``train.ensure_data``), validated on Set5; then both generators exported
-    (``export.export_generator``: ``OUT/srresnet_<preset>.pth``, ``OUT/srgan_<preset>.pth``, fp16)
-    and evaluated with every metric that can run (``evaluate.evaluate``) on Set5 / Set14. VGG:
-    the official VGG19 in the torch.hub cache gives the paper's VGG54; without it (offline)
+    budgets (``stage1.time_budget_s`` / ``stage2.time_budget_s``: the lr schedules are laid over
+    them), by default 2/3 and 1/3 of what the total budget leaves after (a), (b) and a reserve
+    (about 5.5 + 2.75 minutes of 11), on the list ``reference_train`` (T91 + BSD200 + the 2K
+    samples, built by ``train.ensure_data``), validated on Set5; then both generators exported
+    (``export.export_generator``: ``OUT/srresnet_<preset>.pth``, ``OUT/srgan_<preset>.pth``,
+    fp16) and evaluated with every metric that can run (``evaluate.evaluate``) on Set5 / Set14.
+    VGG: the official VGG19 in the torch.hub cache gives the paper's VGG54; without it (offline)
     the shared slice ``vgg/vgg19_features_conv1_1-conv3_1.pth`` gives VGG22 (phi_{2,2}, the
     paper's SRGAN-VGG22), and session.md says which was used; with neither, SRGAN-MSE.
 
@@ -63,8 +63,8 @@ On the lent GPU machine (torch 2.11 CUDA, no internet, no package registry)
 The project's third-party imports: ``torch``, ``numpy``, ``PIL`` (pillow), ``easydict``
 (config.py), ``tqdm`` (progress bars, datasets, evaluate) -- all needed -- and ``scipy`` (NIQE
 only; without it NIQE is reported unavailable and stage 2 trains without per-epoch
-validation). scikit-image, matplotlib, flask are not used here. Whatever the machine lacks must be carried as
-wheels: on a machine with a registry,
+validation). scikit-image, matplotlib, flask are not used here. Whatever the machine lacks
+must be carried as wheels: on a machine with a registry,
 ``pip download easydict tqdm --no-deps -d wheels/`` (add
 ``pillow scipy --only-binary=:all: --python-version 3.X --platform manylinux2014_x86_64`` when
 those are missing too) into ``wheels/`` at the project root (an untracked folder travels with
@@ -660,7 +660,7 @@ def train_overrides(plan, shared, work, amp, workers, compile_train, budgets):
         f"data.train_sets_root={shared / 'train_sets'}",
         f"data.train_samples_root={shared / 'train_samples'}", "data.skip_small=True",
         "data.val_list=Set5", f"data.benchmark_root={shared / 'benchmark'}",
-        f"train.eval_root={shared / 'benchmark'}",
+        f"train.eval_root={json.dumps([str(shared / 'benchmark')])}",   # a list: any preset's
         f"train.eval_sets={json.dumps(list(plan.eval_sets), separators=(',', ':'))}",
         f"train.amp={amp}", f"train.compile={compile_train}",
         f"stage1.time_budget_s={budgets[0]:.6g}", f"stage2.time_budget_s={budgets[1]:.6g}",
@@ -716,8 +716,9 @@ def part_train(plan, shared, work, out, run_dir, device, amp, workers, compile_t
     result["notes"] += metric_notes
     result["metrics"] = list(metrics)
     evaluation = result["evaluation"] = {}
+    benchmark = Path(shared) / "benchmark"
     for label, spec in {"bicubic": evaluate.BICUBIC, **exports}.items():
-        evaluation[label] = evaluate.evaluate(spec, cfg.train.eval_root, list(plan.eval_sets),
+        evaluation[label] = evaluate.evaluate(spec, benchmark, list(plan.eval_sets),
                                               scale=cfg.scale, device=device, progress=False,
                                               metrics=metrics, lpips_model=lpips_model)
     if missing:
@@ -939,7 +940,8 @@ def parse_args(argv=None):
                    help="parts to run, in this order (default all): steps = (a), loader = (b), "
                         "train = (c; its DataLoader workers: the best of (b) when (b) ran first)")
     p.add_argument("--workers", nargs="+", type=non_negative_int, default=None,
-                   help=f"part (b)'s DataLoader worker counts (default {' '.join(map(str, FULL.workers))})")
+                   help=f"part (b)'s DataLoader worker counts "
+                        f"(default {' '.join(map(str, FULL.workers))})")
     p.add_argument("--loader-folders", nargs="+", default=list(LOADER_FOLDERS),
                    help="part (b)'s HR folders under <shared>/train_samples (default: %(default)s)")
     p.add_argument("--amp", default="auto", choices=("auto", "fp32", "bf16", "fp16"),

@@ -17,7 +17,7 @@ from config import SHARED_DATA
 
 ROOT = models.Path(models.__file__).resolve().parent
 SCRIPT = ROOT / "benchmarks" / "gpu_session.py"
-SMOKE_TIMEOUT_S = 600          # a hung session fails the test (idle: ~30 s; a busy machine: minutes)
+SMOKE_TIMEOUT_S = 600          # a hung session fails the test (idle ~30 s; busy: minutes)
 SCALE = 4
 LR_SIDE = 12                   # side of the LR probe fed to the exported generators
 
