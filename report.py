@@ -13,13 +13,19 @@ results are ``{method label: {set: {"psnr": float dB, "ssim": float, "psnr_rgb":
 """
 import csv
 import io
+import math
+import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
+import config
 import datasets
 import evaluate
+import models
 import utils
+from progress import progress_bar
 
 SCALE = 4
 """Upscaling factor of every table and figure here (the project is x4)."""
@@ -70,8 +76,46 @@ PANEL_INCHES = 3.2
 TITLE_INCHES = 0.8
 """Height added to a comparison figure for the two-line panel titles, inches."""
 
-CURVE_PANEL_INCHES = (3.6, 3.0)
-"""Width and height of one panel of a training-curve figure, inches."""
+CURVE_PANEL_INCHES = (2.5, 2.3)
+"""Width and height of one panel of a training-curve figure, inches: four panels side by side
+make :data:`CURVE_FIGURE_MAX_INCHES`."""
+
+CURVE_PANELS_PER_ROW = 4
+"""Panels per row of a training-curve figure (stage 2's seven: two rows of four)."""
+
+CURVE_FIGURE_MAX_INCHES = 10.0
+"""Widest training-curve figure, inches. Shrunk to a report page's text width (6-7 in, about
+65%), its :data:`CURVE_FONT_SIZE` text prints at about 7 pt."""
+
+CURVE_MAX_TICKS = 5
+"""At most this many ticks (+1) on an axis of a training-curve panel: whole epochs, readable at
+:data:`CURVE_FONT_SIZE`."""
+
+TITLE_CHARS_PER_INCH = 8
+"""Characters of a training-curve figure's title per inch of figure width (at
+:data:`CURVE_FONT_SIZE` + 1 pt); a longer title is wrapped."""
+
+CURVE_FONT_SIZE = 11
+"""Font size (pt) of the tick labels, axis labels and panel titles of a training-curve figure;
+legends one point smaller, the figure title one point larger."""
+
+CURVE_TITLE_INCHES = 0.5
+"""Height added to a training-curve figure for each line of its title, inches."""
+
+CURVE_LEGEND_ROW_INCHES = 0.45
+"""Height of one row of the legend under the panels (when no grid cell is spare), inches: its
+entries take two lines."""
+
+REFERENCE_LINES = {"val_psnr": "PSNR-Y {:.2f} dB", "val_niqe": "NIQE {:.2f}"}
+"""History keys whose panels get the bicubic reference line (:func:`plot_history`), with how the
+figure's legend states its level: validation PSNR-Y and NIQE. LR-PSNR is left out: bicubic lies
+about 10 dB below any trained generator there, and its line would flatten the curve."""
+
+REFERENCE_COLOR = "0.45"
+"""Colour of the bicubic reference lines (a mid grey)."""
+
+PARTIAL_EPOCH_LABEL = "partial epoch"
+"""Legend of the hollow last point of a stage stopped inside an epoch (by its time budget)."""
 
 BYTES_PER_MB = 2 ** 20
 
@@ -143,6 +187,10 @@ have no value in the history (e.g. the D panels of stage 1) is left out."""
 HISTORY_LABELS = {"d_real": "D(real)", "d_fake": "D(fake)"}
 """Legend names of history keys (others use the key)."""
 
+CURVE_X_MARGIN = 0.4
+"""Space left and right of the first and last epoch of a training-curve panel, in epochs: every
+panel of a figure spans the same epochs, and a single epoch still gets whole-number ticks."""
+
 
 def load_history(path):
     """Read a ``<name>_log.csv`` written by ``train.py`` -> list of per-epoch dicts (numbers as
@@ -155,61 +203,314 @@ def load_history(path):
     return rows
 
 
-def plot_history(history, title=""):
+def epoch_positions(history, steps_per_epoch=None):
+    """Where each row of a stage's history is drawn, and which row is a partial epoch.
+
+    ``history``: per-epoch dicts with ``epoch`` (int >= 0) and, when logged, ``step`` (int, the
+    stage's steps done). ``steps_per_epoch``: int > 0, or None to take the most steps any earlier
+    row added per epoch (unknown with a single trained epoch). A last row that added fewer steps
+    than its epochs should have (a stage stopped by its time budget) is partial: it is placed at
+    the previous epoch plus the fraction it ran. Returns ``(x, partial)``: a list of floats (the
+    epochs), and ``None`` or ``(index, steps run, steps of a full epoch)`` of the partial row.
+    """
+    x = [float(row["epoch"]) for row in history]
+    rows = [(row["epoch"], row.get("step")) for row in history]
+    if len(rows) < 1 or any(step is None for _, step in rows):
+        return x, None
+    previous = [(0, 0)] + rows[:-1]
+    spans = [(epoch - e0, step - s0) for (epoch, step), (e0, s0) in zip(rows, previous)]
+    if steps_per_epoch is None:
+        per_epoch = [steps / epochs for epochs, steps in spans[:-1] if epochs > 0]
+        steps_per_epoch = max(per_epoch) if per_epoch else None
+    elif steps_per_epoch <= 0:
+        raise ValueError(f"steps_per_epoch={steps_per_epoch}: must be a positive number of steps")
+    epochs, steps = spans[-1]
+    if not steps_per_epoch or epochs <= 0 or steps >= epochs * steps_per_epoch:
+        return x, None
+    last = len(rows) - 1
+    x[last] = previous[last][0] + steps / steps_per_epoch
+    return x, (last, steps, int(round(steps_per_epoch)))
+
+
+def _wrap_title(title, chars):
+    """``title`` in lines of at most ``chars`` characters (int > 0), broken after its first
+    ``": "`` first (file and recipe, then what it trained with), then between words (a path is
+    never cut)."""
+    if len(title) <= chars:
+        return title
+    head, sep, tail = title.partition(": ")
+    parts = [head + sep.rstrip(), tail] if sep else [title]
+    return "\n".join(textwrap.fill(part, chars, break_long_words=False, break_on_hyphens=False)
+                     for part in parts if part)
+
+
+def _plain_ticks(ax, x):
+    """Tick labels as plain numbers (no ``+2.949e1`` offset, no scientific notation) and whole
+    epochs on the x axis (every one of the epochs ``x`` when they are few)."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator, ScalarFormatter
+
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    ax.yaxis.set_major_formatter(formatter)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=CURVE_MAX_TICKS))
+    epochs = range(math.ceil(min(x)), math.floor(max(x)) + 1)
+    ax.xaxis.set_major_locator(FixedLocator(epochs) if len(epochs) <= CURVE_MAX_TICKS + 1
+                               else MaxNLocator(nbins=CURVE_MAX_TICKS, integer=True))
+
+
+def plot_history(history, title="", steps_per_epoch=None, reference=None):
     """A figure of a stage's per-epoch history (list of dicts from ``train.run_stage`` or
     :func:`load_history`): generator content / adversarial loss, discriminator loss, mean
     D(real) / D(fake), validation PSNR, LR-PSNR and NIQE (stage 2), each against the epoch
-    (stage 2's epoch 0 is the generator it starts from). Returns the Figure."""
+    (stage 2's epoch 0 is the generator it starts from), at most :data:`CURVE_PANELS_PER_ROW`
+    panels a row (stage 2: 2 x 4, :data:`CURVE_FIGURE_MAX_INCHES` wide), tick labels as plain
+    numbers.
+
+    ``steps_per_epoch`` (int > 0 or None): see :func:`epoch_positions`; a partial last epoch is
+    drawn hollow at its fraction of an epoch, joined by a dashed line, and named in the legend
+    under the panels. ``reference``: ``{history key: value}`` of the bicubic baseline on the
+    same validation set (e.g. ``train.bicubic_validation``); those of :data:`REFERENCE_LINES`
+    with a value are drawn as a dotted line, their levels stated in the legend. The legend of
+    the figure (partial epoch, bicubic) sits in the spare grid cell, else under the panels.
+    Returns the Figure.
+    """
     import matplotlib.pyplot as plt
 
     if not history:
         raise ValueError(f"plot_history: empty history{' of ' + title if title else ''}")
-    epochs = [row["epoch"] for row in history]
+    with plt.rc_context({"font.size": CURVE_FONT_SIZE, "axes.titlesize": CURVE_FONT_SIZE,
+                         "legend.fontsize": CURVE_FONT_SIZE - 1,
+                         "figure.titlesize": CURVE_FONT_SIZE + 1}):
+        return _plot_history(history, title, steps_per_epoch, reference)
+
+
+def _plot_history(history, title, steps_per_epoch, reference):
+    """The body of :func:`plot_history` (inside its font settings)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    x, partial = epoch_positions(history, steps_per_epoch)
     panels = [(name, keys) for name, keys in HISTORY_PANELS
               if any(row.get(k) is not None for row in history for k in keys)]
+    reference = {k: v for k, v in (reference or {}).items()
+                 if v is not None and k in REFERENCE_LINES
+                 and any(k in keys for _, keys in panels)}
+    handles = []
+    if partial is not None:
+        _, steps, per_epoch = partial
+        handles += [Line2D([], [], marker="o", color="0.3", label="epoch"),
+                    Line2D([], [], marker="o", color="0.3", linestyle="--",
+                           markerfacecolor="white",
+                           label=f"{PARTIAL_EPOCH_LABEL}\n({steps:,} of {per_epoch:,} steps)")]
+    if reference:
+        levels = ", ".join(REFERENCE_LINES[k].format(v) for k, v in reference.items())
+        handles.append(Line2D([], [], color=REFERENCE_COLOR, linestyle=":",
+                              label=f"bicubic, validation set\n({levels})"))
+    cols = min(len(panels), CURVE_PANELS_PER_ROW)
+    rows = math.ceil(len(panels) / cols)
     width, height = CURVE_PANEL_INCHES
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
-    for ax, (name, keys) in zip(axes[0], panels):
+    legend_cols = min(len(handles), cols)
+    legend_row = (CURVE_LEGEND_ROW_INCHES * math.ceil(len(handles) / legend_cols)
+                  if handles and rows * cols == len(panels) else 0.0)
+    fig_width = min(CURVE_FIGURE_MAX_INCHES, width * cols)
+    title = _wrap_title(title or "", int(fig_width * TITLE_CHARS_PER_INCH))
+    fig_height = height * rows + CURVE_TITLE_INCHES * (1 + title.count("\n")) + legend_row
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(fig_width, fig_height))
+    spare = list(axes.flat[len(panels):])      # unused grid cells: the first holds the legend
+    for ax in spare:
+        ax.set_axis_off()
+    full = [i for i in range(len(history)) if partial is None or i != partial[0]]
+    for ax, (name, keys) in zip(axes.flat, panels):
         for key in keys:
             values = [np.nan if row.get(key) is None else row[key] for row in history]
-            ax.plot(epochs, values, marker="o", label=HISTORY_LABELS.get(key, key))
+            (line,) = ax.plot([x[i] for i in full], [values[i] for i in full], marker="o",
+                              markersize=4, label=HISTORY_LABELS.get(key, key))
+            if partial is not None:
+                i = partial[0]
+                ax.plot(x[i - 1:i + 1], values[i - 1:i + 1], linestyle="--",
+                        color=line.get_color())
+                ax.plot([x[i]], [values[i]], marker="o", markersize=6, linestyle="none",
+                        markerfacecolor="white", markeredgecolor=line.get_color())
+            if key in reference:
+                ax.axhline(reference[key], color=REFERENCE_COLOR, linestyle=":", linewidth=1.5)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.set_xlim(min(x) - CURVE_X_MARGIN, max(x) + CURVE_X_MARGIN)
         ax.grid(alpha=0.3)
+        _plain_ticks(ax, x)
         if len(keys) > 1:
             ax.legend()
+    if handles and spare:
+        spare[0].legend(handles=handles, loc="center", frameon=False)
+    elif handles:
+        fig.legend(handles=handles, loc="lower center", ncol=legend_cols, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_row / fig_height, 1, 1))
     return fig
+
+
+def _loss_description(settings, stage2):
+    """What a stage trained with, from a checkpoint's recorded settings: ``"L1 loss"`` or
+    ``"VGG22 content + 0.001 x adversarial loss"``."""
+    if not stage2:
+        return f"{str(settings.get('stage1', {}).get('loss', '?')).upper()} loss"
+    s2, vgg = settings.get("stage2", {}), settings.get("vgg", {})
+    content = s2.get("content_loss", "?")
+    if content == "vgg" and "i" in vgg:
+        content = f"VGG{vgg['i']}{vgg['j']}"
+    return f"{str(content).upper()} content + {s2.get('adv_weight', '?'):g} x adversarial loss"
+
+
+def stage_figure(run_dir, name, reference=None):
+    """The training curves of the stage ``name`` (``'srresnet'``, ``'srgan'`` ...) of the run in
+    ``run_dir`` (a folder written by ``train.py`` / ``train.run_stage``): :func:`plot_history` of
+    ``<name>_log.csv``, with the steps of a full epoch from the checkpoint ``<name>.pth`` (its
+    clock's planned steps / its stage's epochs: a partial last epoch is drawn as such) and a
+    title naming the file, its recipe (:func:`source_of`: ``demo``, ``paper``, ``reference``
+    ...), the loss and the steps trained. ``reference``: bicubic validation scores, see
+    :func:`plot_history`. Raises FileNotFoundError naming a missing log or checkpoint."""
+    run_dir = Path(run_dir)
+    ckpt_path, log_path = run_dir / f"{name}.pth", run_dir / f"{name}_log.csv"
+    for path in (log_path, ckpt_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: train the stage {name!r} into {run_dir} "
+                                    f"first (train.run_stage / train.py --out {run_dir})")
+    ckpt = models.load_checkpoint(ckpt_path)
+    settings = config.checkpoint_settings(ckpt)
+    stage2 = ckpt.get("stage") == settings.get("stage2", {}).get("name")
+    epochs = settings.get("stage2" if stage2 else "stage1", {}).get("epochs")
+    total = (ckpt.get("clock") or {}).get("total_steps")
+    steps_per_epoch = total / epochs if total and epochs else None
+    title = (f"{ckpt_path} ({source_of(ckpt_path, ckpt)} recipe): "
+             f"{_loss_description(settings, stage2)}, {ckpt.get('step') or 0:,} steps")
+    return plot_history(load_history(log_path), title, steps_per_epoch, reference)
 
 
 # ----------------------------------------------------------------------------------------------
 # Methods and test sets
 # ----------------------------------------------------------------------------------------------
 
+REFERENCE_SOURCE = "reference"
+"""The source named in the labels of the shipped reference models (``config.REFERENCE_WEIGHTS``,
+weights/README.md): "SRGAN (reference)", never the paper's model."""
+
+BICUBIC_LABEL = "Bicubic"
+"""Table label of the bicubic baseline (MATLAB-exact ``imresize``)."""
+
+
+def reference_fallback(checkpoints, reference=None):
+    """Put the shipped reference model in for each missing checkpoint that has one.
+
+    ``checkpoints``: ``{label: path}`` (a notebook's parameter); ``reference``: ``{label: path}``
+    of the stand-ins, default ``config.REFERENCE_WEIGHTS`` (SRResNet and SRGAN). Returns
+    ``(checkpoints, note)``: a new dict in the same order where each label of ``reference``
+    whose file does not exist maps to its reference file (when that exists), and one line
+    saying which files were missing and which reference models stand in (with the labels they
+    get, :data:`REFERENCE_SOURCE`), or None when nothing was replaced.
+    """
+    reference = config.REFERENCE_WEIGHTS if reference is None else reference
+    out, replaced = {}, []
+    for label, path in checkpoints.items():
+        stand_in = reference.get(label)
+        if (not path or not Path(path).is_file()) and stand_in and Path(stand_in).is_file():
+            out[label] = str(stand_in)
+            replaced.append((label, path, stand_in))
+        else:
+            out[label] = path
+    if not replaced:
+        return out, None
+    note = ("not trained yet: " + ", ".join(f"{label} ({path})" for label, path, _ in replaced)
+            + "; using the shipped reference models instead, labelled "
+            + ", ".join(f"'{method_label(label, REFERENCE_SOURCE)}' ({Path(ref).name})"
+                        for label, _, ref in replaced)
+            + " (a quarter of the paper's SRResNet, trained on a CPU: weights/README.md)")
+    return out, note
+
+
+def source_of(path, checkpoint):
+    """The source named in a checkpoint's labels: :data:`REFERENCE_SOURCE` for a file of
+    ``config.REFERENCE_WEIGHTS``, else the recipe that made it (``config.recipe_of``: 'paper',
+    'demo', 'smoke', 'paper srgan-vgg22', ..., 'custom'). ``path``: str or Path; ``checkpoint``:
+    its dict (``models.load_checkpoint``)."""
+    shipped = {Path(p).resolve() for p in config.REFERENCE_WEIGHTS.values()}
+    if Path(path).resolve() in shipped:
+        return REFERENCE_SOURCE
+    return config.recipe_of(checkpoint)
+
+
+def method_label(label, source):
+    """A table / figure label naming where a model comes from: ``"SRGAN (demo)"``."""
+    return f"{label} ({source})"
+
+
+def file_tag(label):
+    """``label`` as the method part of an image file name ``<image>_<tag>.png``: lower case,
+    each run of characters other than letters and digits as one ``-`` ("SRGAN best" ->
+    "srgan-best"); never an underscore, which ``mos.scan_images`` reads as the separator."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "method"
+
+
 def load_methods(checkpoints, device="cpu", bicubic=True):
     """Load the generators of ``checkpoints`` (``{label: path}``) whose files exist.
 
-    Returns ``(methods, missing)``: ``methods`` = ``{label: evaluate.SRMethod}`` in the given
-    order, preceded by ``"Bicubic"`` (MATLAB-exact ``imresize``) when ``bicubic``; ``missing`` =
-    ``{label: path}`` of the files that do not exist. A file that exists but is not a valid
-    checkpoint raises the ValueError of ``models.load_generator`` (naming the file).
+    Returns ``(methods, missing)``: ``methods`` = ``{display label: evaluate.SRMethod}`` in the
+    given order, preceded by :data:`BICUBIC_LABEL` (MATLAB-exact ``imresize``) when ``bicubic``;
+    a checkpoint's display label names its source (:func:`method_label` of :func:`source_of`,
+    e.g. "SRGAN (demo)", "SRGAN (reference)") and is the method's ``name``; its ``tag``
+    (:func:`file_tag` of the given label) names its image files and ``path`` is its file.
+    ``missing`` = ``{label: path}`` of the files that do not exist. A file that exists but is
+    not a valid checkpoint raises the ValueError of ``models.load_generator`` (naming the file).
+    See :func:`reference_fallback` for the stand-ins of missing SRResNet / SRGAN files.
     """
 
-    methods = {"Bicubic": evaluate.load_method(evaluate.BICUBIC, scale=SCALE)} if bicubic else {}
-    missing = {}
+    methods, missing = {}, {}
+    if bicubic:
+        methods[BICUBIC_LABEL] = evaluate.SRMethod(BICUBIC_LABEL, SCALE,
+                                                   tag=file_tag(evaluate.BICUBIC))
     for label, path in checkpoints.items():
         if path and Path(path).is_file():
-            methods[label] = evaluate.load_method(str(path), device=device, scale=SCALE)
-            methods[label].name = label
+            method = evaluate.load_method(str(path), device=device, scale=SCALE)
+            method.name = method_label(label, source_of(path, method.checkpoint))
+            method.tag = file_tag(label)
+            methods[method.name] = method
         else:
             missing[label] = str(path)
     return methods, missing
 
 
-def find_sets(names, roots, scale=SCALE):
+def method_files(methods):
+    """``{label: file}`` of the methods of :func:`load_methods` loaded from a file (the "file"
+    column of the results tables)."""
+    return {label: m.path for label, m in methods.items() if getattr(m, "path", None)}
+
+
+def methods_markdown(methods):
+    """A Markdown table of where each loaded model comes from: method, file, recipe
+    (:func:`source_of`), stage, epoch and step of the checkpoint, and whether the weights are the
+    EMA average. ``methods``: ``{label: evaluate.SRMethod}`` (bicubic is left out)."""
+    rows = []
+    for label, m in methods.items():
+        ckpt = m.checkpoint
+        if ckpt is None:
+            continue
+        exported = ckpt.get("exported_from") or {}
+        ema = bool(ckpt.get("generator_ema")) or bool(exported.get("ema"))
+        rows.append([label, m.path or MISSING, source_of(m.path, ckpt),
+                     ckpt.get("stage") or MISSING, ckpt.get("epoch", MISSING),
+                     f"{ckpt.get('step') or 0:,}", "EMA" if ema else "trained"])
+    return markdown_table(["method", "file", "recipe", "stage", "epoch", "step", "weights"], rows)
+
+
+def _searched(name, roots):
+    """The folders looked in for the set ``name`` under ``roots`` (for messages)."""
+    return f"<root>/{name}/HR or <root>/benchmark/{name}/HR, root in data_roots {list(map(str, roots))}"
+
+
+def find_sets(names, roots, scale=SCALE, required=False):
     """Locate test sets: for each name the first root of ``roots`` where
-    ``datasets.find_test_set`` finds it. Returns ``(found {name: root}, missing [names])``."""
+    ``datasets.find_test_set`` finds it. Returns ``(found {name: root}, missing [names])``.
+    With ``required``, finding none of them raises FileNotFoundError (one line naming the
+    roots searched and the parameter to set, ``data_roots``)."""
 
     found, missing = {}, []
     for name in names:
@@ -222,24 +523,37 @@ def find_sets(names, roots, scale=SCALE):
             break
         else:
             missing.append(name)
+    if required and not found:
+        raise FileNotFoundError(
+            f"none of the test sets {list(names)} found ({_searched('<set>', roots)}): set "
+            f"data_roots to the folders that hold them (after the README's first command: "
+            f"data/demo for the set 'test', ../shared/data/benchmark for Set5 / Set14), or "
+            f"download them with `python create_data_lists.py --download`")
     return found, missing
 
 
 def open_test_set(name, roots, scale=SCALE):
     """``datasets.TestDataset`` of the set ``name`` in the first of ``roots`` holding it.
-    Raises FileNotFoundError naming the set and the roots when none does."""
+    Raises FileNotFoundError (one line naming the set, the roots searched and the parameter to
+    set, ``data_roots``) when none does."""
 
     found, _ = find_sets([name], roots, scale)
     if name not in found:
-        raise FileNotFoundError(f"test set {name!r} not found under any of {list(map(str, roots))}")
+        raise FileNotFoundError(
+            f"test set {name!r} not found ({_searched(name, roots)}): set data_roots to the "
+            f"folder that holds it (e.g. ../shared/data/benchmark for Set5 / Set14, data/demo "
+            f"for the demo's set 'test'), or download it with "
+            f"`python create_data_lists.py --download`")
     return datasets.TestDataset(*datasets.find_test_set(found[name], name, scale), scale)
 
 
-def missing_notes(missing_methods=None, missing_sets=()):
-    """Lines naming what was not evaluated: checkpoints ``{label: path}`` and set names."""
+def missing_notes(missing_methods=None, missing_sets=(), roots=None):
+    """Lines naming what was not evaluated: checkpoints ``{label: path}`` and set names (with
+    the ``roots`` searched, when given)."""
     notes = [f"{label}: no checkpoint at {path} (not evaluated)"
              for label, path in (missing_methods or {}).items()]
-    notes += [f"{name}: test set not found (not evaluated)" for name in missing_sets]
+    where = f" under data_roots {list(map(str, roots))}" if roots is not None else ""
+    notes += [f"{name}: test set not found{where} (not evaluated)" for name in missing_sets]
     return notes
 
 
@@ -315,34 +629,40 @@ def _metrics_of(results, published=None):
     return [m for m in evaluate.METRICS if m in present]
 
 
-def table_rows(results, sets, published=PUBLISHED_X4):
-    """Rows of the combined table: ``(method, source, {set: {metric: value} or None})``, first
-    ``results`` (source 'this run'), then the ``published`` methods that have a number on one
-    of ``sets`` (source 'published'; PSNR and SSIM only, SSIM None where not published)."""
+def table_rows(results, sets, published=PUBLISHED_X4, files=None):
+    """Rows of the combined table: ``(method, source, file, {set: {metric: value} or None})``,
+    first ``results`` (source 'this run', file from ``files`` = ``{label: path}``, see
+    :func:`method_files`, else :data:`MISSING`), then the ``published`` methods that have a
+    number on one of ``sets`` (source 'published', file :data:`MISSING`; PSNR and SSIM only,
+    SSIM None where not published)."""
     rows = []
     for label, per_set in results.items():
-        rows.append((label, "this run", {s: per_set.get(s) for s in sets}))
+        rows.append((label, "this run", (files or {}).get(label) or MISSING,
+                     {s: per_set.get(s) for s in sets}))
     for label, per_set in (published or {}).items():
         if any(s in per_set for s in sets):
-            rows.append((PUBLISHED_PREFIX + label, "published",
+            rows.append((PUBLISHED_PREFIX + label, "published", MISSING,
                          {s: dict(zip(("psnr", "ssim"), per_set[s])) if s in per_set else None
                           for s in sets}))
     return rows
 
 
-def results_markdown(results, sets, published=PUBLISHED_X4):
+def results_markdown(results, sets, published=PUBLISHED_X4, files=None):
     """The results as one Markdown table: a block of rows per set (this run's methods, then the
     published ones below them), a column per metric with the better direction in its header
-    (``PSNR (dB) ↑`` ... ``NIQE ↓``, ``LPIPS ↓``); ``–`` where there is no number."""
+    (``PSNR (dB) ↑`` ... ``NIQE ↓``, ``LPIPS ↓``); ``–`` where there is no number. With
+    ``files`` (``{label: path}``, :func:`method_files`) a ``file`` column after the method says
+    which checkpoint each row measured."""
 
     metrics = _metrics_of(results, published)
     rows = []
     for s in sets:
-        for label, _, cells in table_rows(results, [s], published):
+        for label, _, file, cells in table_rows(results, [s], published, files):
             if cells[s] is not None or label in results:
-                rows.append([s, label] + [evaluate.format_value(m, (cells[s] or {}).get(m))
-                                          for m in metrics])
-    return markdown_table(["set", "method"] + [evaluate.metric_header(m) for m in metrics], rows)
+                rows.append([s, label] + ([file] if files is not None else [])
+                            + [evaluate.format_value(m, (cells[s] or {}).get(m)) for m in metrics])
+    header = ["set", "method"] + (["file"] if files is not None else [])
+    return markdown_table(header + [evaluate.metric_header(m) for m in metrics], rows)
 
 
 def _csv_value(metric, value):
@@ -351,34 +671,39 @@ def _csv_value(metric, value):
     return "inf" if value == float("inf") else f"{value:.{CSV_DECIMALS[metric]}f}"
 
 
-def results_csv(results, sets, published=PUBLISHED_X4):
-    """The same numbers as CSV text, one row per method: ``method, source`` then
-    ``<set>_<metric>`` for every set and every metric of ``evaluate.METRICS`` (empty cells
-    where there is no number)."""
+def results_csv(results, sets, published=PUBLISHED_X4, files=None):
+    """The same numbers as CSV text, one row per method: ``method, source, file`` (the
+    checkpoint of ``files``, empty for bicubic and the published rows) then ``<set>_<metric>``
+    for every set and every metric of ``evaluate.METRICS`` (empty cells where there is no
+    number)."""
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["method", "source"] + [f"{s}_{m}" for s in sets for m in evaluate.METRICS])
-    for label, source, cells in table_rows(results, sets, published):
-        writer.writerow([label, source] + [_csv_value(m, (cells[s] or {}).get(m))
-                                           for s in sets for m in evaluate.METRICS])
+    writer.writerow(["method", "source", "file"]
+                    + [f"{s}_{m}" for s in sets for m in evaluate.METRICS])
+    for label, source, file, cells in table_rows(results, sets, published, files):
+        writer.writerow([label, source, "" if file == MISSING else file]
+                        + [_csv_value(m, (cells[s] or {}).get(m))
+                           for s in sets for m in evaluate.METRICS])
     return out.getvalue()
 
 
-def write_results(results, sets, out_dir, stem="results", published=PUBLISHED_X4, notes=()):
-    """Write ``out_dir/<stem>.csv`` and ``out_dir/<stem>.md`` (atomically). The Markdown file
-    holds the table, what the metrics are, the source of the published numbers and ``notes``
-    (lines, e.g. the missing sets/checkpoints and the metrics not computed). Returns
+def write_results(results, sets, out_dir, stem="results", published=PUBLISHED_X4, notes=(),
+                  files=None):
+    """Write ``out_dir/<stem>.csv`` and ``out_dir/<stem>.md`` (atomically; ``out_dir`` is
+    created when missing). The Markdown file holds the table (with the ``file`` column of
+    ``files``), what the metrics are, the source of the published numbers and ``notes`` (lines,
+    e.g. the missing sets/checkpoints and the metrics not computed). Returns
     ``(csv_path, md_path)``."""
     out_dir = Path(out_dir)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     markdown = (f"## x{SCALE} results\n\n"
-                + results_markdown(results, sets, published)
+                + results_markdown(results, sets, published, files)
                 + f"\n{METRICS_LEGEND}\n\nPublished numbers: {PUBLISHED_SOURCE}\n")
     if notes:
         markdown += "\n" + "".join(f"- {n}\n" for n in notes)
     with utils.atomic_write(csv_path, "w") as f:
-        f.write(results_csv(results, sets, published))
+        f.write(results_csv(results, sets, published, files))
     with utils.atomic_write(md_path, "w") as f:
         f.write(markdown)
     return csv_path, md_path
@@ -435,8 +760,8 @@ def compare_on_set(methods, dataset, out_dir, progress=True, lpips_model=None):
     Args:
         methods: ``{label: evaluate.SRMethod}`` (from :func:`load_methods`): ``lr -> sr``.
         dataset: a ``datasets.TestDataset`` (items ``(lr, hr, name)``, uint8).
-        out_dir: where ``<image>_<method>.png`` is written (method = label lower-cased, spaces
-            -> ``_``), atomically.
+        out_dir: where ``<image>_<tag>.png`` is written (the method's ``tag``, see
+            :func:`file_tag`; e.g. ``baby_srgan.png``), atomically; created when missing.
         lpips_model: a ``models.LPIPS`` (from :func:`load_lpips`); None -> no LPIPS.
 
     Returns a list (one per image) of dicts: ``name``; ``panels`` = list of ``(title, image)``:
@@ -446,8 +771,6 @@ def compare_on_set(methods, dataset, out_dir, progress=True, lpips_model=None):
     = ``{metric: reason}`` of :data:`COMPARE_METRICS` not computed; ``region`` =
     :func:`zoom_region` of the HR; ``files`` = the PNGs.
     """
-    from tqdm.auto import tqdm
-
     unavailable = {}
     if lpips_model is None:
         unavailable["lpips"] = "no LPIPS model (see report.load_lpips)"
@@ -457,14 +780,15 @@ def compare_on_set(methods, dataset, out_dir, progress=True, lpips_model=None):
     metrics = [m for m in COMPARE_METRICS if m not in unavailable]
     out_dir = Path(out_dir)
     items = []
-    for i in tqdm(range(len(dataset)), desc="images", disable=not progress, leave=False):
+    for i in progress_bar(range(len(dataset)), lines=evaluate.SET_PROGRESS_LINES, desc="images",
+                          unit="img", disable=not progress, leave=False):
         lr, hr, name = dataset[i]
         panels, scores, files = [("LR (nearest)", nearest_upsample(lr))], {}, []
         for label, method in methods.items():
             sr = method(lr)
             scores[label], _ = evaluate.score_image(sr, hr, lr, SCALE, metrics, lpips_model)
             panels.append((_title(label, scores[label]), sr))
-            path = out_dir / f"{name}_{label.lower().replace(' ', '_')}.png"
+            path = out_dir / f"{name}_{getattr(method, 'tag', None) or file_tag(label)}.png"
             utils.save_image(path, sr)
             files.append(path)
         hr_niqe = None

@@ -3,12 +3,14 @@ executed headless in smoke mode (``SR_SMOKE=1``, everything written under ``SR_R
 a temporary folder): train first, then test and super_resolution on its checkpoints."""
 import ast
 import csv
+import re
 
 import nbformat
 import numpy as np
 import pytest
 from nbclient import NotebookClient
 
+import config
 import evaluate
 import models
 import report
@@ -32,6 +34,26 @@ def _code_cells(nb):
 def _outputs(nb, output_type=None):
     return [o for c in _code_cells(nb) for o in c.outputs
             if output_type is None or o.output_type == output_type]
+
+
+def _labels(run):
+    """The table labels of the smoke run's checkpoints: "SRResNet (smoke)", "SRGAN (smoke)"
+    (the recipe read back from each checkpoint; "smoke srgan-mse" without the shared VGG)."""
+    return {name: report.method_label(label, config.recipe_of(
+                models.load_checkpoint(run / f"{name}.pth")))
+            for name, label in (("srresnet", "SRResNet"), ("srgan", "SRGAN"))}
+
+
+STALLED_BAR = re.compile(r"\b0%\|")
+
+
+def assert_plain_progress(nb):
+    """No progress widget and no redrawn bar (carriage returns, a bar stuck at "0%|") is kept in
+    the outputs of an executed notebook: progress off a terminal is plain lines."""
+    for o in _outputs(nb):
+        assert "application/vnd.jupyter.widget-view+json" not in o.get("data", {}), o
+        text = o.get("text", "") + o.get("data", {}).get("text/plain", "")
+        assert "\r" not in text and not STALLED_BAR.search(text), text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,6 +124,10 @@ def test_train_notebook(smoke_run):
     assert any(str(run / "srgan.pth") in m for m in markdown)
     figures = [o for o in _outputs(nb) if "image/png" in o.get("data", {})]
     assert len(figures) == 2
+    # training progress as plain lines (about ten per stage), never a stalled bar
+    assert_plain_progress(nb)
+    progress = "".join(o.text for o in _outputs(nb, "stream") if o.name == "stderr")
+    assert "srresnet epoch 1: 100%" in progress and "srgan epoch 1: 100%" in progress
 
 
 def test_test_notebook(smoke_run, lpips_torch_home, monkeypatch):
@@ -109,10 +135,14 @@ def test_test_notebook(smoke_run, lpips_torch_home, monkeypatch):
     sets = ["test"] + (["Set5"] if SHARED_SET5.is_dir() else [])
     with open(run / "results" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["method", "source"] + [f"{s}_{m}" for s in sets
-                                                      for m in evaluate.METRICS]
+    assert list(rows[0]) == ["method", "source", "file"] + [f"{s}_{m}" for s in sets
+                                                              for m in evaluate.METRICS]
+    labels = _labels(run)
+    assert labels["srresnet"].startswith("SRResNet (smoke")       # the recipe, never the paper's
     ours = {r["method"]: r for r in rows if r["source"] == "this run"}
-    assert list(ours) == ["Bicubic", "SRResNet", "SRGAN"]     # the baselines: no checkpoint
+    assert list(ours) == ["Bicubic", labels["srresnet"], labels["srgan"]]   # baselines: no file
+    # each row names the file it measured; srgan.pth (the last epoch) is the default
+    assert ours[labels["srgan"]]["file"] == str(run / "srgan.pth") and ours["Bicubic"]["file"] == ""
     assert any(r["source"] == "published" for r in rows) == ("Set5" in sets)
     # the numbers are evaluate.evaluate's, every metric (LPIPS with the same fake weights)
     monkeypatch.setenv("TORCH_HOME", str(lpips_torch_home))
@@ -121,18 +151,22 @@ def test_test_notebook(smoke_run, lpips_torch_home, monkeypatch):
     assert set(evaluate.METRICS) <= set(want)
     for m in evaluate.METRICS:
         decimals = report.CSV_DECIMALS[m]
-        assert float(ours["SRResNet"][f"test_{m}"]) == pytest.approx(want[m],
+        assert float(ours[labels["srresnet"]][f"test_{m}"]) == pytest.approx(want[m],
                                                                      abs=2 * 10 ** -decimals), m
     md = (run / "results" / "results.md").read_text()
-    header = "| set | method | " + " | ".join(evaluate.metric_header(m)
-                                             for m in evaluate.METRICS) + " |"
+    header = "| set | method | file | " + " | ".join(evaluate.metric_header(m)
+                                                    for m in evaluate.METRICS) + " |"
     assert header in md and "NIQE ↓" in header and "LPIPS ↓" in header
-    assert "| test | SRResNet | " in md and report.METRICS_LEGEND in md
+    assert f"| test | {labels['srresnet']} | {run / 'srresnet.pth'} | " in md
+    assert report.METRICS_LEGEND in md
     assert all(f"{label}: no checkpoint" in md
                for label in ("TransposedConvSR", "SRCNN", "FSRCNN", "VDSR"))
     shown = [o.data["text/markdown"] for o in _outputs(executed["test"], "display_data")
              if "text/markdown" in o.data]
     assert any(header in m for m in shown)
+    # where each model comes from: file, recipe, stage and step
+    assert any(f"| {labels['srgan']} | {run / 'srgan.pth'} | " in m for m in shown)
+    assert_plain_progress(executed["test"])
 
 
 def test_super_resolution_notebook(smoke_run):
@@ -153,9 +187,13 @@ def test_super_resolution_notebook(smoke_run):
     figures = [o for o in _outputs(executed["super_resolution"]) if "image/png" in o.get("data", {})]
     assert len(figures) == len(names)
     # the per-image table: PSNR / SSIM / LPIPS / NIQE of every method, the HR's NIQE, the mean
-    (table,) = [o.data["text/markdown"] for o in _outputs(executed["super_resolution"],
-                                                           "display_data")
-                if "text/markdown" in o.data]
+    sources, table = [o.data["text/markdown"] for o in _outputs(executed["super_resolution"],
+                                                                 "display_data")
+                      if "text/markdown" in o.data]
+    assert f"| {run / 'srgan.pth'} | " in sources
     what = " / ".join(evaluate.metric_header(m) for m in report.COMPARE_METRICS)
-    assert f"| image | Bicubic: {what} | SRResNet: {what} | SRGAN: {what} | HR: NIQE ↓ |" in table
+    labels = _labels(run)
+    assert (f"| image | Bicubic: {what} | {labels['srresnet']}: {what} | {labels['srgan']}: "
+            f"{what} | HR: NIQE ↓ |") in table
     assert all(f"| {name} | " in table for name in names) and "| mean | " in table
+    assert_plain_progress(executed["super_resolution"])
