@@ -427,10 +427,10 @@ def run_stage(cfg, stage, out_dir, resume=False, progress=True):
             else contextlib.nullcontext())
     with lock:
         run = _set_up(cfg, stage, out_dir, resume, progress)
-        run.clock.start()
         if stage == "srgan" and not run.history:
             distributed.main_rank_first(lambda: _validate_start(run),
                                         "validating the starting generator")
+        run.clock.start()      # after validating the start: a time budget is training time
         for epoch in range(run.start_epoch, run.scfg.epochs + 1):
             if run.clock.finished():
                 break

@@ -224,7 +224,7 @@ SMOKE = Plan(preset="smoke", budget_s=90, steps_s=8, loader_s=5, grace_s=120,
              reserve_s=10, stage1_share=0.5, stage1_s=20.0, stage2_s=20.0, eval_sets=("Set5",))
 """The CPU smoke run: the same code, tiny sizes, seconds (Set5 only). The stage budgets only
 bound a machine that is busy with other work: on an idle one the 22 steps end each stage
-first (stage 2's budget also pays for validating its start)."""
+first."""
 
 MIN_STAGE_S = 1.0
 """Part (c) is not started when less than this is left for a stage."""

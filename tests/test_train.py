@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -525,3 +526,22 @@ def test_more_discriminator_steps_than_batches_is_refused(tiny_data, tmp_path, c
     line = _one_error_line(capsys)
     assert "stage2.d_steps=1000" in line and "no generator step" in line, line
     assert not (out / "srgan.pth").exists()
+
+
+def test_stage_two_budget_is_training_time_and_always_leaves_a_checkpoint(tiny_data, tmp_path,
+                                                                          monkeypatch):
+    # validating the starting generator does not eat stage 2's budget: a 1 s budget still ends
+    # in a finished checkpoint even when that validation takes longer
+    out = tmp_path / "run"
+    assert train.main(_cli_args(tiny_data, out)) == 0
+    real = train._validate
+
+    def slow(run):
+        time.sleep(1.5)
+        return real(run)
+
+    monkeypatch.setattr(train, "_validate", slow)
+    assert train.main(tiny_data.cli_args(out, "--stage", "srgan", "--set",
+                                         "stage2.time_budget_s=1")) == 0
+    ckpt = models.load_checkpoint(out / "srgan.pth")
+    assert ckpt["finished"] and ckpt["step"] >= 1
