@@ -189,10 +189,21 @@ def read_data_list(path):
     missing = [k for k in LIST_FORMAT_KEYS if not isinstance(info, dict) or k not in info]
     if missing:
         raise ValueError(f"data list {path} lacks the keys {missing}")
+    scale = info["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
+        raise ValueError(f"data list {path}: 'scale' should be an integer >= 2, found {scale!r}")
+    if not isinstance(info["images"], list):
+        raise ValueError(f"data list {path}: 'images' should be a list of {{\"hr\": path, "
+                         f"\"lr\": path or null}} entries, found {type(info['images']).__name__}")
     if not info["images"]:
         raise ValueError(f"data list {path} lists no images")
     pairs = []
-    for entry in info["images"]:
+    for number, entry in enumerate(info["images"], 1):
+        if not (isinstance(entry, dict) and isinstance(entry.get("hr"), str) and entry["hr"]
+                and (entry.get("lr") is None or isinstance(entry["lr"], str))):
+            raise ValueError(f"data list {path}: image entry {number} should be {{\"hr\": path, "
+                             f"\"lr\": path or null}}, found {str(entry)[:60]}; rewrite the "
+                             f"list with create_data_lists.py")
         hr = Path(entry["hr"])
         lr = Path(entry["lr"]) if entry.get("lr") else None
         for p in (hr, lr):

@@ -21,6 +21,7 @@ discriminator maps its [0,1] input to the paper's [-1,1] internally.
 
 Everything here is ``channels_last`` friendly: no ``.view`` on possibly non-contiguous tensors.
 """
+import errno
 import inspect
 import math
 import numbers
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from imresize import imresize_torch
-from utils import atomic_write, get_rng_state, rgb2ycbcr_torch, unwrap, ycbcr2rgb_torch
+from utils import WriteError, atomic_write, get_rng_state, rgb2ycbcr_torch, unwrap, ycbcr2rgb_torch
 
 # --------------------------------------------------------------------------------------------
 # SRResNet (generator)
@@ -810,8 +811,14 @@ def save_checkpoint(path, state):
     """Write the checkpoint dict ``state`` to ``path`` with ``utils.atomic_write``: a crash
     leaves the old or the new file, never a truncated one; a failed write raises
     ``utils.WriteError`` naming the file, with the previous checkpoint intact."""
-    with atomic_write(path, "wb", what="checkpoint") as f:
-        torch.save(state, f)
+    try:
+        with atomic_write(path, "wb", what="checkpoint") as f:
+            torch.save(state, f)
+    except RuntimeError as e:     # torch's C++ writer: "PytorchStreamWriter failed writing ..."
+        kept = "the previous checkpoint is intact" if Path(path).exists() else \
+            "nothing was written"
+        raise WriteError(errno.EIO, f"cannot write checkpoint {path} (the disk may be full: "
+                                    f"{str(e).splitlines()[0]}); {kept}") from e
 
 
 def load_checkpoint(path):

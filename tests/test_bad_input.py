@@ -1123,3 +1123,36 @@ def test_a_file_name_that_is_not_utf8_is_printed_not_fatal(tmp_path):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "caf" in proc.stdout and os.listdir(tmp_path / "out") == [os.fsdecode(b"caf\xe9.png")]
+
+
+@pytest.mark.parametrize("images,needles", [
+    ("a.png", ["'images' should be a list"]),
+    (["a.png"], ["image entry 1", "{\"hr\": path"]),
+    ([{"lr": None}], ["image entry 1"]),
+    ([{"hr": 5, "lr": None}], ["image entry 1"]),
+    ([{"hr": "x.png", "lr": 3}], ["image entry 1"]),
+])
+def test_data_list_entries_of_the_wrong_shape_are_named(tmp_path, images, needles):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"name": "bad", "scale": SCALE, "hr_dir": "", "lr_dir": None,
+                                "images": images}))
+    with pytest.raises(ValueError) as info:
+        datasets.read_data_list(path)
+    _one_line(info.value, path, *needles)
+
+
+def test_a_checkpoint_write_failing_inside_torch_is_one_line(tmp_path, monkeypatch):
+    # torch.save's C++ writer reports a full disk as a RuntimeError with its own text
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0\n"
+                           "PytorchStreamWriter failed writing file data/0: file write failed")
+
+    ckpt = tmp_path / "g.pth"
+    _checkpoint(ckpt)
+    before = ckpt.read_bytes()
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(utils.WriteError) as info:
+        models.save_checkpoint(ckpt, {"x": 1})
+    _one_line(info.value, ckpt, "disk may be full", "intact")
+    assert ckpt.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["g.pth"]
