@@ -138,10 +138,13 @@ def _probe(model, device):
 
     layers = (nn.Conv2d, nn.ConvTranspose2d)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
+    was_training = model.training
+    model.eval()                       # BatchNorm in train mode would learn from the probe
     try:
         with torch.inference_mode():
             model(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return sum(reads), max(1, round(1 / min(ratios)))

@@ -852,7 +852,7 @@ def test_16_bit_images_are_rounded_not_truncated(tmp_path):
     ("stage1.epochs", True, "must be an integer"), ("data.patch_size", 0, ">= 1"),
     ("data.patch_size", 50, "multiple of scale"), ("data.workers", -1, ">= 0"),
     ("scale", 1, ">= 2"), ("stage2.ema_decay", 1.0, "< 1"), ("stage2.d_steps", 0, ">= 1"),
-    ("stage1.lr_decay_factor", 0, "> 0"), ("train.time_budget_s", 0, "> 0"),
+    ("stage1.lr_decay_factor", 0, "> 0"), ("train.time_budget_s", 0, ">= 1.0"),
     ("train.val_every", 0, ">= 1"), ("stage1.lr", float("nan"), "finite"),
     ("vgg.j", 4, "VGG19 block 2"), ("stage1.lr_min", 1.0, "above stage1.lr"),
     ("stage1.betas", (0.9, 1.5), "[0, 1)"),

@@ -269,3 +269,12 @@ def test_a_failure_mid_folder_stops_with_one_line_and_keeps_written_outputs(chec
     capsys.readouterr()
     assert _main("--checkpoint", tmp_path, "--input", src, "--output", out) == 1
     assert "is a folder, not a checkpoint file" in capsys.readouterr().err
+
+
+def test_probing_the_receptive_field_leaves_a_training_model_untouched():
+    model = models.SRResNet(n_blocks=2, n_channels=8).train()      # BatchNorm in train mode
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    receptive_margin(model)
+    super_resolve.tile_alignment(model)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
