@@ -177,12 +177,19 @@ def check_output_file(path, option, inputs=(), replaceable=None, kind="output"):
         raise ValueError(f"{option} {path} exists and is not a {kind} file; refusing to "
                          f"overwrite it: give another name, or delete it first")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(path.parent)
         if path.exists() and not os.access(path, os.W_OK):
             raise PermissionError(13, "the file is read-only")
     except OSError as e:
         raise OSError(f"{option} {path}: cannot write there ({e.strerror or e}); choose a "
                       f"writable location") from e
+
+
+def probe_writable(folder):
+    """Create ``folder`` when missing and write (then remove) a temporary file in it: OSError
+    when files cannot be written there (read-only, a file in the way, a full disk)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write_test.")
+    os.close(fd)
+    os.unlink(probe)

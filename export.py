@@ -33,8 +33,6 @@ DTYPES = {"float16": torch.float16, "float32": torch.float32}
 """Weight precisions of an exported file (``--dtype``)."""
 
 DEFAULT_DTYPE = "float16"
-ONNX_SUFFIX = ".onnx"
-"""An output path ending so is written as an ONNX graph (float32)."""
 
 
 def export_generator(src, dst, dtype=DEFAULT_DTYPE):
@@ -75,13 +73,14 @@ def export_generator(src, dst, dtype=DEFAULT_DTYPE):
 
 def export_file(src, dst, dtype=None):
     """Write the generator of the checkpoint ``src`` to ``dst``: an ONNX graph when ``dst``
-    ends in :data:`ONNX_SUFFIX` (float32: ``dtype`` None or 'float32'), else
+    ends in ``onnx_model.SUFFIX`` (float32: ``dtype`` None or 'float32'), else
     :func:`export_generator` (``dtype`` None = :data:`DEFAULT_DTYPE`). Returns a one-line
     summary of what was written."""
     dst = Path(dst)
-    onnx = dst.suffix.lower() == ONNX_SUFFIX
-    cli.check_output_file(dst, "output", inputs=[src], kind="ONNX model" if onnx else "torch checkpoint",
-                          replaceable=(lambda p: True) if onnx else cli.is_torch_file)
+    onnx = dst.suffix.lower() == onnx_model.SUFFIX
+    cli.check_output_file(dst, "output", inputs=[src],
+                          kind="ONNX model" if onnx else "torch checkpoint",
+                          replaceable=None if onnx else cli.is_torch_file)
     if not onnx:
         dtype = dtype or DEFAULT_DTYPE
         out = export_generator(src, dst, dtype)
@@ -91,8 +90,7 @@ def export_file(src, dst, dtype=None):
     if dtype not in (None, "float32"):
         raise ValueError(f"--dtype {dtype}: an ONNX graph ({dst}) is written in float32")
     model, ckpt = models.load_generator(src, device="cpu")
-    info = onnx_model.export_onnx(model, ckpt, dst, super_resolve.receptive_margin(model),
-                                  super_resolve.tile_alignment(model))
+    info = onnx_model.export_onnx(model, ckpt, dst, *super_resolve.receptive_field(model))
     return (f"ONNX {info['arch']} x{info['scale']}, float32, dynamic height/width, "
             f"receptive margin {info['receptive_margin']} LR px; onnxruntime equals PyTorch "
             f"within {info['max_abs_diff']:.1e}")

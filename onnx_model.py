@@ -35,6 +35,9 @@ import torch
 import models
 from utils import atomic_write
 
+SUFFIX = ".onnx"
+"""File name ending of an ONNX generator (``export.py`` writes one, ``super_resolve`` runs one)."""
+
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 """Names of the graph's input (LR batch) and output (SR batch)."""
 
@@ -185,8 +188,8 @@ class OnnxGenerator:
     """An exported generator run by onnxruntime, usable where ``super_resolve.upscale_image``
     takes a PyTorch generator: calling it maps ``(N,3,h,w)`` float RGB in [0,1] (any device,
     any memory format) to ``(N,3,s*h,s*w)`` float32 on the CPU; ``scale``,
-    ``receptive_margin`` and ``tile_alignment`` come from the file's metadata; ``to`` / ``eval`` / ``train`` accept
-    what ``upscale_image`` asks (inference only).
+    ``receptive_margin`` and ``tile_alignment`` come from the file's metadata; ``to`` /
+    ``eval`` / ``train`` accept what ``upscale_image`` asks (inference only).
 
     Raises ValueError naming ``path`` for a file that is not an ONNX model of this project
     (missing metadata, other input or output names), :class:`MissingDependency`.

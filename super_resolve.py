@@ -43,9 +43,7 @@ canvas on the CPU, so a 2K input becomes an 8K output in bounded memory.
 """
 import argparse
 import math
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -150,6 +148,17 @@ def _probe(model, device):
     return sum(reads), max(1, round(1 / min(ratios)))
 
 
+def receptive_field(model, device="cpu"):
+    """``(receptive_margin, tile_alignment)`` of ``model`` from one probe (:func:`_probe`), or
+    the values an ONNX generator (``onnx_model.OnnxGenerator``) stores, since a graph cannot be
+    hooked. See the two functions below."""
+    stored = (getattr(model, "receptive_margin", None), getattr(model, "tile_alignment", None))
+    if all(isinstance(v, int) for v in stored):
+        return stored
+    radius, align = _probe(model, device)
+    return math.ceil(radius - 1e-9) + RESAMPLE_MARGIN, align
+
+
 def receptive_margin(model, device="cpu"):
     """Radius of ``model``'s receptive field in LR pixels, rounded up, plus ``RESAMPLE_MARGIN``.
 
@@ -161,13 +170,9 @@ def receptive_margin(model, device="cpu"):
     transposed convs): 40 + 2 = 42 for the paper's SRResNet (a 9x9 conv, 33 3x3 convs and one
     sub-pixel conv at 1x, one 3x3 conv at 2x, the 9x9 output conv at 4x). Other layer types
     (pooling, attention) are not covered: pass ``overlap`` explicitly for such models. An ONNX
-    generator (``onnx_model.OnnxGenerator``) cannot be probed: the radius measured at export,
-    stored in the file, is returned.
+    generator returns the radius measured at export, stored in the file.
     """
-    stored = getattr(model, "receptive_margin", None)   # an onnx_model.OnnxGenerator's metadata
-    if isinstance(stored, int):
-        return stored
-    return math.ceil(_probe(model, device)[0] - 1e-9) + RESAMPLE_MARGIN
+    return receptive_field(model, device)[0]
 
 
 def tile_alignment(model, device="cpu"):
@@ -176,10 +181,7 @@ def tile_alignment(model, device="cpu"):
     Y-channel baselines); 2 for TransposedConvSR, whose stride-2 encoder samples every other
     pixel (a tile starting on an odd row would sample the other ones). See :func:`_probe`; an
     ONNX generator returns the value stored at export."""
-    stored = getattr(model, "tile_alignment", None)
-    if isinstance(stored, int):
-        return stored
-    return _probe(model, device)[1]
+    return receptive_field(model, device)[1]
 
 
 def tile_grid(h, w, tile):
@@ -294,7 +296,7 @@ def _upscale_padded(model, img, device):
 def _upscale_tiled(model, img, device, tile, overlap, scale, progress):
     """Tiled inference of :func:`upscale_image` -> uint8 ``(s*h, s*w, 3)`` canvas on the CPU."""
     h, w = img.shape[:2]
-    exact, align = receptive_margin(model, device), tile_alignment(model, device)
+    exact, align = receptive_field(model, device)                  # one probe for both
     margin = exact if overlap is None else int(overlap)
     if margin < exact:
         warnings.warn(f"overlap {margin} is below the model's receptive-field radius {exact} LR "
@@ -402,7 +404,7 @@ def load_model(path, device="cpu"):
     """The generator in ``path`` for inference: an ``.onnx`` file as an
     ``onnx_model.OnnxGenerator`` (onnxruntime), any other as ``models.load_generator`` reads
     it (train.py's and export.py's ``.pth``)."""
-    if Path(path).suffix.lower() == ".onnx":
+    if Path(path).suffix.lower() == onnx_model.SUFFIX:
         return onnx_model.OnnxGenerator(path, device)
     return models.load_generator(path, device=device)[0]
 
@@ -483,10 +485,7 @@ def check_output_dir(output):
         raise ValueError(f"--output {output} looks like a file name; --output is the folder "
                          f"that receives <stem>.png: give a folder (e.g. {output.parent / 'out'})")
     try:
-        output.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=output, prefix=".write_test.")
-        os.close(fd)
-        os.unlink(probe)
+        cli.probe_writable(output)
     except OSError as e:
         raise OSError(f"--output {output}: cannot write there ({e.strerror or e}); choose a "
                       f"writable folder") from e
