@@ -285,7 +285,7 @@ def file_sha256(path):
     """The SHA-256 (64 hex digits) of the file ``path``'s bytes, or None when it cannot be
     read (gone, a folder, no permission)."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return utils.sha256_file(path)
     except OSError:
         return None
 
