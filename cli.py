@@ -109,7 +109,7 @@ def run(prog, main, argv=None):
 
 
 def device_setting(resolve, spec):
-    """``resolve(spec)`` (e.g. ``utils.resolve_device``) with its failure as a ValueError that
+    """``resolve(spec)`` (e.g. ``runtime.resolve_device``) with its failure as a ValueError that
     names ``--device`` and the choices (torch's own text lists twenty device types)."""
     try:
         return resolve(spec)

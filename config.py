@@ -146,7 +146,7 @@ _PAPER = EasyDict({
         "amp": None,                     # None | "bf16": bfloat16 autocast (CUDA and CPU) | "fp16":
                                          #   float16 autocast + one GradScaler per optimiser (T4/V100)
                                          #   | "auto": bf16 on CUDA >= sm_80, fp16 on older CUDA, None
-                                         #   on the CPU (utils.resolve_amp)
+                                         #   on the CPU (runtime.resolve_amp)
         "channels_last": True,           # NHWC memory format (faster on CPU and on tensor cores)
         "compile": False,                # torch.compile the generator and the discriminator
                                          #   (refused with sync_bn: a graph break per SyncBatchNorm)

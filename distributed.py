@@ -13,7 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from utils import resolve_device, unwrap
+from runtime import resolve_device, unwrap
 
 
 DIST_TIMEOUT = datetime.timedelta(minutes=30)

@@ -4,14 +4,14 @@ consistency with the LR input (LR-PSNR) and perceptual quality (NIQE, LPIPS).
 Metrics (:data:`METRICS`; :data:`DIRECTION` says which way is better):
 
 * ``psnr``, ``ssim``: protocol of the EDSR/RCAN/SwinIR tables (RCAN ``Evaluate_PSNR_SSIM.m``;
-  see ``utils.psnr`` and ``utils.ssim``): the SR output is rounded to uint8 and compared with the
+  see ``metrics.psnr`` and ``metrics.ssim``): the SR output is rounded to uint8 and compared with the
   modcropped HR image on the Y channel (float, 16..235; a single-channel image on its raw
   values), with ``scale`` pixels shaved from every border. Higher is better.
-* ``psnr_rgb``: the same PSNR over all three RGB channels (``utils.psnr_rgb``), ``scale`` px shaved.
+* ``psnr_rgb``: the same PSNR over all three RGB channels (``metrics.psnr_rgb``), ``scale`` px shaved.
 * ``lr_psnr``: PSNR between ``imresize(SR, 1/scale)`` and the LR input, whole image, all RGB
-  values (``utils.lr_psnr``): does the SR image explain its input? NTIRE 2021 "Learning the
+  values (``metrics.lr_psnr``): does the SR image explain its input? NTIRE 2021 "Learning the
   super-resolution space" required >= 45 dB. Higher is better.
-* ``niqe``: no-reference NIQE of the SR image (``utils.niqe``), :data:`NIQE_CROP_BORDER_PER_SCALE`
+* ``niqe``: no-reference NIQE of the SR image (``metrics.niqe``), :data:`NIQE_CROP_BORDER_PER_SCALE`
   x ``scale`` px cropped first. Lower is better. It needs images of at least 96x96 px (after the
   crop): a smaller image gets None and is listed under ``"skipped"``.
 * ``lpips``: LPIPS v0.1 distance to the HR image (``models.LPIPS``, AlexNet by default),
@@ -54,11 +54,12 @@ import cli
 import datasets
 import models
 import utils
+from metrics import check_uint8, lr_psnr, niqe, psnr, psnr_rgb, ssim
 from config import get_config
 from imresize import imresize
 from progress import progress_bar
 from super_resolve import upscale_image
-from utils import resolve_device, unwrap
+from runtime import resolve_device, unwrap
 
 BICUBIC = "bicubic"  # the --model name of the bicubic baseline
 
@@ -203,7 +204,7 @@ def lpips_score(model, sr, hr, shave=0):
         TypeError / ValueError: not uint8, shapes differ, a bad ``shave``, or an image (after
             the shave) smaller than the backbone accepts (``models.LPIPS_MIN_SIZE``).
     """
-    utils.check_uint8("lpips_score", sr=sr, hr=hr)
+    check_uint8("lpips_score", sr=sr, hr=hr)
     if sr.shape != hr.shape:
         raise ValueError(f"lpips_score: shape mismatch, sr {sr.shape} vs hr {hr.shape}")
     if isinstance(shave, bool) or int(shave) != shave or shave < 0:
@@ -241,19 +242,19 @@ def score_image(sr, hr, lr, scale, metrics=METRICS, lpips_model=None):
     scores, skipped = {}, {}
     for m in check_metrics(metrics):
         if m == "psnr":
-            scores[m] = utils.psnr(sr, hr, shave=scale)
+            scores[m] = psnr(sr, hr, shave=scale)
         elif m == "ssim":
-            scores[m] = utils.ssim(sr, hr, shave=scale)
+            scores[m] = ssim(sr, hr, shave=scale)
         elif m == "psnr_rgb":
-            scores[m] = utils.psnr_rgb(sr, hr, shave=scale)
+            scores[m] = psnr_rgb(sr, hr, shave=scale)
         elif m == "lr_psnr":
-            scores[m] = utils.lr_psnr(sr, lr, scale)
+            scores[m] = lr_psnr(sr, lr, scale)
         else:
             if m == "lpips" and lpips_model is None:
                 raise ValueError("score_image: 'lpips' needs an lpips_model (models.LPIPS)")
             try:
                 if m == "niqe":
-                    scores[m] = float(utils.niqe(sr, crop_border=niqe_crop_border(scale)))
+                    scores[m] = float(niqe(sr, crop_border=niqe_crop_border(scale)))
                 else:
                     scores[m] = lpips_score(lpips_model, sr, hr, shave=scale)
             except ValueError as e:   # the image is smaller than the metric needs
@@ -266,14 +267,12 @@ def score_image(sr, hr, lr, scale, metrics=METRICS, lpips_model=None):
 # --------------------------------------------------------------------------------------------
 
 def niqe_unavailable_reason():
-    """None when ``utils.niqe`` runs here, else why not (missing function, model file or
-    dependency). Scores one noise image of :data:`NIQE_PROBE_SIDE` px."""
-    if not callable(getattr(utils, "niqe", None)):
-        return "utils.niqe is not in this version of utils.py"
+    """None when ``metrics.niqe`` runs here, else why not (missing model file or dependency).
+    Scores one noise image of :data:`NIQE_PROBE_SIDE` px."""
     probe = np.random.default_rng(0).integers(0, utils.UINT8_MAX + 1,
                                               (NIQE_PROBE_SIDE, NIQE_PROBE_SIDE), dtype=np.uint8)
     try:
-        utils.niqe(probe)
+        niqe(probe)
     except (OSError, ImportError, RuntimeError) as e:
         return f"NIQE cannot run here: {type(e).__name__}: {e}"
     return None
@@ -486,7 +485,7 @@ def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_i
         progress: show a bar per set (on stderr; plain lines off a terminal, ``progress.py``).
         per_image: also return the per-image scores.
         metrics: names from :data:`METRICS`; None = all that can run here (LPIPS only when its
-            weights can be had, NIQE only when ``utils.niqe`` runs; the others are listed
+            weights can be had, NIQE only when ``metrics.niqe`` runs; the others are listed
             under ``"unavailable"`` with the reason). A metric named here that cannot run is an
             error.
         lpips_model: a ``models.LPIPS`` to use; None -> AlexNet LPIPS through

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from imresize import imresize_torch
-from utils import WriteError, atomic_write, get_rng_state, rgb2ycbcr_torch, unwrap, ycbcr2rgb_torch
+from utils import WriteError, atomic_write, rgb2ycbcr_torch, ycbcr2rgb_torch
+from runtime import get_rng_state, unwrap
 
 # --------------------------------------------------------------------------------------------
 # SRResNet (generator)
@@ -758,7 +759,7 @@ dict of plain types and tensors (``torch.load(weights_only=True)`` reads it), wi
 * ``scheduler_g`` / ``scheduler_d``: the lr schedule as a plain dict (``schedule``,
   ``base_lr``, ``decay_at``, ``decay_factor``, ``min_lr``: ``solver.make_lr_fn``'s arguments),
   not a torch scheduler; ``clock``: ``solver.RunClock.state_dict()`` (steps done, seconds
-  spent); ``rng``: ``utils.get_rng_state()`` at save time.
+  spent); ``rng``: ``runtime.get_rng_state()`` at save time.
 
 Weights are those of the plain modules (no ``module.`` / ``_orig_mod.`` prefixes)."""
 

@@ -37,10 +37,11 @@ import torch
 import torch.nn.functional as F
 
 import utils
+
 from distributed import all_reduce_max, is_distributed, rank
 from imresize import imresize_torch
 from progress import progress_bar
-from utils import autocast, float32_region, to_device, unwrap
+from runtime import autocast, float32_region, to_device, unwrap
 
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 """Discriminator targets: D should output probability 1 for HR images, 0 for generated ones."""

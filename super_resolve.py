@@ -60,7 +60,8 @@ import onnx_model
 from config import REFERENCE_WEIGHTS
 from imresize import imresize
 from utils import (UINT16_TO_UINT8, ImageReadError, atomic_write, image_to_tensor, load_image,
-                   low_byte_tiles, oriented, resolve_device, rgb_to_luma, tensor_to_image)
+                   low_byte_tiles, oriented, rgb_to_luma, tensor_to_image)
+from runtime import resolve_device
 
 DEFAULT_TILE = 256
 """Tile side of the command line, LR pixels (~1 GB of activations for a full SRResNet in fp32)."""

@@ -40,6 +40,7 @@ import report as tables
 import solver
 import super_resolve
 import utils
+import runtime
 from progress import write_line
 from config import (ARCH_PRESETS, PRESETS, SHARED_VGG, VARIANTS, apply_overrides, get_config,
                     validate_config)
@@ -327,7 +328,7 @@ def build_networks(cfg, stage, device, init=None):
     given. ``content_loss`` from :func:`content_loss_of`. Seeds torch with ``cfg.seed`` first,
     so the initial weights are the same in every run.
     """
-    utils.seed_everything(cfg.seed)
+    runtime.seed_everything(cfg.seed)
     channels_last = bool(cfg.train.channels_last)
     generator = models.build_generator(cfg.generator.arch, scale=cfg.scale, **generator_kwargs(cfg))
     if init is not None:
@@ -335,15 +336,15 @@ def build_networks(cfg, stage, device, init=None):
     discriminator = None
     if stage == "srgan":
         d = cfg.discriminator
-        discriminator = utils.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
+        discriminator = runtime.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
                                              device, channels_last)
     # the VGG19 weights (548 MB) are downloaded by rank 0 alone; the others then read its cache
     content_loss = distributed.first_ranks_then_others(
         lambda: content_loss_of(cfg, stage, generator.y_only),
         "rank 0 failed while loading the VGG19 weights", distributed.is_main_process(),
         others_too=True)
-    return (utils.prepare_model(generator, device, channels_last), discriminator,
-            utils.prepare_model(content_loss, device, channels_last))
+    return (runtime.prepare_model(generator, device, channels_last), discriminator,
+            runtime.prepare_model(content_loss, device, channels_last))
 
 
 def make_optimizer(model, scfg, **changes):
@@ -503,7 +504,7 @@ def _set_up(cfg, stage, out_dir, resume, progress):
 
     run.device = distributed.rank_device(cfg.train.device)
     sync_bn = check_train_options(cfg, world, run.device)
-    run.amp = utils.resolve_amp(cfg.train.amp, run.device)
+    run.amp = runtime.resolve_amp(cfg.train.amp, run.device)
     run.sync_every = int(cfg.train.get("sync_every", solver.SYNC_EVERY))
     if scfg.batch_size % world:
         raise ValueError(f"{stage} batch_size {scfg.batch_size} is the global batch and must be "
@@ -552,8 +553,8 @@ def _build_training(run, init):
     run.optimizer_g = make_optimizer(run.generator, scfg)
     run.optimizer_d = (make_optimizer(run.discriminator, scfg, last_layer_lr_scale=1.0)
                        if run.discriminator is not None else None)
-    run.scaler_g = utils.make_grad_scaler(run.amp, run.device)        # fp16: one per optimiser
-    run.scaler_d = (utils.make_grad_scaler(run.amp, run.device)
+    run.scaler_g = runtime.make_grad_scaler(run.amp, run.device)        # fp16: one per optimiser
+    run.scaler_d = (runtime.make_grad_scaler(run.amp, run.device)
                     if run.discriminator is not None else None)
     ema_decay = scfg.get("ema_decay") if run.stage == "srgan" else None
     run.ema = solver.GeneratorEMA(run.generator, ema_decay) if ema_decay is not None else None
@@ -620,7 +621,7 @@ def _restore(run, checkpoint):
     run.start_epoch = checkpoint["epoch"] + 1
     run.clock = solver.RunClock.from_state_dict(checkpoint["clock"], run.clock.total_steps,
                                                 run.budget, run.sync_every)
-    utils.set_rng_state(checkpoint["rng"], run.device)
+    runtime.set_rng_state(checkpoint["rng"], run.device)
     print(f"resuming {run.name} from {run.ckpt_path}: epoch {checkpoint['epoch']} done, "
           f"step {run.clock.step}", flush=True)
 
@@ -646,7 +647,7 @@ def _train_epoch(run, epoch):
     common = dict(clock=run.clock, lr_fn=run.lr_fn, amp=run.amp,
                   channels_last=bool(cfg.train.channels_last), stage=run.name, epoch=epoch,
                   progress=run.progress, sync_every=run.sync_every)
-    with utils.cudnn_benchmark(run.device.type == "cuda"):
+    with runtime.cudnn_benchmark(run.device.type == "cuda"):
         if run.stage == "srresnet":
             metrics = solver.train_epoch_mse(run.model, loader, run.optimizer_g, run.content_loss,
                                              run.device, scaler=run.scaler_g,
@@ -849,7 +850,7 @@ def report(cfg, checkpoints, progress=False):
                                         if Path(v).is_file()}}
     if not found or len(methods) < 2:
         return None
-    device = utils.resolve_device(cfg.train.device)
+    device = runtime.resolve_device(cfg.train.device)
     metrics, lpips_model, unavailable = evaluate.prepare_metrics(None, device)
     metrics = [m for m in REPORT_METRICS if m in metrics]
     results = {label: {name: evaluate.evaluate(spec, root, [name], scale=cfg.scale, device=device,

@@ -1,11 +1,11 @@
-"""Timing of the evaluation metrics (utils.psnr / utils.ssim) and of a bicubic benchmark run.
+"""Timing of the evaluation metrics (metrics.psnr / metrics.ssim) and of a bicubic benchmark run.
 
 The metrics are timed on a synthetic Urban100-sized RGB pair (1280x1024; SR = HR plus noise),
 so no data is needed; scikit-image's ``structural_similarity`` with the same settings (Gaussian
 weights, sigma 1.5, population covariance) on the same Y planes is timed beside it as a
 reference and its value compared. The bicubic evaluation of Set5 + Set14 (``evaluate.evaluate``,
 reading the PNG files of ``../shared/data/benchmark``) is timed when that data is present.
-The no-reference ``utils.niqe`` is timed on the HR image of the pair and, when present, on the
+The no-reference ``metrics.niqe`` is timed on the HR image of the pair and, when present, on the
 2K DIV2K sample ``train_samples/DIV2K/DIV2K_train_HR/0004.png``.
 
 Every metric of ``evaluate.METRICS`` is then timed on one Set14-sized image (``baboon.png`` of
@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE))
 import evaluate  # noqa: E402
 import models  # noqa: E402
 import utils  # noqa: E402
+import metrics
 from config import SHARED_DATA  # noqa: E402
 from imresize import imresize  # noqa: E402
 from timing import median_time  # noqa: E402
@@ -43,7 +44,7 @@ SCALE = 4                      # x4: also the border shaved by the protocol
 REPEATS = 7                    # timed runs of each metric (median reported)
 EVAL_REPEATS = 3               # timed runs of the Set5 + Set14 evaluation
 EVAL_SETS = ["Set5", "Set14"]
-NIQE_REPEATS = 3               # timed runs of utils.niqe (median reported)
+NIQE_REPEATS = 3               # timed runs of metrics.niqe (median reported)
 NIQE_2K = Path("train_samples") / "DIV2K" / "DIV2K_train_HR" / "0004.png"  # under SHARED_DATA
 SEED = 0
 SET14_IMAGE = Path("benchmark") / "Set14"   # under SHARED_DATA: HR/<name>.png, LR_bicubic/X4
@@ -67,20 +68,20 @@ def _skimage_row(sr, hr, ours):
         from skimage.metrics import structural_similarity
     except ImportError:
         return None
-    y_sr, y_hr = utils._metric_plane(sr, hr, SCALE, "bench")
+    y_sr, y_hr = metrics._metric_plane(sr, hr, SCALE, "bench")
 
     def sk():
-        return structural_similarity(y_sr, y_hr, gaussian_weights=True, sigma=utils.SSIM_SIGMA,
+        return structural_similarity(y_sr, y_hr, gaussian_weights=True, sigma=metrics.SSIM_SIGMA,
                                      use_sample_covariance=False, data_range=utils.UINT8_MAX,
-                                     K1=utils.SSIM_K1, K2=utils.SSIM_K2)
+                                     K1=metrics.SSIM_K1, K2=metrics.SSIM_K2)
     t = median_time(sk, repeats=REPEATS)
     return (f"| scikit-image `structural_similarity` (same settings, on the same Y planes; "
-            f"reference) | {t * 1e3:.1f} | value differs from `utils.ssim` by "
+            f"reference) | {t * 1e3:.1f} | value differs from `metrics.ssim` by "
             f"{abs(sk() - ours):.1e} |")
 
 
 def _niqe_rows(hr):
-    """Table rows timing ``utils.niqe`` on ``hr`` and on the 2K DIV2K sample when present."""
+    """Table rows timing ``metrics.niqe`` on ``hr`` and on the 2K DIV2K sample when present."""
     images = [(f"{hr.shape[1]}x{hr.shape[0]} RGB of the pair (noise)", hr)]
     path = SHARED_DATA / NIQE_2K
     if path.is_file():
@@ -88,9 +89,9 @@ def _niqe_rows(hr):
         images.append((f"{img.shape[1]}x{img.shape[0]} `{NIQE_2K.name}` (DIV2K)", img))
     rows = []
     for what, img in images:
-        t = median_time(lambda: utils.niqe(img), repeats=NIQE_REPEATS)
-        rows.append(f"| `utils.niqe` (no reference; {what}; median of {NIQE_REPEATS}) "
-                    f"| {t * 1e3:.1f} | NIQE {utils.niqe(img):.4f} |")
+        t = median_time(lambda: metrics.niqe(img), repeats=NIQE_REPEATS)
+        rows.append(f"| `metrics.niqe` (no reference; {what}; median of {NIQE_REPEATS}) "
+                    f"| {t * 1e3:.1f} | NIQE {metrics.niqe(img):.4f} |")
     return rows
 
 
@@ -157,15 +158,15 @@ def run():
     load_before = _load_note()
     sr, hr = _pair()
     h, w = IMAGE_SHAPE[:2]
-    t_psnr = median_time(lambda: utils.psnr(sr, hr, SCALE), repeats=REPEATS)
-    t_ssim = median_time(lambda: utils.ssim(sr, hr, SCALE), repeats=REPEATS)
-    ours = utils.ssim(sr, hr, SCALE)
+    t_psnr = median_time(lambda: metrics.psnr(sr, hr, SCALE), repeats=REPEATS)
+    t_ssim = median_time(lambda: metrics.ssim(sr, hr, SCALE), repeats=REPEATS)
+    ours = metrics.ssim(sr, hr, SCALE)
     lines = ["## Metrics and evaluation", "",
-             f"`utils.psnr` / `utils.ssim` on one {w}x{h} RGB pair (Y channel, {SCALE} px shaved; "
+             f"`metrics.psnr` / `metrics.ssim` on one {w}x{h} RGB pair (Y channel, {SCALE} px shaved; "
              f"median of {REPEATS} runs):", "",
              "| metric | median time (ms) | note |", "|---|---:|---|",
-             f"| `utils.psnr` | {t_psnr * 1e3:.1f} | PSNR {utils.psnr(sr, hr, SCALE):.2f} dB |",
-             f"| `utils.ssim` (numpy float64, separable Gaussian, row strips) | {t_ssim * 1e3:.1f} "
+             f"| `metrics.psnr` | {t_psnr * 1e3:.1f} | PSNR {metrics.psnr(sr, hr, SCALE):.2f} dB |",
+             f"| `metrics.ssim` (numpy float64, separable Gaussian, row strips) | {t_ssim * 1e3:.1f} "
              f"| SSIM {ours:.4f} |"]
     row = _skimage_row(sr, hr, ours)
     if row:

@@ -17,8 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the project root
 
 import models
+import runtime
 import solver
-import utils
 from config import get_config
 
 BATCH = 16          # the paper's batch size
@@ -31,13 +31,13 @@ def _batch(scale, channels_last, seed=0):
     g = torch.Generator().manual_seed(seed)
     lr = torch.rand(BATCH, 3, LR_PATCH, LR_PATCH, generator=g)
     hr = torch.rand(BATCH, 3, LR_PATCH * scale, LR_PATCH * scale, generator=g)
-    return utils.to_device(lr, "cpu", channels_last), utils.to_device(hr, "cpu", channels_last)
+    return runtime.to_device(lr, "cpu", channels_last), runtime.to_device(hr, "cpu", channels_last)
 
 
 def srresnet_step(cfg, channels_last):
     """A closure doing one stage-1 step of ``cfg``'s SRResNet (pixel MSE)."""
     torch.manual_seed(0)
-    g = utils.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
+    g = runtime.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
                              "cpu", channels_last)
     opt = torch.optim.Adam(g.parameters(), lr=cfg.stage1.lr, betas=tuple(cfg.stage1.betas))
     loss_fn = solver.PixelLoss("mse")
@@ -55,13 +55,13 @@ def srgan_step(cfg, channels_last):
     """A closure doing one stage-2 step: D step + G step with VGG22 content loss (random VGG
     weights: the time does not depend on the values)."""
     torch.manual_seed(0)
-    g = utils.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
+    g = runtime.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
                              "cpu", channels_last)
     d = cfg.discriminator
-    disc = utils.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size), "cpu",
+    disc = runtime.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size), "cpu",
                                 channels_last)
     vgg = models.TruncatedVGG19(2, 2, weights=models.RANDOM_WEIGHTS)
-    loss_fn = utils.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), "cpu", channels_last)
+    loss_fn = runtime.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), "cpu", channels_last)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.stage2.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.stage2.lr)
     batch = [_batch(cfg.scale, channels_last)]
@@ -96,12 +96,12 @@ def _gpu_epoch(cfg, stage, amp, channels_last, compiled, device):
     """A closure running one ``solver.train_epoch_*`` of GPU_STEPS steps on batches already on
     ``device`` (the GPU time of the steps, the loader excluded); synchronised at the end."""
     torch.manual_seed(0)
-    g = utils.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
+    g = runtime.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
                              device, channels_last)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.stage1.lr)
     lr, hr = _batch(cfg.scale, channels_last)
     batches = [(lr.to(device), hr.to(device))] * GPU_STEPS
-    scaler = lambda: utils.make_grad_scaler(amp, device)
+    scaler = lambda: runtime.make_grad_scaler(amp, device)
     model = torch.compile(g) if compiled else g
     common = dict(amp=amp, channels_last=channels_last, progress=False)
     if stage == "srresnet":
@@ -109,11 +109,11 @@ def _gpu_epoch(cfg, stage, amp, channels_last, compiled, device):
         run = lambda: solver.train_epoch_mse(model, batches, opt_g, loss, device, scaler=s_g, **common)
     else:
         d = cfg.discriminator
-        disc = utils.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
+        disc = runtime.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
                                     device, channels_last)
         critic = torch.compile(disc) if compiled else disc
         vgg = models.TruncatedVGG19(2, 2, weights=models.RANDOM_WEIGHTS)
-        loss = utils.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), device, channels_last)
+        loss = runtime.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), device, channels_last)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.stage2.lr)
         s_g, s_d = scaler(), scaler()
         run = lambda: solver.train_epoch_gan(model, critic, batches, opt_g, opt_d, loss, device,
@@ -138,7 +138,7 @@ def _pipeline_patches_per_s(cfg, device, workers=4):
                                          patches_per_image=50, progress=False)
     loader = datasets.make_train_loader(ds, BATCH, workers, 0, pin_memory=True)
     torch.manual_seed(0)
-    g = utils.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
+    g = runtime.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
                              device, True)
     opt = torch.optim.Adam(g.parameters(), lr=cfg.stage1.lr)
     solver.train_epoch_mse(g, loader, opt, solver.PixelLoss("mse"), device, amp="bf16",

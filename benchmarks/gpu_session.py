@@ -155,6 +155,7 @@ if not MISSING:
     import export
     import models
     import solver
+    import runtime
     import train
     import utils
     from run_all import machine_description
@@ -342,7 +343,7 @@ def synthetic_batch(cfg, stage, device, channels_last):
     gen = torch.Generator(device=device).manual_seed(SEED)
     lr = torch.rand(batch, 3, patch // cfg.scale, patch // cfg.scale, generator=gen, device=device)
     hr = torch.rand(batch, 3, patch, patch, generator=gen, device=device)
-    return utils.to_device(lr, device, channels_last), utils.to_device(hr, device, channels_last)
+    return runtime.to_device(lr, device, channels_last), runtime.to_device(hr, device, channels_last)
 
 
 def step_runner(plan, stage, amp, channels_last, compiled, device):
@@ -359,7 +360,7 @@ def step_runner(plan, stage, amp, channels_last, compiled, device):
     optimizer_d = (train.make_optimizer(discriminator, scfg, last_layer_lr_scale=1.0)
                    if discriminator is not None else None)
     amp = AMP_SETTING[amp]
-    scaler_g, scaler_d = utils.make_grad_scaler(amp, device), utils.make_grad_scaler(amp, device)
+    scaler_g, scaler_d = runtime.make_grad_scaler(amp, device), runtime.make_grad_scaler(amp, device)
     model, critic = generator, discriminator
     if compiled:                       # as train.py does with train.compile=True
         torch._dynamo.reset()          # fresh caches: no recompilation limit from earlier configs
@@ -386,7 +387,7 @@ def time_configuration(plan, stage, amp, channels_last, compiled, device):
     """Steps/s of one configuration: ``plan.warmup_steps`` untimed steps, then the median of
     ``plan.repeats`` synchronised runs of ``plan.timed_steps`` steps. Returns a dict of plain
     numbers (``steps_per_s``, ``ms_per_step``, ``patches_per_s``, ``warmup_s``, ``peak_mb``)."""
-    with utils.cudnn_benchmark(device.type == "cuda"):
+    with runtime.cudnn_benchmark(device.type == "cuda"):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         run, cfg = step_runner(plan, stage, amp, channels_last, compiled, device)
@@ -532,11 +533,11 @@ def part_loader(plan, shared, work, device, amp, workers, folders, budget_s, log
     dataset = loader_dataset(cfg, shared, folders)    # once: not part of the sub-budget
     prepare_s = time.perf_counter() - start
     end = time.perf_counter() + budget_s
-    amp = utils.resolve_amp(cfg.train.amp, device)
+    amp = runtime.resolve_amp(cfg.train.amp, device)
     channels_last = bool(cfg.train.channels_last)
     generator, _, loss = train.build_networks(cfg, "srresnet", device)
     optimizer = train.make_optimizer(generator, cfg.stage1)
-    scaler = utils.make_grad_scaler(amp, device)
+    scaler = runtime.make_grad_scaler(amp, device)
     batch = int(cfg.stage1.batch_size)
     rows = []
     result.update(images=len(dataset.pairs), patch_size=dataset.patch_size, batch=batch,
@@ -554,7 +555,7 @@ def part_loader(plan, shared, work, device, amp, workers, folders, budget_s, log
             datasets.start_epoch(loader, SEED, SEED, 1)
             alone = loader_alone(loader, plan.loader_window_s, plan.loader_warmup_batches)
             train_args = dict(amp=amp, channels_last=channels_last, progress=False, scaler=scaler)
-            with utils.cudnn_benchmark(device.type == "cuda"):
+            with runtime.cudnn_benchmark(device.type == "cuda"):
                 solver.train_epoch_mse(generator, loader, optimizer, loss, device, **train_args,
                                        clock=solver.RunClock(
                                            total_steps=plan.loader_warmup_batches).start())
@@ -633,7 +634,7 @@ def stage_budgets(plan, left_s, stage1_s=None, stage2_s=None):
 def metrics_to_run(device):
     """``(metrics, lpips_model, notes)``: every metric of ``evaluate.METRICS`` that can run
     here. LPIPS only when its weights are in the torch.hub cache (no download is tried: the
-    lent machine is offline), NIQE only when ``utils.niqe`` runs (scipy)."""
+    lent machine is offline), NIQE only when ``metrics.niqe`` runs (scipy)."""
     files = models.lpips_weight_files(evaluate.LPIPS_DEFAULT_NET)
     notes, wanted = [], list(evaluate.METRICS)
     if not all(Path(f).is_file() for f in files.values()):
@@ -686,7 +687,7 @@ def part_train(plan, shared, work, out, run_dir, device, amp, workers, compile_t
     command = (f"python train.py --config {plan.preset} --device {device} --out {run_dir} "
                + " ".join(f"--set {shlex.quote(o)}" for o in overrides))
     result.update(preset=plan.preset, overrides=overrides, command=command, notes=notes,
-                  budgets_s=list(budgets), amp=utils.resolve_amp(cfg.train.amp, device) or "fp32",
+                  budgets_s=list(budgets), amp=runtime.resolve_amp(cfg.train.amp, device) or "fp32",
                   workers=cfg.data.workers, stages=[], run_dir=str(run_dir))
     log(f"  {command}")
     missing = None
@@ -981,7 +982,7 @@ def main(argv=None):
         return 3
     plan = make_plan(args)
     try:
-        device = cli.device_setting(utils.resolve_device,
+        device = cli.device_setting(runtime.resolve_device,
                                     args.device or ("cpu" if args.smoke else "auto"))
     except ValueError as e:
         print(f"gpu_session.py: error: {e}", file=sys.stderr)

@@ -31,12 +31,12 @@ WRAPPER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
     import torch
-    import solver, train, utils
+    import runtime, solver, train, utils
 
     seen = {{}}
 
     def snapshot(model):
-        return {{k: v.clone() for k, v in utils.unwrap(model).state_dict().items()}}
+        return {{k: v.clone() for k, v in runtime.unwrap(model).state_dict().items()}}
 
     def spying(real, stage):
         def spy(generator, *args, **kwargs):

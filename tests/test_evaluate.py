@@ -14,6 +14,7 @@ from torch import nn
 import evaluate
 import models
 import utils
+import metrics
 from imresize import imresize
 from super_resolve import upscale_image
 
@@ -91,7 +92,7 @@ def test_per_image_scores_are_the_protocol(fake_root):
         hr = utils.modcrop(utils.load_image(fake_root / "Fake" / "HR" / f"{r['name']}.png"), SCALE)
         lr = utils.load_image(fake_root / "Fake" / "LR_bicubic" / "X4" / f"{r['name']}x4.png")
         sr = imresize(lr, SCALE)
-        assert r["psnr"] == utils.psnr(sr, hr, SCALE) and r["ssim"] == utils.ssim(sr, hr, SCALE)
+        assert r["psnr"] == metrics.psnr(sr, hr, SCALE) and r["ssim"] == metrics.ssim(sr, hr, SCALE)
     assert res["psnr"] == pytest.approx(np.mean([r["psnr"] for r in res["per_image"]]))
     assert res["ssim"] == pytest.approx(np.mean([r["ssim"] for r in res["per_image"]]))
     assert 15 < res["psnr"] < 60 and 0 < res["ssim"] < 1
@@ -139,7 +140,7 @@ def test_module_and_checkpoint_methods(fake_root, tmp_path):
     hr = utils.modcrop(utils.load_image(fake_root / "Fake" / "HR" / "img0.png"), SCALE)
     lr = utils.load_image(fake_root / "Fake" / "LR_bicubic" / "X4" / "img0x4.png")
     sr = np.repeat(np.repeat(lr, SCALE, 0), SCALE, 1)
-    assert res["per_image"][0]["psnr"] == pytest.approx(utils.psnr(sr, hr, SCALE), abs=1e-12)
+    assert res["per_image"][0]["psnr"] == pytest.approx(metrics.psnr(sr, hr, SCALE), abs=1e-12)
     bic = evaluate.evaluate("bicubic", fake_root, ["Fake"], progress=False)["Fake"]
     assert res["psnr"] < bic["psnr"]
 
@@ -290,16 +291,16 @@ def test_every_metric_per_image(mixed_root, lpips_alex):
                            SCALE)
         lr = utils.load_image(mixed_root / "Mixed" / "LR_bicubic" / "X4" / f"{r['name']}x4.png")
         sr = imresize(lr, SCALE)
-        assert r["psnr"] == utils.psnr(sr, hr, SCALE)
-        assert r["psnr_rgb"] == utils.psnr_rgb(sr, hr, SCALE)
-        assert r["lr_psnr"] == utils.lr_psnr(sr, lr, SCALE)           # whole image
+        assert r["psnr"] == metrics.psnr(sr, hr, SCALE)
+        assert r["psnr_rgb"] == metrics.psnr_rgb(sr, hr, SCALE)
+        assert r["lr_psnr"] == metrics.lr_psnr(sr, lr, SCALE)           # whole image
         assert r["lpips"] == evaluate.lpips_score(lpips_alex, sr, hr, shave=SCALE)
         if r["name"] != "img3":
-            assert r["niqe"] == utils.niqe(sr, crop_border=evaluate.niqe_crop_border(SCALE))
+            assert r["niqe"] == metrics.niqe(sr, crop_border=evaluate.niqe_crop_border(SCALE))
         else:
             assert r["niqe"] is None
             with pytest.raises(ValueError):
-                utils.niqe(sr, crop_border=evaluate.niqe_crop_border(SCALE))
+                metrics.niqe(sr, crop_border=evaluate.niqe_crop_border(SCALE))
     # the small image is skipped by NIQE (named, with the reason) and left out of its mean
     assert list(res["skipped"]) == ["niqe"] and list(res["skipped"]["niqe"]) == ["img3"]
     assert res["niqe"] == pytest.approx(np.mean([r["niqe"] for r in res["per_image"][:3]]))

@@ -1,4 +1,4 @@
-"""Tests of the metrics beyond PSNR/SSIM on Y: ``utils.psnr_rgb``, ``utils.lr_psnr`` and
+"""Tests of the metrics beyond PSNR/SSIM on Y: ``metrics.psnr_rgb``, ``metrics.lr_psnr`` and
 ``models.LPIPS`` (weights from files written here, through a path, a pre-filled torch.hub cache
 and a download from an HTTP server on 127.0.0.1; never the real weights, which are not needed)."""
 import functools
@@ -14,6 +14,7 @@ import torch
 import evaluate
 import models
 import utils
+import metrics
 from imresize import imresize
 
 SCALE = 4
@@ -39,18 +40,18 @@ def test_psnr_rgb_is_the_mse_over_every_value():
     sr = np.clip(hr.astype(int) + rng.integers(-9, 10, hr.shape), 0, 255).astype(np.uint8)
     crop = sr[SCALE:-SCALE, SCALE:-SCALE].astype(float) - hr[SCALE:-SCALE, SCALE:-SCALE]
     want = 10 * np.log10(255 ** 2 / np.mean(crop ** 2))
-    assert utils.psnr_rgb(sr, hr, shave=SCALE) == pytest.approx(want, abs=1e-12)
-    assert utils.psnr_rgb(hr, hr, shave=SCALE) == float("inf")
+    assert metrics.psnr_rgb(sr, hr, shave=SCALE) == pytest.approx(want, abs=1e-12)
+    assert metrics.psnr_rgb(hr, hr, shave=SCALE) == float("inf")
     # a gray image: its one channel, the same as its RGB replication
     g_sr, g_hr = sr[:, :, 1], hr[:, :, 1]
     rep = [np.repeat(x[:, :, None], 3, 2) for x in (g_sr, g_hr)]
-    assert utils.psnr_rgb(g_sr, g_hr, 2) == pytest.approx(utils.psnr_rgb(*rep, 2), abs=1e-12)
+    assert metrics.psnr_rgb(g_sr, g_hr, 2) == pytest.approx(metrics.psnr_rgb(*rep, 2), abs=1e-12)
     # differs from the Y-channel PSNR in general
-    assert utils.psnr_rgb(sr, hr, SCALE) != utils.psnr(sr, hr, SCALE)
+    assert metrics.psnr_rgb(sr, hr, SCALE) != metrics.psnr(sr, hr, SCALE)
     with pytest.raises(ValueError, match="shape"):
-        utils.psnr_rgb(sr, hr[:-1])
+        metrics.psnr_rgb(sr, hr[:-1])
     with pytest.raises(TypeError):
-        utils.psnr_rgb(sr.astype(np.float32), hr)
+        metrics.psnr_rgb(sr.astype(np.float32), hr)
 
 
 def test_lr_psnr_downscales_the_sr_with_matlab_bicubic():
@@ -60,23 +61,23 @@ def test_lr_psnr_downscales_the_sr_with_matlab_bicubic():
     sr = imresize(lr, SCALE)
     down = imresize(sr, 1 / SCALE).astype(float)
     want = 10 * np.log10(255 ** 2 / np.mean((down - lr) ** 2))
-    assert utils.lr_psnr(sr, lr, SCALE) == pytest.approx(want, abs=1e-12)
+    assert metrics.lr_psnr(sr, lr, SCALE) == pytest.approx(want, abs=1e-12)
     # the HR image explains its own LR exactly: LR-PSNR is infinite
-    assert utils.lr_psnr(hr, lr, SCALE) == float("inf")
+    assert metrics.lr_psnr(hr, lr, SCALE) == float("inf")
     # gray images
-    assert utils.lr_psnr(hr[:, :, 0].copy(), imresize(hr[:, :, 0].copy(), 1 / SCALE),
+    assert metrics.lr_psnr(hr[:, :, 0].copy(), imresize(hr[:, :, 0].copy(), 1 / SCALE),
                          SCALE) == float("inf")
     # another scale (ceil() rounding of 1/3 must not change the LR size)
     lr3 = imresize(hr[:45], 1 / 3)
-    assert np.isfinite(utils.lr_psnr(imresize(lr3, 3), lr3, 3))
+    assert np.isfinite(metrics.lr_psnr(imresize(lr3, 3), lr3, 3))
     with pytest.raises(ValueError, match="upscaled x4"):
-        utils.lr_psnr(sr[:-4], lr, SCALE)
+        metrics.lr_psnr(sr[:-4], lr, SCALE)
     with pytest.raises(ValueError, match="upscaled x4"):
-        utils.lr_psnr(sr, lr[:, :, 0], SCALE)          # colour SR, gray LR
+        metrics.lr_psnr(sr, lr[:, :, 0], SCALE)          # colour SR, gray LR
     with pytest.raises(ValueError, match="scale"):
-        utils.lr_psnr(sr, lr, 0)
+        metrics.lr_psnr(sr, lr, 0)
     with pytest.raises(TypeError):
-        utils.lr_psnr(sr.astype(float), lr, SCALE)
+        metrics.lr_psnr(sr.astype(float), lr, SCALE)
 
 
 # ------------------------------------------------------------------------------------------

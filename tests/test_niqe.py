@@ -1,6 +1,6 @@
-"""Tests of utils.niqe (NIQE of Mittal, Soundararajan, Bovik 2013; MATLAB niqe_release protocol).
+"""Tests of metrics.niqe (NIQE of Mittal, Soundararajan, Bovik 2013; MATLAB niqe_release protocol).
 
-The vectorised ``utils.niqe`` is compared with an independent, straightforward reference written
+The vectorised ``metrics.niqe`` is compared with an independent, straightforward reference written
 here after BasicSR's ``niqe.py`` (a loop over blocks, ``np.arange`` gam grid, brute-force
 ``np.argmin``, ``scipy.ndimage.convolve``). The one addition to BasicSR's code is the exact-zero
 MSCN rule (a pixel whose exactly computed 7x7 weighted mean rounds to the pixel itself has MSCN 0,
@@ -16,6 +16,8 @@ from scipy.ndimage import convolve
 from scipy.special import gamma
 
 import utils
+
+import metrics
 from imresize import imresize
 
 BABOON_MATLAB = 5.72957338   # MATLAB R2021a on benchmark/Set14/HR/baboon.png (shared README)
@@ -70,7 +72,7 @@ def _ref_mscn(im, window):
 
 def _ref_niqe(plane):
     """NIQE of a float64 plane (already Y / gray, rounded), per-block loops."""
-    with np.load(utils.NIQE_PARAMS) as d:
+    with np.load(metrics.NIQE_PARAMS) as d:
         mu_p, cov_p, window = d["mu_pris_param"], d["cov_pris_param"], d["gaussian_window"]
     nh, nw = plane.shape[0] // 96, plane.shape[1] // 96
     img = plane[:nh * 96, :nw * 96]
@@ -127,26 +129,26 @@ def _load(bench, rel):
 # ------------------------------------------------------------------------------------------
 
 def test_baboon_matches_matlab(bench):
-    q = utils.niqe(_load(bench, "Set14/HR/baboon.png"))
+    q = metrics.niqe(_load(bench, "Set14/HR/baboon.png"))
     assert abs(q - BABOON_MATLAB) < 1e-3
     assert round(q, 4) == 5.7296
 
 
 def test_params_file_and_notice():
-    assert utils.NIQE_PARAMS.is_file()
-    with np.load(utils.NIQE_PARAMS) as d:
+    assert metrics.NIQE_PARAMS.is_file()
+    with np.load(metrics.NIQE_PARAMS) as d:
         assert d["mu_pris_param"].shape == (1, 36)
         assert d["cov_pris_param"].shape == (36, 36)
         assert d["gaussian_window"].shape == (7, 7)
         assert abs(d["gaussian_window"].sum() - 1) < 1e-12
-    notice = (utils.NIQE_PARAMS.parent / "NIQE_NOTICE.md").read_text()
+    notice = (metrics.NIQE_PARAMS.parent / "NIQE_NOTICE.md").read_text()
     assert "Copyright (c) 2011 The University of Texas at Austin" in notice
     assert "is acknowledged in\n    any publication" in notice
 
 
 def test_synthetic_matches_loop_reference():
     img = _synthetic()
-    q = utils.niqe(img)
+    q = metrics.niqe(img)
     assert math.isfinite(q)
     assert abs(q - _ref_niqe(_plane(img))) < REF_TOL
 
@@ -167,18 +169,18 @@ def test_matches_loop_reference(bench, case):
         hr = _load(bench, "Set5/HR/butterfly.png").astype(np.float64)
         noise = np.random.default_rng(3).normal(0, 10, hr.shape)
         img = np.clip(np.round(hr + noise), 0, 255).astype(np.uint8)
-    assert abs(utils.niqe(img) - _ref_niqe(_plane(img))) < REF_TOL
+    assert abs(metrics.niqe(img) - _ref_niqe(_plane(img))) < REF_TOL
 
 
 def test_mscn_exactly_zero_on_flat_and_ramp():
     """Interior pixels of a constant patch and of a linear ramp equal their exact local mean:
     MSCN exactly 0 (a floating-point filter alone leaves +-1e-14 of either sign there)."""
-    with np.load(utils.NIQE_PARAMS) as d:
+    with np.load(metrics.NIQE_PARAMS) as d:
         window = d["gaussian_window"]
     im = np.random.default_rng(1).integers(16, 236, (60, 80)).astype(np.float64)
     im[5:25, 5:35] = 98.0
     im[30:55, 40:75] = np.arange(30, 55)[:, None] * 3.0
-    mscn = utils._niqe_mscn(im, window)
+    mscn = metrics._niqe_mscn(im, window)
     assert np.all(mscn[8:22, 8:32] == 0)
     assert np.all(mscn[33:52, 43:72] == 0)
     assert np.count_nonzero(mscn == 0) < 20 * 30 + 25 * 35      # the noise is not zeroed
@@ -187,11 +189,11 @@ def test_mscn_exactly_zero_on_flat_and_ramp():
 def test_blur_raises_niqe(bench):
     hr = _load(bench, "Set5/HR/baby.png")
     bicubic = imresize(_load(bench, "Set5/LR_bicubic/X4/babyx4.png"), 4)
-    assert 2 < utils.niqe(hr) < utils.niqe(bicubic)
+    assert 2 < metrics.niqe(hr) < metrics.niqe(bicubic)
 
 
 def test_aggd_alpha_equals_bruteforce_argmin():
-    gam, r_gam = utils._aggd_grid()
+    gam, r_gam = metrics._aggd_grid()
     assert len(gam) == 9801 and gam[0] == 0.2 and gam[-1] == 10.0
     np.testing.assert_allclose(gam, _GAM, rtol=0, atol=1e-12)
     rng = np.random.default_rng(0)
@@ -200,7 +202,7 @@ def test_aggd_alpha_equals_bruteforce_argmin():
                         np.nextafter(mids[::89], 0), np.nextafter(mids[::89], 1),
                         [0.0, r_gam[0], r_gam[-1], 0.9, 1.0, 5.0, np.nan]])
     brute = gam[np.array([np.argmin((r_gam - v) ** 2) for v in x])]
-    np.testing.assert_array_equal(utils._aggd_alpha(x), brute)
+    np.testing.assert_array_equal(metrics._aggd_alpha(x), brute)
 
 
 def test_gray_equals_replicated_rgb():
@@ -209,43 +211,43 @@ def test_gray_equals_replicated_rgb():
     g = _synthetic()[:, :, 1]
     rgb = np.dstack([g, g, g])
     y = np.floor(16 + 219 * g.astype(np.float64) / 255 + 0.5).astype(np.uint8)
-    q_rgb = utils.niqe(rgb)
-    assert math.isfinite(q_rgb) and math.isfinite(utils.niqe(g))
-    assert q_rgb == utils.niqe(y)
-    assert utils.niqe(g[:, :, None]) == utils.niqe(g)
+    q_rgb = metrics.niqe(rgb)
+    assert math.isfinite(q_rgb) and math.isfinite(metrics.niqe(g))
+    assert q_rgb == metrics.niqe(y)
+    assert metrics.niqe(g[:, :, None]) == metrics.niqe(g)
 
 
 def test_crop_border():
     img = _synthetic(h=210, w=300)
-    assert utils.niqe(img, crop_border=5) == utils.niqe(img[5:-5, 5:-5])
-    assert utils.niqe(img, crop_border=0) == utils.niqe(img)
+    assert metrics.niqe(img, crop_border=5) == metrics.niqe(img[5:-5, 5:-5])
+    assert metrics.niqe(img, crop_border=0) == metrics.niqe(img)
     with pytest.raises(ValueError, match="after cropping 60 px"):
-        utils.niqe(img, crop_border=60)    # 90x180 left
+        metrics.niqe(img, crop_border=60)    # 90x180 left
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="crop_border"):
-            utils.niqe(img, crop_border=bad)
+            metrics.niqe(img, crop_border=bad)
 
 
 def test_too_small_raises():
     img = np.random.default_rng(0).integers(0, 256, (95, 200, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match=r"95x200 px is smaller than one 96x96 block"):
-        utils.niqe(img)
+        metrics.niqe(img)
 
 
 def test_degenerate_inputs_raise():
     """A constant image has MSCN exactly 0: every block's AGGD fit is NaN, so the covariance -
     and NIQE - is undefined: a ValueError, not a silent NaN. Same for a single 96x96 block."""
     with pytest.raises(ValueError, match="only 0 of the 6 96x96 blocks .*flat or constant"):
-        utils.niqe(np.full((200, 300, 3), 128, dtype=np.uint8))
+        metrics.niqe(np.full((200, 300, 3), 128, dtype=np.uint8))
     one_block = _synthetic()[:96, :96]
     with pytest.raises(ValueError, match="only 1 of the 1 96x96 blocks"):
-        utils.niqe(one_block)
+        metrics.niqe(one_block)
 
 
 def test_bad_types():
     with pytest.raises(TypeError, match="uint8"):
-        utils.niqe(np.zeros((200, 200, 3), dtype=np.float32))
+        metrics.niqe(np.zeros((200, 200, 3), dtype=np.float32))
     with pytest.raises(TypeError, match="numpy"):
-        utils.niqe([[0] * 200] * 200)
+        metrics.niqe([[0] * 200] * 200)
     with pytest.raises(ValueError, match="needs an"):
-        utils.niqe(np.zeros((200, 200, 4), dtype=np.uint8))
+        metrics.niqe(np.zeros((200, 200, 4), dtype=np.uint8))

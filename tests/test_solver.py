@@ -13,6 +13,8 @@ import evaluate
 import models
 import solver
 import utils
+import runtime
+import metrics
 from config import get_config
 
 SCALE = 4
@@ -214,14 +216,14 @@ def test_mse_steps_on_a_fixed_batch_lower_the_loss(arch):
 
 
 def test_bf16_autocast_and_channels_last_train_on_the_cpu():
-    generator = utils.prepare_model(smoke_generator(), "cpu", channels_last=True)
+    generator = runtime.prepare_model(smoke_generator(), "cpu", channels_last=True)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
     m = solver.train_epoch_mse(generator, [smooth_batch(9)] * 3, optimizer, solver.PixelLoss("l1"),
                                "cpu", amp="bf16", channels_last=True, progress=False)
     assert m["steps"] == 3 and math.isfinite(m["content_loss"])
     assert all(p.dtype == torch.float32 for p in generator.parameters())   # master weights stay fp32
     with pytest.raises(ValueError, match="unknown amp mode"):
-        utils.autocast(torch.device("cpu"), "fp8")
+        runtime.autocast(torch.device("cpu"), "fp8")
 
 
 def test_content_losses_keep_float32_numerics_under_autocast():
@@ -231,7 +233,7 @@ def test_content_losses_keep_float32_numerics_under_autocast():
     for loss in (solver.PixelLoss("mse", y_only=True), random_vgg_loss(),
                  solver.LRConsistencyLoss(SCALE, "l1")):
         exact = loss(sr, hr)
-        with utils.autocast(torch.device("cpu"), "bf16"):
+        with runtime.autocast(torch.device("cpu"), "bf16"):
             mixed = loss(sr, hr)
         assert mixed.dtype == torch.float32
         assert torch.allclose(mixed, exact, rtol=1e-5, atol=0), (type(loss).__name__, mixed, exact)
@@ -241,8 +243,8 @@ def test_fp16_trains_with_one_grad_scaler_per_optimiser():
     generator, discriminator = smoke_generator(), smoke_discriminator()
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
-    scaler_g, scaler_d = (utils.make_grad_scaler("fp16", "cpu") for _ in range(2))
-    assert utils.make_grad_scaler("bf16", "cpu") is None and utils.make_grad_scaler(None, "cpu") is None
+    scaler_g, scaler_d = (runtime.make_grad_scaler("fp16", "cpu") for _ in range(2))
+    assert runtime.make_grad_scaler("bf16", "cpu") is None and runtime.make_grad_scaler(None, "cpu") is None
     m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(4)] * 3, opt_g, opt_d,
                                solver.PixelLoss(), "cpu", amp="fp16", scaler_g=scaler_g,
                                scaler_d=scaler_d, progress=False)
@@ -252,27 +254,27 @@ def test_fp16_trains_with_one_grad_scaler_per_optimiser():
         state = scaler.state_dict()
         assert state["_growth_tracker"] == 3                    # one update() per optimiser step
         assert opt.state[next(iter(opt.state))]["step"].item() == 3
-    g = utils.make_grad_scaler("fp16", "cpu")
+    g = runtime.make_grad_scaler("fp16", "cpu")
     g.load_state_dict(scaler_g.state_dict())
     assert g.get_scale() == scaler_g.get_scale()
 
 
 def test_amp_auto_picks_bf16_on_ampere_fp16_before_and_float32_on_the_cpu(monkeypatch):
-    assert utils.resolve_amp("auto", "cpu") is None
-    assert utils.resolve_amp("fp16", "cpu") == "fp16" and utils.resolve_amp(None, "cuda") is None
+    assert runtime.resolve_amp("auto", "cpu") is None
+    assert runtime.resolve_amp("fp16", "cpu") == "fp16" and runtime.resolve_amp(None, "cuda") is None
     for capability, expected in (((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
-        assert utils.resolve_amp("auto", torch.device("cuda", 0)) == expected
+        assert runtime.resolve_amp("auto", torch.device("cuda", 0)) == expected
     with pytest.raises(ValueError, match="unknown amp mode"):
-        utils.resolve_amp("fp8", "cpu")
+        runtime.resolve_amp("fp8", "cpu")
 
 
 def test_cudnn_benchmark_only_inside_the_block():
     before = torch.backends.cudnn.benchmark
-    with utils.cudnn_benchmark(True):
+    with runtime.cudnn_benchmark(True):
         assert torch.backends.cudnn.benchmark
     assert torch.backends.cudnn.benchmark == before
-    with utils.cudnn_benchmark(False):
+    with runtime.cudnn_benchmark(False):
         assert torch.backends.cudnn.benchmark == before
 
 
@@ -386,27 +388,27 @@ def test_clock_time_budget_and_state():
 # ----------------------------------------------------------------------------------------------
 
 def test_rng_state_round_trip():
-    utils.seed_everything(123)
-    state = utils.get_rng_state()
+    runtime.seed_everything(123)
+    state = runtime.get_rng_state()
     draw = lambda: (random.random(), np.random.rand(), torch.rand(3).tolist())
     first = draw()
-    utils.set_rng_state(state)
+    runtime.set_rng_state(state)
     assert draw() == first
 
 
 def test_rng_state_with_more_cuda_states_than_gpus_restores_what_fits(monkeypatch):
     # a checkpoint of a 4-GPU torchrun run, resumed on a machine with 1 GPU
-    state = utils.get_rng_state()
+    state = runtime.get_rng_state()
     state["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(4)]
     restored = {}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device="cuda": restored.update({device: s}))
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("restores all"))
-    utils.set_rng_state(state, torch.device("cuda", 0))
+    runtime.set_rng_state(state, torch.device("cuda", 0))
     assert list(restored) == [0] and torch.equal(restored[0], state["cuda"][0])
     restored.clear()
-    utils.set_rng_state(state, torch.device("cpu"))       # a CPU run touches nothing of CUDA
+    runtime.set_rng_state(state, torch.device("cpu"))       # a CPU run touches nothing of CUDA
     assert restored == {}
 
 
@@ -414,7 +416,7 @@ def test_cpu_run_saves_no_cuda_rng_state(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # a GPU machine, CUDA unused
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("touched CUDA"))
-    assert "cuda" not in utils.get_rng_state()
+    assert "cuda" not in runtime.get_rng_state()
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
@@ -484,7 +486,7 @@ def test_validate_reports_psnr_and_ssim_of_the_model():
     result = evaluate.validate(model, data, SCALE)
     assert model.training                             # mode restored
     import super_resolve
-    want = [utils.psnr(super_resolve.upscale_image(model, lr), h, SCALE) for lr, h, _ in data]
+    want = [metrics.psnr(super_resolve.upscale_image(model, lr), h, SCALE) for lr, h, _ in data]
     assert result["images"] == 2 and result["psnr"] == pytest.approx(np.mean(want))
     assert 0 < result["ssim"] <= 1
 

@@ -9,10 +9,12 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
+import metrics
 import utils
-from utils import (ImageReadError, image_to_tensor, load_image, modcrop, psnr, rgb2ycbcr,
-                   rgb2ycbcr_torch, rgb_to_luma, save_image, ssim, tensor_to_image, ycbcr2rgb,
+from utils import (ImageReadError, image_to_tensor, load_image, modcrop, rgb2ycbcr,
+                   rgb2ycbcr_torch, rgb_to_luma, save_image, tensor_to_image, ycbcr2rgb,
                    ycbcr2rgb_torch)
+from metrics import psnr, ssim
 
 
 @pytest.fixture
@@ -369,7 +371,7 @@ def test_ssim_matches_direct_reference(rng, monkeypatch):
     assert ssim(sr, hr) == pytest.approx(_slow_ssim(sr.astype(float), hr.astype(float)), abs=1e-12)
     slow = _slow_ssim(sr.astype(float), hr.astype(float))
     with monkeypatch.context() as m:
-        m.setattr(utils, "SSIM_STRIP_ROWS", 5)  # 12 map rows: strips of 5, 5 and 2 rows
+        m.setattr(metrics, "SSIM_STRIP_ROWS", 5)  # 12 map rows: strips of 5, 5 and 2 rows
         assert ssim(sr, hr) == pytest.approx(slow, abs=1e-12)
     assert ssim(sr, hr, shave=2) == pytest.approx(
         _slow_ssim(sr[2:-2, 2:-2].astype(float), hr[2:-2, 2:-2].astype(float)), abs=1e-12)
