@@ -1,7 +1,7 @@
 """Scores of a super-resolution method on the benchmark test sets: fidelity (PSNR/SSIM),
 consistency with the LR input (LR-PSNR) and perceptual quality (NIQE, LPIPS).
 
-Metrics (:data:`METRICS`; :data:`DIRECTION` says which way is better):
+Metrics (``metrics.METRICS`` names them, with the direction that is better):
 
 * ``psnr``, ``ssim``: protocol of the EDSR/RCAN/SwinIR tables (RCAN ``Evaluate_PSNR_SSIM.m``;
   see ``metrics.psnr`` and ``metrics.ssim``): the SR output is rounded to uint8 and compared with the
@@ -42,7 +42,6 @@ stderr and a non-zero exit; ``--debug`` shows the traceback (``cli.py``).
 """
 import argparse
 import json
-import math
 import sys
 import traceback
 from pathlib import Path
@@ -54,7 +53,8 @@ import cli
 import datasets
 import models
 import utils
-from metrics import check_uint8, lr_psnr, niqe, psnr, psnr_rgb, ssim
+import tables
+from metrics import METRICS, check_uint8, lr_psnr, niqe, psnr, psnr_rgb, ssim
 from config import get_config
 from imresize import imresize
 from progress import progress_bar
@@ -62,26 +62,6 @@ from super_resolve import upscale_image
 from runtime import resolve_device, unwrap
 
 BICUBIC = "bicubic"  # the --model name of the bicubic baseline
-
-METRICS = ("psnr", "ssim", "psnr_rgb", "lr_psnr", "niqe", "lpips")
-"""Every metric :func:`evaluate` can compute, in table order."""
-
-DIRECTION = {"psnr": "higher", "ssim": "higher", "psnr_rgb": "higher", "lr_psnr": "higher",
-             "niqe": "lower", "lpips": "lower"}
-"""Which way each metric is better ('higher' / 'lower'), for table headers."""
-
-ARROWS = {"higher": "↑", "lower": "↓"}
-"""Header arrow of each :data:`DIRECTION`."""
-
-METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnr_rgb": "PSNR-RGB (dB)",
-                 "lr_psnr": "LR-PSNR (dB)", "niqe": "NIQE", "lpips": "LPIPS"}
-"""Display names of the metrics."""
-
-METRIC_DECIMALS = {"psnr": 2, "ssim": 4, "psnr_rgb": 2, "lr_psnr": 2, "niqe": 3, "lpips": 4}
-"""Decimals shown in tables (the JSON keeps full precision)."""
-
-NO_VALUE = "–"
-"""Table cell of a metric that was not computed."""
 
 NIQE_CROP_BORDER_PER_SCALE = 1
 """NIQE is computed after cropping ``NIQE_CROP_BORDER_PER_SCALE * scale`` px from every side
@@ -174,7 +154,7 @@ def check_metrics(metrics):
     """``metrics`` (names of :data:`METRICS`, any order) -> a tuple in :data:`METRICS` order;
     ValueError naming the unknown ones. ``None`` -> all of :data:`METRICS`."""
     if metrics is None:
-        return METRICS
+        return tuple(METRICS)
     if isinstance(metrics, str):
         metrics = [metrics]
     unknown = [m for m in metrics if m not in METRICS]
@@ -534,21 +514,6 @@ def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_i
 # Tables and files
 # --------------------------------------------------------------------------------------------
 
-def metric_header(metric):
-    """Column header of ``metric`` with the arrow of its better direction, e.g. ``'NIQE ↓'``."""
-    return f"{METRIC_LABELS[metric]} {ARROWS[DIRECTION[metric]]}"
-
-
-def format_value(metric, value):
-    """Table cell of one value: :data:`METRIC_DECIMALS` decimals, ``inf``, or :data:`NO_VALUE`
-    for None."""
-    if value is None:
-        return NO_VALUE
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.{METRIC_DECIMALS[metric]}f}"
-
-
 def result_metrics(results):
     """The metrics present in any set of :func:`evaluate` ``results``, in :data:`METRICS` order."""
     return [m for m in METRICS if any(m in r for r in results.values())]
@@ -560,12 +525,10 @@ def format_table(results, title="Method"):
     ``title`` prefixes the metric headers (e.g. the method name)."""
     metrics = result_metrics(results)
     prefix = f"{title} " if title else ""
-    lines = ["| Set | Images | " + " | ".join(prefix + metric_header(m) for m in metrics) + " |",
-             "|---|---:|" + "---:|" * len(metrics)]
-    for name, r in results.items():
-        cells = [format_value(m, r.get(m)) for m in metrics]
-        lines.append(f"| {name} | {r['images']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    header = ["Set", "Images"] + [prefix + tables.metric_header(m) for m in metrics]
+    rows = [[name, r["images"]] + [tables.format_value(m, r.get(m)) for m in metrics]
+            for name, r in results.items()]
+    return tables.markdown_table(header, rows, right_from=1).rstrip("\n")
 
 
 def result_notes(results, prefix=""):
@@ -577,11 +540,11 @@ def result_notes(results, prefix=""):
         for m, reason in r.get("unavailable", {}).items():
             if (m, reason) not in seen:
                 seen.add((m, reason))
-                notes.append(f"{METRIC_LABELS[m]} not computed: {reason}")
+                notes.append(f"{METRICS[m].label} not computed: {reason}")
         for m, images in r.get("skipped", {}).items():
             if m in r:   # otherwise "unavailable" already says it
                 left_out = "; ".join(f"{image} ({reason})" for image, reason in images.items())
-                notes.append(f"{prefix}{METRIC_LABELS[m]} on {name}: {len(images)} image(s) "
+                notes.append(f"{prefix}{METRICS[m].label} on {name}: {len(images)} image(s) "
                              f"left out of the mean: {left_out}")
     return notes
 

@@ -15,6 +15,7 @@
   decimals: the one table that evaluate.py, report.py and tables.py read.
 """
 import functools
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,20 @@ NIQE_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # circshift offsets of the pair
 NIQE_ZERO_TOL = 1e-9    # |im - mu| <= tol * max(|im|, 1): candidates for an exact-zero MSCN test
 NIQE_ZERO_CHUNK = 1 << 15  # candidate pixels whose 7x7 neighbourhoods are gathered at a time
 
+
+Metric = namedtuple("Metric", "label better decimals csv_decimals")
+"""One metric's entry in :data:`METRICS`: its table ``label``, the direction that is ``better``
+(``'higher'`` / ``'lower'``), and the ``decimals`` shown in tables and kept in CSV files."""
+
+METRICS = {
+    "psnr": Metric("PSNR (dB)", "higher", 2, 4),          # psnr(): Y channel, scale px shaved
+    "ssim": Metric("SSIM", "higher", 4, 6),               # ssim(): Y channel, scale px shaved
+    "psnr_rgb": Metric("PSNR-RGB (dB)", "higher", 2, 4),  # psnr_rgb(): all RGB values
+    "lr_psnr": Metric("LR-PSNR (dB)", "higher", 2, 4),    # lr_psnr(): downscaled SR vs the LR input
+    "niqe": Metric("NIQE", "lower", 3, 4),                # niqe(): no reference
+    "lpips": Metric("LPIPS", "lower", 4, 6),              # LPIPS: learned distance to the HR image
+}
+"""Every metric evaluate.py can compute, by name, in table order (JSON keeps full precision)."""
 
 # --------------------------------------------------------------------------------------------
 # Full-reference fidelity: PSNR, SSIM, LR-PSNR

@@ -3,13 +3,13 @@ published reference numbers, training curves, and side-by-side SR comparisons.
 
 The notebooks (``train.ipynb``, ``test.ipynb``, ``super_resolution.ipynb``) call these
 functions and only display what they return; the metrics themselves come from ``evaluate.py``
-/ ``utils.py`` and the images from ``super_resolve.py``.
+/ ``metrics.py``, the table cells from ``tables.py`` and the images from ``super_resolve.py``.
 
 Conventions: images are uint8 numpy arrays ``(H,W)`` (gray) or ``(H,W,3)`` (RGB); a *method*
 is an ``evaluate.SRMethod`` (bicubic or a generator: ``lr -> sr``), keyed by a display label;
 results are ``{method label: {set: {"psnr": float dB, "ssim": float, "psnr_rgb": dB,
 "lr_psnr": dB, "niqe": float, "lpips": float, "images": int, ...}}}``, the per-set dicts of
-``evaluate.evaluate`` (only the metrics computed; see ``evaluate.METRICS`` / ``DIRECTION``).
+``evaluate.evaluate`` (only the metrics computed; see ``metrics.METRICS``).
 """
 import csv
 import io
@@ -24,11 +24,13 @@ import config
 import datasets
 import evaluate
 import models
+import tables
 import utils
+from metrics import METRICS
 from progress import progress_bar
 
-SCALE = 4
-"""Upscaling factor of every table and figure here (the project is x4)."""
+SCALE = config.get_config().scale
+"""Upscaling factor of every table and figure here: the configuration's (x4, the paper's)."""
 
 PUBLISHED_SOURCE = (
     "x4 PSNR (dB) / SSIM on the Y channel, RCAN protocol (MATLAB rgb2ycbcr Y, 4 px shaved): "
@@ -60,9 +62,6 @@ PUBLISHED_X4 = {
 
 PUBLISHED_PREFIX = "published: "
 """Put before a published method's name in the combined results table."""
-
-MISSING = "–"
-"""Table cell of a number that does not exist (set not evaluated / not published)."""
 
 ZOOM_FRACTION = 0.25
 """Side of the zoomed region, as a fraction of the image's shorter side."""
@@ -124,17 +123,6 @@ BYTES_PER_MB = 2 ** 20
 # Markdown helpers
 # ----------------------------------------------------------------------------------------------
 
-def markdown_table(header, rows):
-    """A GitHub Markdown table; ``header`` a list of str, ``rows`` lists of cells (str()-ed,
-    ``|`` escaped)."""
-    def cell(v):
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
 def flatten(cfg, prefix=""):
     """Nested dicts -> list of ``(dotted key, value)`` in insertion order."""
     items = []
@@ -149,7 +137,7 @@ def flatten(cfg, prefix=""):
 
 def config_table(cfg):
     """The config (an EasyDict/dict) as a two-column Markdown table ``key | value``."""
-    return markdown_table(["key", "value"], [(k, repr(v)) for k, v in flatten(cfg)])
+    return tables.markdown_table(["key", "value"], [(k, repr(v)) for k, v in flatten(cfg)])
 
 
 def run_files(run_dir):
@@ -164,8 +152,8 @@ def files_table(paths):
     for p in map(Path, paths):
         exists = p.is_file()
         rows.append((str(p), "yes" if exists else "no",
-                     f"{p.stat().st_size / BYTES_PER_MB:.2f}" if exists else MISSING))
-    return markdown_table(["file", "exists", "MB"], rows)
+                     f"{p.stat().st_size / BYTES_PER_MB:.2f}" if exists else tables.NO_VALUE))
+    return tables.markdown_table(["file", "exists", "MB"], rows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -495,10 +483,10 @@ def methods_markdown(methods):
             continue
         exported = ckpt.get("exported_from") or {}
         ema = bool(ckpt.get("generator_ema")) or bool(exported.get("ema"))
-        rows.append([label, m.path or MISSING, source_of(m.path, ckpt),
-                     ckpt.get("stage") or MISSING, ckpt.get("epoch", MISSING),
+        rows.append([label, m.path or tables.NO_VALUE, source_of(m.path, ckpt),
+                     ckpt.get("stage") or tables.NO_VALUE, ckpt.get("epoch", tables.NO_VALUE),
                      f"{ckpt.get('step') or 0:,}", "EMA" if ema else "trained"])
-    return markdown_table(["method", "file", "recipe", "stage", "epoch", "step", "weights"], rows)
+    return tables.markdown_table(["method", "file", "recipe", "stage", "epoch", "step", "weights"], rows)
 
 
 def _searched(name, roots):
@@ -573,7 +561,7 @@ def evaluate_methods(methods, sets, device="cpu", progress=True, metrics=None, l
     """Every metric of every method on every set, measured by ``evaluate.evaluate_set``.
 
     ``methods``: ``{label: SRMethod | 'bicubic' | nn.Module | checkpoint path}``; ``sets``:
-    ``{name: root}`` (from :func:`find_sets`); ``metrics``: names of ``evaluate.METRICS``, None =
+    ``{name: root}`` (from :func:`find_sets`); ``metrics``: names of ``METRICS``, None =
     all that can run here (decided once, see ``evaluate.prepare_metrics``, with the LPIPS
     arguments). Returns ``{label: {set: result}}``, each result the per-set dict of
     ``evaluate.evaluate`` (``"psnr"``, ``"ssim"``, ..., ``"images"``, optional ``"unavailable"``
@@ -606,9 +594,6 @@ def metric_notes(results):
 # Results tables
 # ----------------------------------------------------------------------------------------------
 
-CSV_DECIMALS = {"psnr": 4, "ssim": 6, "psnr_rgb": 4, "lr_psnr": 4, "niqe": 4, "lpips": 6}
-"""Decimals of each metric in ``results.csv``."""
-
 METRICS_LEGEND = (
     f"PSNR / SSIM: Y channel of MATLAB rgb2ycbcr, {SCALE} px shaved (RCAN protocol); "
     f"PSNR-RGB: all RGB values, {SCALE} px shaved; LR-PSNR: MATLAB-bicubic downscaled SR vs the "
@@ -619,29 +604,29 @@ METRICS_LEGEND = (
 
 
 def _metrics_of(results, published=None):
-    """Metrics with a value in ``results`` (any method, any set), in ``evaluate.METRICS`` order;
+    """Metrics with a value in ``results`` (any method, any set), in ``METRICS`` order;
     PSNR and SSIM always when ``published`` rows are shown."""
 
     present = {m for per_set in results.values() for r in per_set.values() for m in r
-               if m in evaluate.METRICS}
+               if m in METRICS}
     if published:
         present |= {"psnr", "ssim"}
-    return [m for m in evaluate.METRICS if m in present]
+    return [m for m in METRICS if m in present]
 
 
 def table_rows(results, sets, published=PUBLISHED_X4, files=None):
     """Rows of the combined table: ``(method, source, file, {set: {metric: value} or None})``,
     first ``results`` (source 'this run', file from ``files`` = ``{label: path}``, see
-    :func:`method_files`, else :data:`MISSING`), then the ``published`` methods that have a
-    number on one of ``sets`` (source 'published', file :data:`MISSING`; PSNR and SSIM only,
+    :func:`method_files`, else :data:`NO_VALUE`), then the ``published`` methods that have a
+    number on one of ``sets`` (source 'published', file :data:`NO_VALUE`; PSNR and SSIM only,
     SSIM None where not published)."""
     rows = []
     for label, per_set in results.items():
-        rows.append((label, "this run", (files or {}).get(label) or MISSING,
+        rows.append((label, "this run", (files or {}).get(label) or tables.NO_VALUE,
                      {s: per_set.get(s) for s in sets}))
     for label, per_set in (published or {}).items():
         if any(s in per_set for s in sets):
-            rows.append((PUBLISHED_PREFIX + label, "published", MISSING,
+            rows.append((PUBLISHED_PREFIX + label, "published", tables.NO_VALUE,
                          {s: dict(zip(("psnr", "ssim"), per_set[s])) if s in per_set else None
                           for s in sets}))
     return rows
@@ -660,31 +645,25 @@ def results_markdown(results, sets, published=PUBLISHED_X4, files=None):
         for label, _, file, cells in table_rows(results, [s], published, files):
             if cells[s] is not None or label in results:
                 rows.append([s, label] + ([file] if files is not None else [])
-                            + [evaluate.format_value(m, (cells[s] or {}).get(m)) for m in metrics])
+                            + [tables.format_value(m, (cells[s] or {}).get(m)) for m in metrics])
     header = ["set", "method"] + (["file"] if files is not None else [])
-    return markdown_table(header + [evaluate.metric_header(m) for m in metrics], rows)
-
-
-def _csv_value(metric, value):
-    if value is None:
-        return ""
-    return "inf" if value == float("inf") else f"{value:.{CSV_DECIMALS[metric]}f}"
+    return tables.markdown_table(header + [tables.metric_header(m) for m in metrics], rows)
 
 
 def results_csv(results, sets, published=PUBLISHED_X4, files=None):
     """The same numbers as CSV text, one row per method: ``method, source, file`` (the
     checkpoint of ``files``, empty for bicubic and the published rows) then ``<set>_<metric>``
-    for every set and every metric of ``evaluate.METRICS`` (empty cells where there is no
+    for every set and every metric of ``METRICS`` (empty cells where there is no
     number)."""
 
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["method", "source", "file"]
-                    + [f"{s}_{m}" for s in sets for m in evaluate.METRICS])
+                    + [f"{s}_{m}" for s in sets for m in METRICS])
     for label, source, file, cells in table_rows(results, sets, published, files):
-        writer.writerow([label, source, "" if file == MISSING else file]
-                        + [_csv_value(m, (cells[s] or {}).get(m))
-                           for s in sets for m in evaluate.METRICS])
+        writer.writerow([label, source, "" if file == tables.NO_VALUE else file]
+                        + [tables.csv_value(m, (cells[s] or {}).get(m))
+                           for s in sets for m in METRICS])
     return out.getvalue()
 
 
@@ -712,10 +691,6 @@ def write_results(results, sets, out_dir, stem="results", published=PUBLISHED_X4
 # ----------------------------------------------------------------------------------------------
 # Side-by-side comparisons
 # ----------------------------------------------------------------------------------------------
-
-def nearest_upsample(img, scale=SCALE):
-    """uint8 ``(h,w[,C])`` -> ``(scale*h, scale*w[,C])`` by pixel repetition (shows the LR pixels)."""
-    return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
 
 
 def zoom_region(img, fraction=ZOOM_FRACTION):
@@ -748,8 +723,8 @@ def _title(label, scores):
     parts = []
     for m in TITLE_METRICS:
         if scores.get(m) is not None:
-            value = evaluate.format_value(m, scores[m])
-            parts.append(f"{value} dB" if m == "psnr" else f"{evaluate.METRIC_LABELS[m]} {value}")
+            value = tables.format_value(m, scores[m])
+            parts.append(f"{value} dB" if m == "psnr" else f"{METRICS[m].label} {value}")
     return f"{label}\n" + " / ".join(parts) if parts else label
 
 
@@ -783,7 +758,7 @@ def compare_on_set(methods, dataset, out_dir, progress=True, lpips_model=None):
     for i in progress_bar(range(len(dataset)), lines=evaluate.SET_PROGRESS_LINES, desc="images",
                           unit="img", disable=not progress, leave=False):
         lr, hr, name = dataset[i]
-        panels, scores, files = [("LR (nearest)", nearest_upsample(lr))], {}, []
+        panels, scores, files = [("LR (nearest)", utils.nearest_upsample(lr, SCALE))], {}, []
         for label, method in methods.items():
             sr = method(lr)
             scores[label], _ = evaluate.score_image(sr, hr, lr, SCALE, metrics, lpips_model)
@@ -811,17 +786,17 @@ def comparison_markdown(items):
     computed; the header says which, with the better direction), and the HR image's NIQE."""
 
     if not items:
-        return markdown_table(["image"], [])
+        return tables.markdown_table(["image"], [])
     labels = list(items[0]["metrics"])
     metrics = [m for m in COMPARE_METRICS if any(m in it["metrics"][label]
                                                   for it in items for label in labels)]
-    what = " / ".join(evaluate.metric_header(m) for m in metrics)
+    what = " / ".join(tables.metric_header(m) for m in metrics)
     has_niqe = "niqe" in metrics
 
     def cells(scores_of, hr_niqe):
-        row = [" / ".join(evaluate.format_value(m, scores_of(label).get(m)) for m in metrics)
+        row = [" / ".join(tables.format_value(m, scores_of(label).get(m)) for m in metrics)
                for label in labels]
-        return row + ([evaluate.format_value("niqe", hr_niqe)] if has_niqe else [])
+        return row + ([tables.format_value("niqe", hr_niqe)] if has_niqe else [])
 
     rows = [[it["name"]] + cells(lambda label, it=it: it["metrics"][label], it["hr_niqe"])
             for it in items]
@@ -830,7 +805,7 @@ def comparison_markdown(items):
     rows.append(["mean"] + cells(lambda label: mean[label],
                                  _mean([it["hr_niqe"] for it in items])))
     header = ["image"] + [f"{label}: {what}" for label in labels]
-    return markdown_table(header + ([f"HR: {evaluate.metric_header('niqe')}"] if has_niqe
+    return tables.markdown_table(header + ([f"HR: {tables.metric_header('niqe')}"] if has_niqe
                                     else []), rows)
 
 

@@ -36,12 +36,14 @@ import datasets
 import distributed
 import evaluate
 import models
-import report as tables
+import runtime
 import solver
 import super_resolve
+import tables
 import utils
-import runtime
+from metrics import METRICS
 from progress import write_line
+from report import find_sets
 from config import (ARCH_PRESETS, PRESETS, SHARED_VGG, VARIANTS, apply_overrides, get_config,
                     validate_config)
 
@@ -800,7 +802,7 @@ DATA_BOUND = 0.3
 # ----------------------------------------------------------------------------------------------
 
 REPORT_METRICS = ("psnr", "ssim", "lr_psnr", "niqe", "lpips")
-"""What train.py reports after training (``evaluate.METRICS`` names; LPIPS when its weights can
+"""What train.py reports after training (``metrics.METRICS`` names; LPIPS when its weights can
 be had): fidelity (PSNR-Y, SSIM-Y), faithfulness to the LR input (LR-PSNR) and perceptual
 quality (NIQE; LPIPS)."""
 
@@ -842,7 +844,7 @@ def report(cfg, checkpoints, progress=False):
     on ``cfg.train.eval_sets`` (each in the first of :func:`eval_roots` that has it; missing
     sets are named and skipped). Returns ``{label: {set: scores}}``, or None when nothing is
     configured or found."""
-    found, missing = tables.find_sets(list(cfg.train.get("eval_sets") or []), eval_roots(cfg),
+    found, missing = find_sets(list(cfg.train.get("eval_sets") or []), eval_roots(cfg),
                                       cfg.scale)
     for name in missing:
         print(f"evaluation set {name!r} not found under {eval_roots(cfg)}: skipped", flush=True)
@@ -858,18 +860,16 @@ def report(cfg, checkpoints, progress=False):
                                                lpips_model=lpips_model)[name]
                        for name, root in found.items()}
                for label, spec in methods.items()}
-    header = "| Method | " + " | ".join(evaluate.metric_header(m) for m in metrics) + " |"
+    header = ["Method"] + [tables.metric_header(m) for m in metrics]
     for name in found:
         n = results["bicubic"][name]["images"]
         print(f"\n{name} ({n} images, x{cfg.scale}; PSNR/SSIM on Y with {cfg.scale} px shaved):")
-        print(header)
-        print("|---|" + "---:|" * len(metrics))
-        for label in methods:
-            cells = [evaluate.format_value(m, results[label][name].get(m)) for m in metrics]
-            print(f"| {label} | " + " | ".join(cells) + " |")
+        rows = [[label] + [tables.format_value(m, results[label][name].get(m)) for m in metrics]
+                for label in methods]
+        print(tables.markdown_table(header, rows, right_from=1), end="")
     for m, reason in unavailable.items():
         if m in REPORT_METRICS:
-            print(f"{evaluate.METRIC_LABELS[m]} not computed: {reason.splitlines()[0]}")
+            print(f"{METRICS[m].label} not computed: {reason.splitlines()[0]}")
     return results
 
 

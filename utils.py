@@ -431,6 +431,11 @@ def modcrop(img, scale):
     return img[:h - h % scale, :w - w % scale, ...]
 
 
+def nearest_upsample(img, scale):
+    """uint8 ``(h,w[,C])`` -> ``(scale*h, scale*w[,C])`` by pixel repetition (shows the LR pixels)."""
+    return np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
+
+
 def _check_rgb(img, what):
     if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"{what}: needs an (H,W,3) array, got shape {getattr(img, 'shape', None)}")

@@ -8,7 +8,7 @@ reading the PNG files of ``../shared/data/benchmark``) is timed when that data i
 The no-reference ``metrics.niqe`` is timed on the HR image of the pair and, when present, on the
 2K DIV2K sample ``train_samples/DIV2K/DIV2K_train_HR/0004.png``.
 
-Every metric of ``evaluate.METRICS`` is then timed on one Set14-sized image (``baboon.png`` of
+Every metric of ``metrics.METRICS`` is then timed on one Set14-sized image (``baboon.png`` of
 Set14, 500x480, SR = bicubic x4 of its LR file; a smooth synthetic image of that size without
 the data) as ``evaluate.score_image`` computes it, and the bicubic evaluation of Set5 + Set14 is
 timed with PSNR + SSIM only and with every metric. LPIPS runs with random weights in the
@@ -31,6 +31,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import evaluate  # noqa: E402
+
+import tables
 import models  # noqa: E402
 import utils  # noqa: E402
 import metrics
@@ -129,20 +131,20 @@ def _random_lpips(net, folder):
 
 
 def _every_metric_rows(lpips_models):
-    """Rows timing each metric of ``evaluate.METRICS`` on one Set14-sized image."""
+    """Rows timing each metric of ``metrics.METRICS`` on one Set14-sized image."""
     sr, hr, lr, what = _set14_triple()
     h, w = hr.shape[:2]
     rows = [f"Every metric on one Set14-sized image ({what}, {w}x{h}, SR = bicubic x{SCALE} of "
             f"its LR; `evaluate.score_image`, median of {REPEATS} runs):", "",
             "| metric | median time (ms) | value |", "|---|---:|---:|"]
-    cases = [(m, None, "") for m in evaluate.METRICS if m != "lpips"]
+    cases = [(m, None, "") for m in metrics.METRICS if m != "lpips"]
     cases += [("lpips", model, f" ({net}, random weights)") for net, model in lpips_models.items()]
     for metric, model, note in cases:
         def score():
             return evaluate.score_image(sr, hr, lr, SCALE, [metric], model)[0][metric]
         t = median_time(score, repeats=REPEATS)
-        value = "(random weights)" if metric == "lpips" else evaluate.format_value(metric, score())
-        rows.append(f"| {evaluate.metric_header(metric)}{note} | {t * 1e3:.1f} | {value} |")
+        value = "(random weights)" if metric == "lpips" else tables.format_value(metric, score())
+        rows.append(f"| {tables.metric_header(metric)}{note} | {t * 1e3:.1f} | {value} |")
     return rows + [""]
 
 
@@ -188,7 +190,7 @@ def run():
                                              progress=False, metrics=metrics,
                                              lpips_model=lpips_model))
         t_fidelity = median_time(lambda: run_eval(["psnr", "ssim"]), repeats=EVAL_REPEATS)
-        t_all = median_time(lambda: run_eval(evaluate.METRICS, lpips_models["alex"]),
+        t_all = median_time(lambda: run_eval(metrics.METRICS, lpips_models["alex"]),
                             repeats=EVAL_REPEATS)
         n = sum(r["images"] for r in results.values())
         shown = {name: {k: v for k, v in r.items() if k != "lpips"} for name, r in results.items()}
@@ -197,7 +199,7 @@ def run():
                   f"median of {EVAL_REPEATS} runs after one warm-up:", "",
                   "| metrics | median time (s) |", "|---|---:|",
                   f"| PSNR + SSIM (`metrics=['psnr', 'ssim']`) | {t_fidelity:.2f} |",
-                  f"| all six (`metrics=evaluate.METRICS`, LPIPS AlexNet) | {t_all:.2f} |", "",
+                  f"| all six (`metrics=metrics.METRICS`, LPIPS AlexNet) | {t_all:.2f} |", "",
                   evaluate.format_table(shown, title="bicubic"), "",
                   "LPIPS left out of the table: random weights here (timing only). "
                   "Published (README of the shared data): Set5 28.42 / 0.8104, "

@@ -25,6 +25,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 import evaluate   # noqa: E402
+
+import tables
 import report     # noqa: E402
 from config import SHARED_DATA, get_config   # noqa: E402
 
@@ -64,11 +66,11 @@ def evaluate_run(run_dir, methods=None):
 
 
 def results_table(results):
-    lines = ["| set | method | " + " | ".join(evaluate.metric_header(m) for m in METRICS) + " |",
+    lines = ["| set | method | " + " | ".join(tables.metric_header(m) for m in METRICS) + " |",
              "|---|---|" + "---:|" * len(METRICS)]
     for name in next(iter(results.values())):
         for label, by_set in results.items():
-            cells = [evaluate.format_value(m, by_set[name].get(m)) for m in METRICS]
+            cells = [tables.format_value(m, by_set[name].get(m)) for m in METRICS]
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

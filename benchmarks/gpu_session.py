@@ -152,12 +152,14 @@ if not MISSING:
     import create_data_lists
     import datasets
     import evaluate
+    import tables
     import export
     import models
     import solver
     import runtime
     import train
     import utils
+    from metrics import METRICS
     from run_all import machine_description
 
 
@@ -321,7 +323,7 @@ def md_table(header, rows):
 
 def fmt(value, digits=1):
     """A table cell: a number with ``digits`` decimals, '–' for None."""
-    return evaluate.NO_VALUE if value is None else f"{value:.{digits}f}"
+    return tables.NO_VALUE if value is None else f"{value:.{digits}f}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -632,11 +634,11 @@ def stage_budgets(plan, left_s, stage1_s=None, stage2_s=None):
 
 
 def metrics_to_run(device):
-    """``(metrics, lpips_model, notes)``: every metric of ``evaluate.METRICS`` that can run
+    """``(metrics, lpips_model, notes)``: every metric of ``metrics.METRICS`` that can run
     here. LPIPS only when its weights are in the torch.hub cache (no download is tried: the
     lent machine is offline), NIQE only when ``metrics.niqe`` runs (scipy)."""
     files = models.lpips_weight_files(evaluate.LPIPS_DEFAULT_NET)
-    notes, wanted = [], list(evaluate.METRICS)
+    notes, wanted = [], list(METRICS)
     if not all(Path(f).is_file() for f in files.values()):
         wanted.remove("lpips")
         notes.append(f"LPIPS not computed: its weights are not in the torch.hub cache "
@@ -742,8 +744,8 @@ def train_markdown(result):
         first = result["evaluation"]["bicubic"][name]
         lines += [f"{name} ({first['images']} images, x4; PSNR / SSIM on Y, 4 px shaved; "
                   f"generators as exported, float16):", ""]
-        lines.append(md_table(["method"] + [evaluate.metric_header(m) + " >" for m in metrics],
-                              [[label] + [evaluate.format_value(m, r[name].get(m))
+        lines.append(md_table(["method"] + [tables.metric_header(m) + " >" for m in metrics],
+                              [[label] + [tables.format_value(m, r[name].get(m))
                                           for m in metrics]
                                for label, r in result["evaluation"].items()]))
         lines.append("")

@@ -12,6 +12,8 @@ from nbclient import NotebookClient
 
 import config
 import evaluate
+import metrics
+import tables
 import models
 import report
 import utils
@@ -136,7 +138,7 @@ def test_test_notebook(smoke_run, lpips_torch_home, monkeypatch):
     with open(run / "results" / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["method", "source", "file"] + [f"{s}_{m}" for s in sets
-                                                              for m in evaluate.METRICS]
+                                                              for m in metrics.METRICS]
     labels = _labels(run)
     assert labels["srresnet"].startswith("SRResNet (smoke")       # the recipe, never the paper's
     ours = {r["method"]: r for r in rows if r["source"] == "this run"}
@@ -148,14 +150,14 @@ def test_test_notebook(smoke_run, lpips_torch_home, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(lpips_torch_home))
     want = evaluate.evaluate(str(run / "srresnet.pth"), run / "data" / "demo", ["test"],
                              progress=False)["test"]
-    assert set(evaluate.METRICS) <= set(want)
-    for m in evaluate.METRICS:
-        decimals = report.CSV_DECIMALS[m]
+    assert set(metrics.METRICS) <= set(want)
+    for m in metrics.METRICS:
+        decimals = metrics.METRICS[m].csv_decimals
         assert float(ours[labels["srresnet"]][f"test_{m}"]) == pytest.approx(want[m],
                                                                      abs=2 * 10 ** -decimals), m
     md = (run / "results" / "results.md").read_text()
-    header = "| set | method | file | " + " | ".join(evaluate.metric_header(m)
-                                                    for m in evaluate.METRICS) + " |"
+    header = "| set | method | file | " + " | ".join(tables.metric_header(m)
+                                                    for m in metrics.METRICS) + " |"
     assert header in md and "NIQE ↓" in header and "LPIPS ↓" in header
     assert f"| test | {labels['srresnet']} | {run / 'srresnet.pth'} | " in md
     assert report.METRICS_LEGEND in md
@@ -191,7 +193,7 @@ def test_super_resolution_notebook(smoke_run):
                                                                  "display_data")
                       if "text/markdown" in o.data]
     assert f"| {run / 'srgan.pth'} | " in sources
-    what = " / ".join(evaluate.metric_header(m) for m in report.COMPARE_METRICS)
+    what = " / ".join(tables.metric_header(m) for m in report.COMPARE_METRICS)
     labels = _labels(run)
     assert (f"| image | Bicubic: {what} | {labels['srresnet']}: {what} | {labels['srgan']}: "
             f"{what} | HR: NIQE ↓ |") in table

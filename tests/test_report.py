@@ -11,7 +11,9 @@ import torch
 import config
 import evaluate
 import models
+import metrics
 import report
+import tables
 import train
 
 matplotlib.use("Agg")
@@ -47,11 +49,11 @@ def test_results_markdown_and_csv(tmp_path):
     assert lines[3] == "| Set5 | SRGAN | 29.00 | 0.8400 |"
     assert lines[4] == f"| Set5 | {report.PUBLISHED_PREFIX}Bicubic | 28.42 | 0.8104 |"
     assert f"| Set5 | {report.PUBLISHED_PREFIX}SRResNet (SRGAN paper) | 32.05 | " \
-           f"{report.MISSING} |" in lines
-    set14 = lines.index(f"| Set14 | Bicubic | {report.MISSING} | {report.MISSING} |")
+           f"{tables.NO_VALUE} |" in lines
+    set14 = lines.index(f"| Set14 | Bicubic | {tables.NO_VALUE} | {tables.NO_VALUE} |")
     assert lines[set14 + 1] == "| Set14 | SRGAN | 26.10 | 0.7000 |"
     assert set14 > lines.index(f"| Set5 | {report.PUBLISHED_PREFIX}SRGAN (SRGAN paper) | 29.40 | "
-                               f"{report.MISSING} |")
+                               f"{tables.NO_VALUE} |")
     # published methods without a number on these sets are left out
     only_div2k = report.results_markdown(RESULTS, ["DIV2K_valid"])
     assert "published" not in only_div2k
@@ -62,7 +64,7 @@ def test_results_markdown_and_csv(tmp_path):
     assert [r["method"] for r in rows[:2]] == ["Bicubic", "SRGAN"]
     assert rows[0]["Set5_psnr"] == "28.4291" and rows[0]["Set14_psnr"] == ""
     assert list(rows[0])[:3] == ["method", "source", "file"]
-    assert list(rows[0])[3:9] == [f"Set5_{m}" for m in evaluate.METRICS]
+    assert list(rows[0])[3:9] == [f"Set5_{m}" for m in metrics.METRICS]
     assert rows[0]["Set5_lpips"] == "" and rows[0]["Set5_niqe"] == ""
     edsr = next(r for r in rows if r["method"] == report.PUBLISHED_PREFIX + "EDSR")
     assert edsr["source"] == "published" and float(edsr["Set14_ssim"]) == 0.7876
@@ -86,10 +88,10 @@ def test_new_metric_columns_show_the_better_direction(tmp_path):
     assert lines[0] == ("| set | method | PSNR (dB) ↑ | SSIM ↑ | PSNR-RGB (dB) ↑ | LR-PSNR (dB) ↑ "
                         "| NIQE ↓ | LPIPS ↓ |")
     assert lines[2] == "| Set5 | Bicubic | 28.43 | 0.8111 | 26.69 | 37.30 | 8.440 | 0.3512 |"
-    assert lines[3] == f"| Set5 | SRGAN | 29.00 | 0.8400 | 27.50 | 38.10 | 4.200 | {report.MISSING} |"
+    assert lines[3] == f"| Set5 | SRGAN | 29.00 | 0.8400 | 27.50 | 38.10 | 4.200 | {tables.NO_VALUE} |"
     # published rows: PSNR / SSIM only
     assert f"| Set5 | {report.PUBLISHED_PREFIX}EDSR | 32.46 | 0.8968 | " + \
-        " | ".join([report.MISSING] * 4) + " |" in lines
+        " | ".join([tables.NO_VALUE] * 4) + " |" in lines
     assert report.metric_notes(FULL) == ["LPIPS not computed: no weights",
                                          "SRGAN, NIQE on Set5: 1 image(s) left out of the mean: "
                                          "tiny (too small)"]
@@ -111,7 +113,7 @@ def test_comparison_table_and_titles():
     what = "PSNR (dB) ↑ / SSIM ↑ / LPIPS ↓ / NIQE ↓"
     assert lines[0] == f"| image | Bicubic: {what} | SRGAN: {what} | HR: NIQE ↓ |"
     assert lines[2] == f"| a | 30.00 / 0.9000 / 0.2000 / 7.000 | 28.00 / 0.8000 / 0.1000 / " \
-                       f"{report.MISSING} | 3.000 |"
+                       f"{tables.NO_VALUE} | 3.000 |"
     # the mean over the images that have a value
     assert lines[-1] == "| mean | 31.00 / 0.8000 / 0.3000 / 8.000 | 29.00 / 0.7000 / 0.2000 / " \
                         "4.000 | 4.000 |"
@@ -357,9 +359,9 @@ def test_missing_srresnet_and_srgan_fall_back_to_the_reference_models(tmp_path):
     md = report.results_markdown(results, ["Set5"], files=report.method_files(methods))
     lines = md.splitlines()
     assert lines[0] == "| set | method | file | PSNR (dB) ↑ | SSIM ↑ |"
-    assert lines[2] == f"| Set5 | Bicubic | {report.MISSING} | 30.00 | 0.9000 |"
+    assert lines[2] == f"| Set5 | Bicubic | {tables.NO_VALUE} | 30.00 | 0.9000 |"
     assert lines[3] == f"| Set5 | SRResNet (demo) | {demo} | 30.00 | 0.9000 |"
-    assert f"| Set5 | {report.PUBLISHED_PREFIX}SRGAN (SRGAN paper) | {report.MISSING} | 29.40 |" in md
+    assert f"| Set5 | {report.PUBLISHED_PREFIX}SRGAN (SRGAN paper) | {tables.NO_VALUE} | 29.40 |" in md
     rows = list(csv.DictReader(report.results_csv(results, ["Set5"],
                                                   files=report.method_files(methods)).splitlines()))
     assert [r["file"] for r in rows[:3]] == ["", str(demo), checkpoints["SRGAN"]]

@@ -19,6 +19,7 @@ import create_data_lists
 import datasets
 import distributed
 import evaluate
+import tables
 import models
 import train
 
@@ -147,7 +148,7 @@ def test_cli_smoke_end_to_end(tiny_data, tmp_path):
         assert abs(end - start) < 0.5, (key, start, end)
     # the report after training (evaluate.evaluate of the checkpoints) measures the generators
     # that were validated: the same PSNR to the printed 0.01 dB
-    psnr = evaluate.metric_header("psnr")
+    psnr = tables.metric_header("psnr")
     table = _report_table(proc.stdout, "tiny_val")
     # each row names the preset (a smoke result is never read as the paper's) and its file
     assert list(table) == ["bicubic", "SRResNet (smoke)", "SRGAN (smoke)"], proc.stdout
