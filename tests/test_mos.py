@@ -1,9 +1,9 @@
-"""The blind MOS study (``mos.py``): the rating API through Flask's test client (blind, random
-order per rater, at most once per pair, resume after a restart, refused requests leave the
-database unchanged, deleted or changed images withdrawn, served host names only, a full disk),
-a real server killed in the middle of a stream of ratings from concurrent raters, the command
-line's bad input (a foreign database, names differing in case), and the report's statistics
-against hand-computed values and its files on a failing disk.
+"""The blind MOS study (``mos.py`` and its ``mos_*.py`` modules): the rating API through Flask's
+test client (blind, random order per rater, at most once per pair, resume after a restart,
+refused requests leave the database unchanged, deleted or changed images withdrawn, served host
+names only, a full disk), a real server killed in the middle of a stream of ratings from
+concurrent raters, the command line's bad input (a foreign database, names differing in case),
+and the report's statistics against hand-computed values and its files on a failing disk.
 """
 import errno
 import http.client
@@ -29,6 +29,11 @@ from PIL import Image
 from scipy import stats
 
 import mos
+import mos_app
+import mos_db
+import mos_images
+import mos_report
+import mos_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ("baby", "bird", "butterfly")
@@ -53,16 +58,16 @@ def study(tmp_path):
         _png(hr_set / f"{image}.png", rng)
         for method in METHODS:
             _png(images / f"{image}_{method}.png", rng)
-    files, notes = mos.study_files(images, mos.ANCHOR_METHODS, hr_set)
+    files, notes = mos_images.study_files(images, mos_images.ANCHOR_METHODS, hr_set)
     assert notes == []
     db = tmp_path / "mos.sqlite"
-    con = mos.open_db(db)
-    mos.sync_items(con, files)
+    con = mos_db.open_db(db)
+    mos_db.sync_items(con, files)
     con.close()
     return images, db
 
 
-SERVED = f"localhost:{mos.DEFAULT_PORT}"   # the Host a browser on this machine sends
+SERVED = f"localhost:{mos_app.DEFAULT_PORT}"   # the Host a browser on this machine sends
 
 
 class _LocalClient(FlaskClient):
@@ -76,7 +81,7 @@ class _LocalClient(FlaskClient):
 
 def _app(db):
     """The app of ``db`` (a server start on the default host and port), :class:`_LocalClient`."""
-    app = mos.create_app(db)
+    app = mos_app.create_app(db)
     app.test_client_class = _LocalClient
     return app
 
@@ -138,7 +143,7 @@ def test_anchors_made_from_the_set(study):
     assert (blocks == blocks[:, :1, :, :1]).all()
     con = sqlite3.connect(db)
     assert con.execute("SELECT COUNT(*) FROM items").fetchone()[0] == \
-        len(IMAGES) * (len(METHODS) + len(mos.ANCHOR_METHODS))
+        len(IMAGES) * (len(METHODS) + len(mos_images.ANCHOR_METHODS))
 
 
 def test_nearest_anchor_uses_the_sets_own_lr(tmp_path):
@@ -151,7 +156,8 @@ def test_nearest_anchor_uses_the_sets_own_lr(tmp_path):
     _png(images / "baby_srgan.png", rng)
     lr = rng.integers(0, 256, (HR_SIZE[0] // 4, HR_SIZE[1] // 4, 3), dtype=np.uint8)
     Image.fromarray(lr).save(lr_dir / "babyx4.png")
-    files, _ = mos.study_files(images, mos.ANCHOR_METHODS, tmp_path / "Set5")   # the set root
+    files, _ = mos_images.study_files(images, mos_images.ANCHOR_METHODS,
+                                      tmp_path / "Set5")   # the set root
     nearest = np.asarray(Image.open(files[("baby", "nearest")]))
     np.testing.assert_array_equal(nearest, np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1))
     np.testing.assert_array_equal(np.asarray(Image.open(files[("baby", "hr")])),
@@ -160,10 +166,10 @@ def test_nearest_anchor_uses_the_sets_own_lr(tmp_path):
 
 def test_anchor_not_listed_is_left_out_and_missing_one_is_noted(study):
     images, _ = study
-    files, _ = mos.study_files(images, ("nearest",))
+    files, _ = mos_images.study_files(images, ("nearest",))
     assert {m for _, m in files} == set(METHODS) | {"nearest"}
     (images / "bird_nearest.png").unlink()
-    _, notes = mos.study_files(images, ("nearest",))
+    _, notes = mos_images.study_files(images, ("nearest",))
     assert len(notes) == 1 and "nearest" in notes[0]
 
 
@@ -179,7 +185,7 @@ def test_wal_mode_is_on(study):
 
 def test_nothing_served_names_the_method_or_the_file(study):
     client = _client(study[1])
-    words = METHODS + mos.ANCHOR_METHODS + IMAGES + (".png",)
+    words = METHODS + mos_images.ANCHOR_METHODS + IMAGES + (".png",)
     responses = [client.get("/"), client.get("/static/app.js"), client.get("/static/app.css")]
     state = client.get("/api/next").get_json()
     for _ in range(5):
@@ -238,18 +244,18 @@ def test_restart_continues_where_the_rater_stopped(study):
         item = client.get("/api/next").get_json()["item"]
         _rate(client, item, 2)
         done.append(item)
-    cookie = client.get_cookie(mos.COOKIE).value
+    cookie = client.get_cookie(mos_app.COOKIE).value
     restarted = _app(db).test_client()                        # a new server on the same DB
-    restarted.set_cookie(mos.COOKIE, cookie)
+    restarted.set_cookie(mos_app.COOKIE, cookie)
     state = restarted.get("/api/next").get_json()
     assert state["done"] == 4 and state["total"] == 15
     assert state["item"] not in done
     rest = _rate_all(restarted)
     assert len(rest) == 11 and not set(rest) & set(done)
     # prepare the same folder again: the study keeps its ids, nothing is added or retired
-    files, _ = mos.study_files(study[0], mos.ANCHOR_METHODS)
-    con = mos.open_db(db)
-    assert mos.sync_items(con, files) == {**dict.fromkeys(mos.SYNC_OUTCOMES, 0), "kept": 15}
+    files, _ = mos_images.study_files(study[0], mos_images.ANCHOR_METHODS)
+    con = mos_db.open_db(db)
+    assert mos_db.sync_items(con, files) == {**dict.fromkeys(mos_db.SYNC_OUTCOMES, 0), "kept": 15}
 
 
 def test_cookie_is_a_random_http_only_token(study):
@@ -259,7 +265,7 @@ def test_cookie_is_a_random_http_only_token(study):
     fresh = _app(study[1]).test_client()
     header = fresh.get("/").headers["Set-Cookie"]
     assert "HttpOnly" in header and "SameSite=Strict" in header
-    assert len(fresh.get_cookie(mos.COOKIE).value) >= 40
+    assert len(fresh.get_cookie(mos_app.COOKIE).value) >= 40
 
 
 def test_raters_are_separate_and_no_rating_is_ever_sent_back(study):
@@ -274,7 +280,7 @@ def test_raters_are_separate_and_no_rating_is_ever_sent_back(study):
 
 
 def test_no_administrative_route():
-    routes = {(r.rule, m) for r in mos.create_app(":memory:").url_map.iter_rules()
+    routes = {(r.rule, m) for r in mos_app.create_app(":memory:").url_map.iter_rules()
               for m in r.methods - {"HEAD", "OPTIONS"}}
     assert routes == {("/", "GET"), ("/static/<name>", "GET"), ("/image/<item>", "GET"),
                       ("/api/next", "GET"), ("/api/rate", "POST"), ("/api/skip", "POST")}
@@ -305,14 +311,14 @@ def test_malformed_oversized_and_cookieless_requests_are_refused(study):
     cases = [
         (client.post("/api/rate", data="{not json", content_type="application/json"), 400),
         (client.post("/api/rate", data=ok, content_type="text/plain"), 415),
-        (client.post("/api/rate", data=ok + " " * mos.MAX_REQUEST_BYTES,
+        (client.post("/api/rate", data=ok + " " * mos_app.MAX_REQUEST_BYTES,
                      content_type="application/json"), 413),
         (client.get("/api/rate"), 405),
         (_app(db).test_client().post("/api/rate", json=json.loads(ok)), 403),
         (_app(db).test_client().get("/api/next"), 403),
     ]
     other = _app(db).test_client()
-    other.set_cookie(mos.COOKIE, "guessed-token")
+    other.set_cookie(mos_app.COOKIE, "guessed-token")
     cases.append((other.post("/api/rate", json=json.loads(ok)), 403))
     for response, status in cases:
         assert response.status_code == status
@@ -333,7 +339,7 @@ def test_only_study_ids_are_served(study, path):
 # Deleted and changed images, host names, raters stored on their first rating, a full disk
 # ----------------------------------------------------------------------------------------------
 
-STUDY_ITEMS_ALL = len(IMAGES) * (len(METHODS) + len(mos.ANCHOR_METHODS))
+STUDY_ITEMS_ALL = len(IMAGES) * (len(METHODS) + len(mos_images.ANCHOR_METHODS))
 
 
 def _walk(client, limit=2 * STUDY_ITEMS_ALL):
@@ -371,10 +377,10 @@ def test_deleted_images_are_withdrawn_and_the_rater_moves_on(study):
     assert state == {"item": None, "done": STUDY_ITEMS_ALL - len(IMAGES), "skipped": 0,
                      "total": STUDY_ITEMS_ALL - len(IMAGES)}
     assert _query(db, "SELECT DISTINCT retired_why FROM items WHERE method='srgan'") == \
-        [(mos.RETIRED_MISSING,)]
+        [(mos_db.RETIRED_MISSING,)]
     assert _query(db, "SELECT COUNT(*) FROM items WHERE retired IS NOT NULL") == [(len(IMAGES),)]
     # the early rating is kept, and reported apart
-    assert (client.get_cookie(mos.COOKIE).value, early, 5) in _ratings(db)
+    assert (client.get_cookie(mos_app.COOKIE).value, early, 5) in _ratings(db)
     # a retired item is neither served, nor handed out, nor rated
     other = _client(db)
     assert other.get(f"/image/{early}").status_code == 410
@@ -393,20 +399,21 @@ def test_a_changed_image_is_a_new_item_and_old_ratings_are_not_pooled(study, tmp
     assert r.status_code == 410 and "withdrawn" in r.get_json()["error"]
     new = _item(db, "baby", "srgan")
     assert new != old
-    assert _query(db, "SELECT retired_why FROM items WHERE id=?", old) == [(mos.RETIRED_CHANGED,)]
+    assert (_query(db, "SELECT retired_why FROM items WHERE id=?", old)
+            == [(mos_db.RETIRED_CHANGED,)])
     assert client.get(f"/image/{new}").data == (images / "baby_srgan.png").read_bytes()
     # ... and a restart notices before anything is served (the same rater is asked again)
     _png(images / "bird_srgan.png", np.random.default_rng(10))
-    files, _ = mos.study_files(images, mos.ANCHOR_METHODS)
-    con = mos.open_db(db)
-    counts = mos.sync_items(con, files)
+    files, _ = mos_images.study_files(images, mos_images.ANCHOR_METHODS)
+    con = mos_db.open_db(db)
+    counts = mos_db.sync_items(con, files)
     con.close()
     assert (counts["changed"], counts["added"], counts["kept"]) == (1, 1, STUDY_ITEMS_ALL - 1)
     assert _rate(client, new, 5).status_code == 200
     rated, _, state = _walk(client)
     assert state["done"] == STUDY_ITEMS_ALL and _item(db, "bird", "srgan") in rated
     out = tmp_path / "report"
-    mos.write_report(db, out)
+    mos_report.write_report(db, out)
     methods = {r["method"]: r for r in _csv_rows(out / "mos_methods.csv")}
     assert (float(methods["srgan"]["mos"]), int(methods["srgan"]["n"])) == \
         (pytest.approx((5 + 3 + 3) / 3), 3)                      # the new baby_srgan: 5, not 1
@@ -420,12 +427,12 @@ def test_a_file_back_to_its_old_content_brings_back_its_item(study):
     images, db = study
     path = images / "baby_srgan.png"
     original, old = path.read_bytes(), _item(db, "baby", "srgan")
-    files, _ = mos.study_files(images, mos.ANCHOR_METHODS)
-    con = mos.open_db(db)
+    files, _ = mos_images.study_files(images, mos_images.ANCHOR_METHODS)
+    con = mos_db.open_db(db)
     path.unlink()
-    assert mos.sync_items(con, {k: p for k, p in files.items() if p != path})["missing"] == 1
+    assert mos_db.sync_items(con, {k: p for k, p in files.items() if p != path})["missing"] == 1
     path.write_bytes(original)
-    assert mos.sync_items(con, files)["restored"] == 1
+    assert mos_db.sync_items(con, files)["restored"] == 1
     con.close()
     assert _item(db, "baby", "srgan") == old
 
@@ -443,7 +450,7 @@ def test_an_image_the_browser_cannot_show_is_skipped_by_that_rater_only(study):
 
 
 def test_the_page_moves_on_after_an_image_error():
-    js = mos.PAGE_JS
+    js = mos_app.PAGE_JS
     handler = js[js.index("img.addEventListener('error'"):]
     assert "post('/api/skip', {item: current})" in handler and "show(" in handler
 
@@ -468,11 +475,12 @@ def test_the_served_host_names(study):
     client = _client(db)
     for host in ("127.0.0.1:8000", "LOCALHOST:8000", "[::1]:8000"):
         assert client.get("/", headers={"Host": host}).status_code == 200
-    assert mos.served_hosts("127.0.0.1", mos.HTTP_DEFAULT_PORT) >= {"127.0.0.1", "localhost"}
-    assert "[::1]:9000" in mos.served_hosts("::1", 9000)
-    assert "192.0.2.7:9000" in mos.served_hosts("192.0.2.7", 9000)
-    wildcard = mos.served_hosts("0.0.0.0", 9000)
-    assert {f"{a.lower()}:9000" for a in mos.local_addresses() if ":" not in a} <= wildcard
+    assert (mos_app.served_hosts("127.0.0.1", mos_app.HTTP_DEFAULT_PORT)
+            >= {"127.0.0.1", "localhost"})
+    assert "[::1]:9000" in mos_app.served_hosts("::1", 9000)
+    assert "192.0.2.7:9000" in mos_app.served_hosts("192.0.2.7", 9000)
+    wildcard = mos_app.served_hosts("0.0.0.0", 9000)
+    assert {f"{a.lower()}:9000" for a in mos_app.local_addresses() if ":" not in a} <= wildcard
     assert f"{socket.gethostname().lower()}:9000" in wildcard
 
 
@@ -485,7 +493,8 @@ def test_a_visit_without_a_rating_stores_nothing(study):
     assert _query(db, "SELECT COUNT(*) FROM raters") == [(0,)]
     item = visitors[0].get("/api/next").get_json()["item"]
     assert _rate(visitors[0], item, 2).status_code == 200
-    assert _query(db, "SELECT token FROM raters") == [(visitors[0].get_cookie(mos.COOKIE).value,)]
+    assert (_query(db, "SELECT token FROM raters")
+            == [(visitors[0].get_cookie(mos_app.COOKIE).value,)])
 
 
 class _FullDisk:
@@ -511,12 +520,12 @@ def test_a_full_disk_on_a_rating_is_a_short_json_error(study, monkeypatch, capsy
     first = client.get("/api/next").get_json()["item"]
     assert _rate(client, first, 4).status_code == 200
     before = _ratings(db)
-    real_connect = mos.connect
-    monkeypatch.setattr(mos, "connect", lambda path: _FullDisk(real_connect(path), error))
+    real_connect = mos_db.connect
+    monkeypatch.setattr(mos_app, "connect", lambda path: _FullDisk(real_connect(path), error))
     capsys.readouterr()
     item = client.get("/api/next").get_json()["item"]
     response = _rate(client, item, 2)
-    assert response.status_code == mos.STORE_FAILED_STATUS and response.is_json
+    assert response.status_code == mos_app.STORE_FAILED_STATUS and response.is_json
     assert "disk is full" in response.get_json()["error"]
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "/api/rate" in err
@@ -527,7 +536,7 @@ def test_a_full_disk_on_a_rating_is_a_short_json_error(study, monkeypatch, capsy
 
 
 def test_the_page_shows_the_error_and_lets_the_rater_retry():
-    js = mos.PAGE_JS
+    js = mos_app.PAGE_JS
     rate = js[js.index("async function rate"):js.index("buttons.forEach(b => b.addEventListener")]
     assert "message.textContent = 'Not saved: ' + e.message" in rate and "busy = false" in rate
 
@@ -537,7 +546,7 @@ def test_the_page_shows_the_error_and_lets_the_rater_retry():
 # ----------------------------------------------------------------------------------------------
 
 N_RATERS = 20
-STUDY_ITEMS = len(IMAGES) * (len(METHODS) + len(mos.ANCHOR_METHODS))
+STUDY_ITEMS = len(IMAGES) * (len(METHODS) + len(mos_images.ANCHOR_METHODS))
 KILL_AT_FRACTION = 0.3   # kill -9 once this share of all ratings is acknowledged
 WAIT_S = 20              # longest wait for the server to start / the raters to get going
 
@@ -583,7 +592,7 @@ def _http_rater(base, acked, stop):
     opener = urllib.request.build_opener(cookies)
     try:
         opener.open(base + "/", timeout=5).read()
-        token = next(c.value for c in cookies.cookiejar if c.name == mos.COOKIE)
+        token = next(c.value for c in cookies.cookiejar if c.name == mos_app.COOKIE)
         state = json.load(opener.open(base + "/api/next", timeout=5))
         while state["item"] is not None and not stop.is_set():
             req = urllib.request.Request(
@@ -654,7 +663,7 @@ def test_a_full_disk_under_a_real_server_is_one_line_and_a_json_503(server):
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (1, hard))   # no file may grow now
     with pytest.raises(urllib.error.HTTPError) as refused:
         _post_json(opener, base + "/api/rate", {"item": second, "score": 2})
-    assert refused.value.code == mos.STORE_FAILED_STATUS
+    assert refused.value.code == mos_app.STORE_FAILED_STATUS
     assert refused.value.headers.get_content_type() == "application/json"
     assert json.load(refused.value)["error"].startswith("the study could not save this")
     resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (soft, hard))
@@ -738,7 +747,7 @@ def test_other_hosts_are_told_who_can_reach_the_study():
 @pytest.mark.parametrize("tables", [
     "CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
     "CREATE TABLE items (id TEXT, image TEXT, method TEXT, path TEXT, size INTEGER);",   # close
-    mos.SCHEMA_V0 + "CREATE TABLE extra (x);",
+    mos_db.SCHEMA_V0 + "CREATE TABLE extra (x);",
 ])
 def test_another_applications_database_is_refused_and_left_as_it_was(study, tmp_path, capsys,
                                                                      tables):
@@ -763,7 +772,7 @@ def test_another_applications_database_is_refused_and_left_as_it_was(study, tmp_
 def test_a_newer_study_is_refused(study, capsys):
     images, db = study
     con = sqlite3.connect(db)
-    con.execute(f"PRAGMA user_version={mos.SCHEMA_VERSION + 1}")
+    con.execute(f"PRAGMA user_version={mos_db.SCHEMA_VERSION + 1}")
     con.close()
     before = db.read_bytes()
     rc, err = _cli(["serve", "--images", str(images), "--db", str(db), "--port",
@@ -776,8 +785,8 @@ def test_a_study_of_the_first_version_is_updated_and_keeps_its_ratings(study, tm
     images, _ = study
     old = tmp_path / "v0.sqlite"
     con = sqlite3.connect(old)
-    con.executescript(mos.SCHEMA_V0)
-    files, _ = mos.study_files(images, mos.ANCHOR_METHODS)
+    con.executescript(mos_db.SCHEMA_V0)
+    files, _ = mos_images.study_files(images, mos_images.ANCHOR_METHODS)
     for n, ((image, method), path) in enumerate(sorted(files.items())):
         con.execute("INSERT INTO items VALUES (?,?,?,?)", (f"{n:024x}", image, method, str(path)))
     con.execute("INSERT INTO raters VALUES ('r0', 0)")
@@ -785,13 +794,13 @@ def test_a_study_of_the_first_version_is_updated_and_keeps_its_ratings(study, tm
     con.commit()
     con.close()
     before = old.read_bytes()
-    mos.write_report(old, tmp_path / "report")                   # read as it is, not changed
+    mos_report.write_report(old, tmp_path / "report")                   # read as it is, not changed
     assert old.read_bytes() == before
-    con = mos.open_db(old)
-    counts = mos.sync_items(con, files)
+    con = mos_db.open_db(old)
+    counts = mos_db.sync_items(con, files)
     con.close()
     assert counts["kept"] == len(files) and counts["added"] == 0   # hashes recorded, same ids
-    assert mos.check_db(old) == mos.CURRENT
+    assert mos_db.check_db(old) == mos_db.CURRENT
     assert _query(old, "SELECT rater, item, score FROM ratings") == [("r0", f"{0:024x}", 4)]
     assert _query(old, "SELECT COUNT(*) FROM items WHERE sha256 IS NULL") == [(0,)]
 
@@ -825,11 +834,11 @@ def _known_study(tmp_path, known, name="known"):
     folder = tmp_path / f"{name}_images"
     folder.mkdir()
     db = tmp_path / f"{name}.sqlite"
-    con = mos.open_db(db)
+    con = mos_db.open_db(db)
     files = {(image, m): folder / f"{image}_{m}.png" for m in known for image in known[m]}
     for path in files.values():
         _png(path, rng)
-    mos.sync_items(con, files)
+    mos_db.sync_items(con, files)
     raters = max(len(scores) for per_image in known.values() for scores in per_image.values())
     for r in range(raters):
         con.execute("INSERT INTO raters VALUES (?, 0)", (f"r{r}",))
@@ -850,17 +859,17 @@ def known_db(tmp_path):
 
 
 def test_mean_ci_by_hand():
-    mean, half, n = mos.mean_ci([1, 2, 3, 4, 5])
+    mean, half, n = mos_stats.mean_ci([1, 2, 3, 4, 5])
     # s = sqrt(10 / 4) = 1.5811, s / sqrt(5) = 0.70711, times t(0.975, 4) = 2.77645
     assert (mean, n) == (3, 5)
     assert half == pytest.approx(T_975_DF4 * math.sqrt(2.5) / math.sqrt(5), abs=1e-9)
     assert half == pytest.approx(1.9632, abs=1e-4)
-    assert mos.mean_ci([3, 3, 3]) == (3, 0, 3)
-    assert math.isnan(mos.mean_ci([4])[1])
+    assert mos_stats.mean_ci([3, 3, 3]) == (3, 0, 3)
+    assert math.isnan(mos_stats.mean_ci([4])[1])
 
 
 def test_holm_by_hand():
-    assert mos.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert mos_stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
 REPORT_FILES = ("mos.md", "mos_methods.csv", "mos_images.csv", "mos_tests.csv",
@@ -875,7 +884,7 @@ def _csv_rows(path):
 
 def test_report_numbers(known_db, tmp_path):
     out = tmp_path / "out"
-    paths = mos.write_report(known_db, out)
+    paths = mos_report.write_report(known_db, out)
     assert [p.name for p in paths] == list(REPORT_FILES)
     methods = {r["method"]: r for r in _csv_rows(out / "mos_methods.csv")}
     assert list(methods) == ["nearest", "srgan", "srresnet"]     # anchors first / last
@@ -886,7 +895,7 @@ def test_report_numbers(known_db, tmp_path):
     # srgan scores: 4,4,5,3,4,5,4,4,4,3: deviations^2 sum = 4 -> s = sqrt(4 / 9)
     assert float(methods["srgan"]["ci95"]) == pytest.approx(
         stats.t.ppf(0.975, 9) * (2 / 3) / math.sqrt(10), abs=1e-9)
-    assert [int(methods["srgan"][f"n_{s}"]) for s in mos.SCORES] == [0, 0, 2, 6, 2]
+    assert [int(methods["srgan"][f"n_{s}"]) for s in mos_db.SCORES] == [0, 0, 2, 6, 2]
     images = {(r["image"], r["method"]): r for r in _csv_rows(out / "mos_images.csv")}
     baby = images[("baby", "srresnet")]
     assert float(baby["mos"]) == 3 and int(baby["n"]) == 5 and int(baby["raters"]) == 5
@@ -965,7 +974,7 @@ def test_a_failing_write_leaves_the_previous_report_whole(known_db, tmp_path, ca
 
 def test_report_on_a_full_disk_keeps_the_previous_figure_and_tables(known_db, tmp_path):
     out = tmp_path / "out"
-    mos.write_report(known_db, out)
+    mos_report.write_report(known_db, out)
     before = _files(out)
     _add_rating(known_db)
     # a rollback journal: a WAL database's 32 KiB -shm index would be hit by the limit first
@@ -997,28 +1006,28 @@ def test_one_rater_gets_no_significance_test(study, tmp_path, capsys):
     assert len(tests) == 10 and all(t["p"] == t["p_holm"] == t["w"] == "" for t in tests)
     assert {(t["raters"], t["ratings"]) for t in tests} == {("1", "6")}
     md = (out / "mos.md").read_text()
-    assert f"not tested (1 < {mos.MIN_RATERS_FOR_TESTS} raters)" in md
+    assert f"not tested (1 < {mos_stats.MIN_RATERS_FOR_TESTS} raters)" in md
     assert "No pair is tested" in md and "1 rater in all" in md
     assert "15 ratings by 1 rater of 3 images" in md
 
 
 def test_tests_need_the_minimum_number_of_raters(tmp_path):
-    few = {"srgan": {"baby": [5] * (mos.MIN_RATERS_FOR_TESTS - 1)},
-           "bicubic": {"baby": [1] * (mos.MIN_RATERS_FOR_TESTS - 1)}}
+    few = {"srgan": {"baby": [5] * (mos_stats.MIN_RATERS_FOR_TESTS - 1)},
+           "bicubic": {"baby": [1] * (mos_stats.MIN_RATERS_FOR_TESTS - 1)}}
     enough = {m: {"baby": s["baby"] + [s["baby"][0]]} for m, s in few.items()}
-    (below,), (at,) = (mos.pairwise_tests([r[:4] for r in mos.load_ratings(
+    (below,), (at,) = (mos_stats.pairwise_tests([r[:4] for r in mos_db.load_ratings(
         _known_study(tmp_path, known, name))]) for known, name in ((few, "few"), (enough, "ok")))
-    assert below["p"] is None and below["raters"] == mos.MIN_RATERS_FOR_TESTS - 1
-    assert at["p"] == pytest.approx(2 / 2 ** mos.MIN_RATERS_FOR_TESTS)   # all raters agree
+    assert below["p"] is None and below["raters"] == mos_stats.MIN_RATERS_FOR_TESTS - 1
+    assert at["p"] == pytest.approx(2 / 2 ** mos_stats.MIN_RATERS_FOR_TESTS)   # all raters agree
 
 
 def test_the_report_says_which_anchors_were_rated(known_db, tmp_path):
-    mos.write_report(known_db, tmp_path / "a")
+    mos_report.write_report(known_db, tmp_path / "a")
     md = (tmp_path / "a" / "mos.md").read_text()
     assert "Calibration anchors rated: nearest-neighbour upscale `nearest` (10 ratings by 5 " \
            "raters); not rated: HR image `hr`." in md
     none = _known_study(tmp_path, {m: KNOWN[m] for m in ("srgan", "srresnet")}, "no_anchor")
-    mos.write_report(none, tmp_path / "b")
+    mos_report.write_report(none, tmp_path / "b")
     md = (tmp_path / "b" / "mos.md").read_text()
     assert "No calibration anchor (nearest-neighbour upscale, HR image) was rated" in md
     assert "as calibration anchors" not in md
@@ -1088,17 +1097,16 @@ def test_browser_rates_by_click_and_by_key_and_the_report_shows_it(server, brows
     stored = _ratings(db)
     assert len(stored) == STUDY_ITEMS and len({r for r, _, _ in stored}) == 1
     assert sorted((i, s) for _, i, s in stored) == sorted(given)
-    mos.write_report(db, tmp_path / "report")
+    mos_report.write_report(db, tmp_path / "report")
     import csv
-    counts = [0] * len(mos.SCORES)
+    counts = [0] * len(mos_db.SCORES)
     for row in csv.DictReader(open(tmp_path / "report" / "mos_methods.csv")):
-        counts = [c + int(row[f"n_{s}"]) for c, s in zip(counts, mos.SCORES)]
-    assert counts == [[s for _, s in given].count(score) for score in mos.SCORES]
+        counts = [c + int(row[f"n_{s}"]) for c, s in zip(counts, mos_db.SCORES)]
+    assert counts == [[s for _, s in given].count(score) for score in mos_db.SCORES]
 
 
 def test_browser_moves_on_past_deleted_and_changed_images(server, browser):
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     _, base, db = server
@@ -1134,4 +1142,4 @@ def test_browser_moves_on_past_deleted_and_changed_images(server, browser):
     assert _item(db, "baby", "srresnet") in {s.rsplit("/", 1)[1] for s in shown}
     assert _query(db, "SELECT method, retired_why FROM items WHERE retired IS NOT NULL "
                       "ORDER BY method") == \
-        [("srgan", mos.RETIRED_MISSING)] * len(IMAGES) + [("srresnet", mos.RETIRED_CHANGED)]
+        [("srgan", mos_db.RETIRED_MISSING)] * len(IMAGES) + [("srresnet", mos_db.RETIRED_CHANGED)]
