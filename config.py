@@ -473,7 +473,7 @@ def _recipe_candidates():
 
 
 def checkpoint_settings(checkpoint):
-    """The recorded settings of a checkpoint dict (``models.CHECKPOINT_FORMAT``) as nested dicts
+    """The recorded settings of a checkpoint dict (``checkpoint.CHECKPOINT_FORMAT``) as nested dicts
     ``{"generator": ..., "stage1": ..., "stage2": ..., "vgg": ...}``: its ``config`` (a training
     checkpoint), else its ``exported_from`` (a file written by ``export.py``), else only what
     every checkpoint holds, ``arch`` and ``arch_kwargs`` (as the ``generator`` section)."""

@@ -14,7 +14,7 @@ Metrics (``metrics.METRICS`` names them, with the direction that is better):
 * ``niqe``: no-reference NIQE of the SR image (``metrics.niqe``), :data:`NIQE_CROP_BORDER_PER_SCALE`
   x ``scale`` px cropped first. Lower is better. It needs images of at least 96x96 px (after the
   crop): a smaller image gets None and is listed under ``"skipped"``.
-* ``lpips``: LPIPS v0.1 distance to the HR image (``models.LPIPS``, AlexNet by default),
+* ``lpips``: LPIPS v0.1 distance to the HR image (``metrics.LPIPS``, AlexNet by default),
   ``scale`` px shaved; gray images replicated to RGB. Lower is better. Its weights (torchvision's
   backbone + the release's linear layers) come through the torch.hub cache or from files
   (``--lpips-backbone`` / ``--lpips-weights``); offline without them it is reported unavailable.
@@ -49,12 +49,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import checkpoint
 import cli
 import datasets
-import models
-import utils
+import metrics
+import pretrained
 import tables
-from metrics import METRICS, check_uint8, lr_psnr, niqe, psnr, psnr_rgb, ssim
+import utils
+from metrics import METRICS, lpips_score, lr_psnr, niqe, psnr, psnr_rgb, ssim
 from config import get_config
 from imresize import imresize
 from progress import progress_bar
@@ -76,7 +78,7 @@ NIQE_PROBE_SIDE = 192
 LPIPS_DEFAULT_NET = "alex"
 """LPIPS backbone when none is named (the release's recommended 'forward metric')."""
 
-_LPIPS_LOADED = {}   # (net, backbone path, linear path, device) -> loaded models.LPIPS
+_LPIPS_LOADED = {}   # (net, backbone path, linear path, device) -> loaded metrics.LPIPS
 
 
 class SRMethod:
@@ -115,7 +117,7 @@ def load_method(spec, device="cpu", scale=4):
 
     Args:
         spec: ``'bicubic'`` (MATLAB-exact ``imresize(lr, scale)``, uint8 in and out); a checkpoint
-            path (str or Path, loaded with ``models.load_generator``); or an ``nn.Module``
+            path (str or Path, loaded with ``checkpoint.load_generator``); or an ``nn.Module``
             generator mapping ``(N,3,h,w)`` in [0,1] to ``(N,3,scale*h,scale*w)`` (moved to
             ``device``; each call runs it in eval mode and restores its mode).
         device: torch device (str or torch.device) for a model.
@@ -123,7 +125,7 @@ def load_method(spec, device="cpu", scale=4):
 
     Raises:
         FileNotFoundError: ``spec`` is a path that does not exist.
-        ValueError: the checkpoint is not usable (see ``models.load_generator``) or the scale
+        ValueError: the checkpoint is not usable (see ``checkpoint.load_generator``) or the scale
             of the model differs from ``scale``.
         TypeError: ``spec`` is none of the above.
     """
@@ -140,7 +142,7 @@ def load_method(spec, device="cpu", scale=4):
         if not path.is_file():
             raise FileNotFoundError(f"model {str(spec)!r} is neither {BICUBIC!r} nor an existing "
                                     f"checkpoint file ({path.resolve()})")
-        model, ckpt = models.load_generator(path, device=device, expect_scale=scale)
+        model, ckpt = checkpoint.load_generator(path, device=device, expect_scale=scale)
         return SRMethod(path.stem, scale, model, device, ckpt, path=spec)
     raise TypeError(f"model must be {BICUBIC!r}, a checkpoint path or an nn.Module, "
                     f"got {type(spec).__name__}")
@@ -169,39 +171,6 @@ def niqe_crop_border(scale):
     return NIQE_CROP_BORDER_PER_SCALE * int(scale)
 
 
-def lpips_score(model, sr, hr, shave=0):
-    """LPIPS distance between two uint8 images with a :class:`models.LPIPS` ``model``.
-
-    Args:
-        model: a ``models.LPIPS`` (its device is used).
-        sr, hr: uint8 ``(H,W,3)`` or gray ``(H,W)`` / ``(H,W,1)`` (replicated to RGB), same shape.
-        shave: pixels removed from every border first (the protocol shaves the scale).
-
-    Returns:
-        float >= 0 (0 for identical images); lower is more similar.
-
-    Raises:
-        TypeError / ValueError: not uint8, shapes differ, a bad ``shave``, or an image (after
-            the shave) smaller than the backbone accepts (``models.LPIPS_MIN_SIZE``).
-    """
-    check_uint8("lpips_score", sr=sr, hr=hr)
-    if sr.shape != hr.shape:
-        raise ValueError(f"lpips_score: shape mismatch, sr {sr.shape} vs hr {hr.shape}")
-    if isinstance(shave, bool) or int(shave) != shave or shave < 0:
-        raise ValueError(f"lpips_score: shave must be a non-negative integer, got {shave!r}")
-    shave = int(shave)
-    h, w = sr.shape[:2]
-    if h <= 2 * shave or w <= 2 * shave:
-        raise ValueError(f"lpips_score: image {sr.shape} too small to shave {shave} px per side")
-    device = model.shift.device
-    tensors = []
-    for img in (sr, hr):
-        t = utils.image_to_tensor(np.ascontiguousarray(img[shave:h - shave, shave:w - shave]))
-        tensors.append(t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t)
-    with torch.inference_mode():
-        return float(model(tensors[0].to(device), tensors[1].to(device))[0])
-
-
 def score_image(sr, hr, lr, scale, metrics=METRICS, lpips_model=None):
     """Every metric of ``metrics`` for one SR image (see the module docstring).
 
@@ -209,7 +178,7 @@ def score_image(sr, hr, lr, scale, metrics=METRICS, lpips_model=None):
         sr: uint8 ``(s*h, s*w[,3])`` SR output; hr: uint8 HR image of the same shape (modcropped);
         lr: uint8 ``(h,w[,3])`` the LR input of ``sr``; scale: the factor ``s`` (also the shave).
         metrics: names from :data:`METRICS`.
-        lpips_model: a ``models.LPIPS``, needed when ``'lpips'`` is in ``metrics``.
+        lpips_model: a ``metrics.LPIPS``, needed when ``'lpips'`` is in ``metrics``.
 
     Returns:
         ``(scores, skipped)``: ``scores`` = ``{metric: float}`` in ``metrics`` order, None for
@@ -231,7 +200,7 @@ def score_image(sr, hr, lr, scale, metrics=METRICS, lpips_model=None):
             scores[m] = lr_psnr(sr, lr, scale)
         else:
             if m == "lpips" and lpips_model is None:
-                raise ValueError("score_image: 'lpips' needs an lpips_model (models.LPIPS)")
+                raise ValueError("score_image: 'lpips' needs an lpips_model (metrics.LPIPS)")
             try:
                 if m == "niqe":
                     scores[m] = float(niqe(sr, crop_border=niqe_crop_border(scale)))
@@ -259,17 +228,17 @@ def niqe_unavailable_reason():
 
 
 def load_lpips(net=LPIPS_DEFAULT_NET, backbone_weights=None, linear_weights=None, device="cpu"):
-    """A ``models.LPIPS`` on ``device``, loaded once per process for the same arguments.
+    """A ``metrics.LPIPS`` on ``device``, loaded once per process for the same arguments.
 
     ``None`` weights come through the torch.hub cache (downloaded when missing); paths are
-    read as given. Raises what ``models.LPIPS`` raises: RuntimeError (naming the URLs, the cache
+    read as given. Raises what ``metrics.LPIPS`` raises: RuntimeError (naming the URLs, the cache
     folder and how to provide the files) when the weights cannot be had; FileNotFoundError /
     ValueError for bad files. Failures are not remembered: a later call tries again.
     """
     key = (net, None if backbone_weights is None else str(backbone_weights),
            None if linear_weights is None else str(linear_weights), str(device))
     if key not in _LPIPS_LOADED:
-        _LPIPS_LOADED[key] = models.LPIPS(net, backbone_weights, linear_weights).to(device)
+        _LPIPS_LOADED[key] = metrics.LPIPS(net, backbone_weights, linear_weights).to(device)
     return _LPIPS_LOADED[key]
 
 
@@ -280,7 +249,7 @@ def prepare_metrics(metrics=None, device="cpu", lpips_model=None, lpips_net=LPIP
     Args:
         metrics: names from :data:`METRICS`, or None = all that can run here.
         device: where a loaded LPIPS model goes.
-        lpips_model: a ``models.LPIPS`` to use; None -> :func:`load_lpips` (``lpips_net``,
+        lpips_model: a ``metrics.LPIPS`` to use; None -> :func:`load_lpips` (``lpips_net``,
             ``lpips_backbone``, ``lpips_weights``) when ``'lpips'`` is wanted.
 
     Returns:
@@ -468,7 +437,7 @@ def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_i
             weights can be had, NIQE only when ``metrics.niqe`` runs; the others are listed
             under ``"unavailable"`` with the reason). A metric named here that cannot run is an
             error.
-        lpips_model: a ``models.LPIPS`` to use; None -> AlexNet LPIPS through
+        lpips_model: a ``metrics.LPIPS`` to use; None -> AlexNet LPIPS through
             :func:`load_lpips` when LPIPS is wanted.
 
     Returns:
@@ -575,7 +544,7 @@ def parse_args(argv=None):
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=None, metavar="METRIC",
                    help=f"metrics to compute, from {' '.join(METRICS)} (default: all that can "
                         "run here; a metric named here that cannot run is an error)")
-    p.add_argument("--lpips-net", choices=models.LPIPS_NETS, default=LPIPS_DEFAULT_NET,
+    p.add_argument("--lpips-net", choices=pretrained.LPIPS_NETS, default=LPIPS_DEFAULT_NET,
                    help="LPIPS backbone (default: %(default)s)")
     p.add_argument("--lpips-weights", type=Path, default=None,
                    help="LPIPS v0.1 linear-layer file (alex.pth / vgg.pth of the release); "

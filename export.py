@@ -4,9 +4,9 @@
     python export.py runs/reference/srresnet.pth weights/srresnet.pth --dtype float32
     python export.py runs/reference/srgan.pth srgan.onnx                 # ONNX (onnx_model.py)
 
-A training checkpoint (``models.CHECKPOINT_FORMAT``) holds the discriminator, the optimisers,
+A training checkpoint (``checkpoint.CHECKPOINT_FORMAT``) holds the discriminator, the optimisers,
 the RNG states and more; a user needs the generator alone. The exported file is the same
-format with only what :func:`models.load_generator` reads: ``arch``, ``arch_kwargs``,
+format with only what :func:`checkpoint.load_generator` reads: ``arch``, ``arch_kwargs``,
 ``scale``, ``stage`` and ``generator`` -- the weights that are used (the EMA average where the
 run kept one), in float16 or float32 -- plus its provenance (``exported_from``: the source's
 step, epoch and preset settings). It loads with ``torch.load(path, weights_only=True)`` (no code
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
+import checkpoint
 import cli
-import models
 import onnx_model
 import super_resolve
 from utils import atomic_write
@@ -40,7 +40,7 @@ def export_generator(src, dst, dtype=DEFAULT_DTYPE):
 
     ``dtype``: a key of :data:`DTYPES`. Floating-point weights are cast to it; integer buffers
     are kept. ``dst`` may not be ``src`` (nothing is overwritten in place). Returns the dict
-    written. Raises what :func:`models.load_checkpoint` raises for a bad ``src``, ValueError
+    written. Raises what :func:`checkpoint.load_checkpoint` raises for a bad ``src``, ValueError
     for an unknown ``dtype`` or ``dst == src``, ``utils.WriteError`` for an unwritable ``dst``.
     """
     if dtype not in DTYPES:
@@ -49,13 +49,13 @@ def export_generator(src, dst, dtype=DEFAULT_DTYPE):
     if dst.exists() and dst.resolve() == src.resolve():
         raise ValueError(f"{dst}: the output would replace the checkpoint it is made from; "
                          f"give another path")
-    ckpt = models.load_checkpoint(src)
-    state = models.generator_state(ckpt, src)
+    ckpt = checkpoint.load_checkpoint(src)
+    state = checkpoint.generator_state(ckpt, src)
     cast = {k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).clone()
             for k, v in state.items()}
     config = ckpt.get("config") or {}
     out = {
-        "format": models.CHECKPOINT_FORMAT, "arch": ckpt["arch"],
+        "format": checkpoint.CHECKPOINT_FORMAT, "arch": ckpt["arch"],
         "arch_kwargs": ckpt.get("arch_kwargs") or {}, "scale": int(ckpt["scale"]),
         "stage": ckpt.get("stage"), "generator": cast, "generator_ema": None,
         "exported_from": {"file": src.name, "step": ckpt.get("step"), "epoch": ckpt.get("epoch"),
@@ -89,7 +89,7 @@ def export_file(src, dst, dtype=None):
                                             else ""))
     if dtype not in (None, "float32"):
         raise ValueError(f"--dtype {dtype}: an ONNX graph ({dst}) is written in float32")
-    model, ckpt = models.load_generator(src, device="cpu")
+    model, ckpt = checkpoint.load_generator(src, device="cpu")
     info = onnx_model.export_onnx(model, ckpt, dst, *super_resolve.receptive_field(model))
     return (f"ONNX {info['arch']} x{info['scale']}, float32, dynamic height/width, "
             f"receptive margin {info['receptive_margin']} LR px; onnxruntime equals PyTorch "

@@ -19,8 +19,14 @@ from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
+import pretrained
+import utils
+from checkpoint import check_finite_state, state_mismatch
 from imresize import imresize
+from models import SMALL_KERNEL, VGG19_BLOCK_CHANNELS
 from utils import RGB_TO_YCBCR_MATRIX, UINT8_MAX, YCBCR_OFFSET, rgb2ycbcr
 
 # SSIM of Wang, Bovik, Sheikh, Simoncelli (IEEE TIP 2004), as in their ssim_index.m
@@ -467,3 +473,224 @@ def niqe(img, crop_border=0):
     if not np.isfinite(quality):
         raise ValueError(f"niqe: non-finite score for the {img.shape} image")
     return quality
+
+
+# --------------------------------------------------------------------------------------------
+# LPIPS (Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual
+# Metric", CVPR 2018), version 0.1 of the official release; its files: pretrained.py
+# --------------------------------------------------------------------------------------------
+LPIPS_SHIFT = (-0.030, -0.088, -0.188)   # ScalingLayer: (x - shift) / scale, x in [-1,1]
+LPIPS_SCALE = (0.458, 0.448, 0.450)      # (ImageNet mean/std expressed on the [-1,1] range)
+LPIPS_NORM_EPS = 1e-10                   # unit-normalisation of channels: f / (||f||_2 + eps)
+LPIPS_DROPOUT = 0.5                      # dropout before each linear layer (identity in eval)
+# AlexNet ``features`` (torchvision layout): (out channels, kernel, stride, padding) of its five
+# convs, each followed by a ReLU; a max-pool (3x3, stride 2) after the 1st and 2nd ReLU.
+ALEXNET_CONVS = ((64, 11, 4, 2), (192, 5, 1, 2), (384, 3, 1, 1), (256, 3, 1, 1), (256, 3, 1, 1))
+ALEXNET_POOL_AFTER = (0, 1)              # conv indices followed by a max-pool
+ALEXNET_POOL_KERNEL, ALEXNET_POOL_STRIDE = 3, 2
+VGG16_BLOCK_SIZES = (2, 2, 3, 3, 3)      # 3x3 convs before each max-pool of VGG16
+VGG_POOL = 2                             # VGG max-pools: 2x2, stride 2
+
+LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16}
+"""Smallest image side each backbone accepts: AlexNet's relu5 needs a 3x3 input to its second
+max-pool (conv1 output >= 7 px: side >= 31); VGG16's relu5_3 lies after 4 halvings (>= 16)."""
+
+
+def _alexnet_features():
+    """The layers of torchvision's ``alexnet().features`` up to its 5th ReLU (indices 0..11: convs
+    at 0, 3, 6, 8, 10) and the indices of the 5 ReLUs LPIPS reads (relu1..relu5)."""
+    layers, taps, in_ch = [], [], 3
+    for k, (out_ch, kernel, stride, pad) in enumerate(ALEXNET_CONVS):
+        layers += [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=pad),
+                   nn.ReLU(inplace=False)]
+        taps.append(len(layers) - 1)
+        if k in ALEXNET_POOL_AFTER:
+            layers.append(nn.MaxPool2d(ALEXNET_POOL_KERNEL, ALEXNET_POOL_STRIDE))
+        in_ch = out_ch
+    return nn.Sequential(*layers), tuple(taps)
+
+
+def _vgg16_features():
+    """The layers of torchvision's ``vgg16().features`` up to relu5_3 (indices 0..29: convs at
+    0, 2, 5, 7, 10, ...) and the indices of the ReLUs LPIPS reads (relu1_2, relu2_2, relu3_3,
+    relu4_3, relu5_3: the last of each block)."""
+    layers, taps, in_ch = [], [], 3
+    for block, (n_convs, ch) in enumerate(zip(VGG16_BLOCK_SIZES, VGG19_BLOCK_CHANNELS)):
+        if block:
+            layers.append(nn.MaxPool2d(kernel_size=VGG_POOL, stride=VGG_POOL))
+        for _ in range(n_convs):
+            layers += [nn.Conv2d(in_ch, ch, SMALL_KERNEL, padding=SMALL_KERNEL // 2),
+                       nn.ReLU(inplace=False)]
+            in_ch = ch
+        taps.append(len(layers) - 1)
+    return nn.Sequential(*layers), tuple(taps)
+
+
+class _LPIPSBackbone(nn.Module):
+    """``features`` (torchvision's key layout, ``features.0.weight`` ...) returning the
+    activations of the 5 tapped ReLUs: ``(N,3,H,W)`` normalised input -> list of 5
+    ``(N,C_k,H_k,W_k)``."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.features, self.taps = _alexnet_features() if net == "alex" else _vgg16_features()
+        self.channels = tuple(self.features[t - 1].out_channels for t in self.taps)
+
+    def forward(self, x):
+        outs = []
+        for k, layer in enumerate(self.features):
+            x = layer(x)
+            if k in self.taps:
+                outs.append(x)
+        return outs
+
+
+class _LPIPSLinear(nn.Module):
+    """The release's ``NetLinLayer``: dropout then a 1x1 conv to one channel, no bias (key
+    ``model.1.weight``, shape ``(1,C,1,1)``). ``(N,C,H,W) -> (N,1,H,W)``."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.model = nn.Sequential(nn.Dropout(LPIPS_DROPOUT), nn.Conv2d(channels, 1, 1, bias=False))
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 perceptual distance (lower = more similar), official weights only.
+
+    ScalingLayer (input mapped from [0,1] to [-1,1], then ``(x - LPIPS_SHIFT) / LPIPS_SCALE``),
+    the 5 ReLU activations of the ImageNet backbone (AlexNet relu1..5 or VGG16 relu1_2 ..
+    relu5_3), each unit-normalised over channels, squared difference, the learned 1x1 linear
+    layer (non-negative weights of the release, no bias), spatial mean, sum over the 5 layers.
+    Frozen and always in eval mode (dropout off), but differentiable w.r.t. its inputs.
+
+    Args:
+        net: 'alex' or 'vgg' (see :data:`LPIPS_NETS`).
+        backbone_weights: ``None`` -> torchvision's official file (:data:`LPIPS_BACKBONE_URLS`)
+            through the torch.hub cache; or a path to a state dict of the whole torchvision
+            model or of its ``features`` (keys ``features.0.weight`` or ``0.weight``).
+        linear_weights: ``None`` -> the release's file (:data:`LPIPS_LINEAR_URLS`) through the
+            torch.hub cache (saved as :data:`LPIPS_LINEAR_CACHE_NAMES`); or a path to it
+            (keys ``lin0.model.1.weight`` ... ``lin4.model.1.weight``).
+
+    Raises:
+        RuntimeError: a file to be had from the internet cannot be (offline): the message names
+            each URL, the cache file it would be saved as and how to provide it. Weights are
+            never left random.
+        FileNotFoundError / ValueError: a given path is missing, not a torch file, or lacks /
+            mis-shapes the needed tensors (the message names the file).
+
+    Shapes: ``forward(x, y)``: ``(N,3,H,W)`` float in [0,1] each (same shape, sides >=
+    ``LPIPS_MIN_SIZE[net]``) -> ``(N,)`` float distances >= 0 (0 for identical images).
+    """
+
+    def __init__(self, net="alex", backbone_weights=None, linear_weights=None):
+        super().__init__()
+        pretrained.check_lpips_net(net)
+        self.net = net
+        self.backbone = _LPIPSBackbone(net)
+        self.n_layers = len(self.backbone.channels)
+        for k, ch in enumerate(self.backbone.channels):
+            setattr(self, f"lin{k}", _LPIPSLinear(ch))
+        self.register_buffer("shift", torch.tensor(LPIPS_SHIFT).reshape(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("scale", torch.tensor(LPIPS_SCALE).reshape(1, 3, 1, 1),
+                             persistent=False)
+        loaded = pretrained.lpips_weights(net, backbone_weights, linear_weights)
+        self._load_backbone(*loaded["backbone"])
+        self._load_linear(*loaded["linear"])
+        self.sources = {part: source for part, (_, source) in loaded.items()}
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.train(False)
+        # channels_last convs: 1.28x faster on the CPU (AlexNet, 500x480 pair; same values)
+        self.to(memory_format=torch.channels_last)
+
+    def _load_backbone(self, state, source):
+        """Copy the ``features`` convs of a torchvision state dict (``features.``-prefixed or
+        not; other keys ignored) into the backbone; ValueError naming ``source`` if some are
+        missing or mis-shaped."""
+        feats = {}
+        for key, value in state.items():
+            feats.setdefault(key[len("features."):] if key.startswith("features.") else key, value)
+        needed = self.backbone.features.state_dict()
+        subset = {k: feats[k] for k in needed if isinstance(feats.get(k), torch.Tensor)}
+        why = state_mismatch(needed, subset)
+        if why:
+            raise ValueError(f"{source}: not the torchvision {self.net} weights LPIPS needs "
+                             f"({pretrained.LPIPS_BACKBONE_URLS[self.net]}): {why}")
+        check_finite_state(subset, source)
+        self.backbone.features.load_state_dict(subset)
+
+    def _load_linear(self, state, source):
+        """Load the ``lin{k}.model.1.weight`` tensors (strict); ValueError naming ``source``."""
+        needed = {k: v for k, v in self.state_dict().items() if k.startswith("lin")}
+        why = state_mismatch(needed, {k: v for k, v in state.items()
+                                       if isinstance(v, torch.Tensor)})
+        if why:
+            raise ValueError(f"{source}: not the LPIPS v0.1 {self.net} linear weights "
+                             f"({pretrained.LPIPS_LINEAR_URLS[self.net]}): {why}")
+        check_finite_state({k: state[k] for k in needed}, source)
+        self.load_state_dict(state, strict=False)
+
+    def train(self, mode=True):
+        """Always stays in eval mode (dropout off), whatever a parent's ``.train()`` asks."""
+        return super().train(False)
+
+    def forward(self, x, y):
+        """``(N,3,H,W)`` float in [0,1] twice -> ``(N,)`` LPIPS distances (gradients flow)."""
+        for name, t in (("x", x), ("y", y)):
+            if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t) \
+                    or t.dim() != 4 or t.shape[1] != 3:
+                raise ValueError(f"LPIPS: {name} must be a float (N,3,H,W) tensor, got "
+                                 f"{getattr(t, 'dtype', type(t).__name__)} "
+                                 f"{tuple(getattr(t, 'shape', ()))}")
+        if x.shape != y.shape:
+            raise ValueError(f"LPIPS: shape mismatch, {tuple(x.shape)} vs {tuple(y.shape)}")
+        if min(x.shape[2:]) < LPIPS_MIN_SIZE[self.net]:
+            raise ValueError(f"LPIPS ({self.net}): images of {x.shape[2]}x{x.shape[3]} px are "
+                             f"smaller than the {LPIPS_MIN_SIZE[self.net]} px its backbone needs")
+        both = (torch.cat([x, y]) * 2 - 1 - self.shift) / self.scale   # [0,1] -> [-1,1] -> scaled
+        both = both.contiguous(memory_format=torch.channels_last)
+        n = x.shape[0]
+        total = 0
+        for k, feat in enumerate(self.backbone(both)):
+            feat = feat / (torch.sqrt(torch.sum(feat * feat, dim=1, keepdim=True)) + LPIPS_NORM_EPS)
+            diff = (feat[:n] - feat[n:]) ** 2
+            total = total + getattr(self, f"lin{k}")(diff).mean(dim=(1, 2, 3))
+        return total
+
+
+def lpips_score(model, sr, hr, shave=0):
+    """LPIPS distance between two uint8 images with a :class:`metrics.LPIPS` ``model``.
+
+    Args:
+        model: a ``metrics.LPIPS`` (its device is used).
+        sr, hr: uint8 ``(H,W,3)`` or gray ``(H,W)`` / ``(H,W,1)`` (replicated to RGB), same shape.
+        shave: pixels removed from every border first (the protocol shaves the scale).
+
+    Returns:
+        float >= 0 (0 for identical images); lower is more similar.
+
+    Raises:
+        TypeError / ValueError: not uint8, shapes differ, a bad ``shave``, or an image (after
+            the shave) smaller than the backbone accepts (``metrics.LPIPS_MIN_SIZE``).
+    """
+    check_uint8("lpips_score", sr=sr, hr=hr)
+    if sr.shape != hr.shape:
+        raise ValueError(f"lpips_score: shape mismatch, sr {sr.shape} vs hr {hr.shape}")
+    if isinstance(shave, bool) or int(shave) != shave or shave < 0:
+        raise ValueError(f"lpips_score: shave must be a non-negative integer, got {shave!r}")
+    shave = int(shave)
+    h, w = sr.shape[:2]
+    if h <= 2 * shave or w <= 2 * shave:
+        raise ValueError(f"lpips_score: image {sr.shape} too small to shave {shave} px per side")
+    device = model.shift.device
+    tensors = []
+    for img in (sr, hr):
+        t = utils.image_to_tensor(np.ascontiguousarray(img[shave:h - shave, shave:w - shave]))
+        tensors.append(t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t)
+    with torch.inference_mode():
+        return float(model(tensors[0].to(device), tensors[1].to(device))[0])

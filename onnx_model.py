@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 import models
+
+import checkpoint
 from utils import atomic_write
 
 SUFFIX = ".onnx"
@@ -118,7 +120,7 @@ def _exporter_quiet():
 
 
 def export_onnx(model, ckpt, dst, receptive_margin, tile_alignment):
-    """Export ``model`` (a float32 generator on the CPU, as ``models.load_generator`` gives it
+    """Export ``model`` (a float32 generator on the CPU, as ``checkpoint.load_generator`` gives it
     with its checkpoint ``ckpt``) to the ONNX file ``dst``, checked against PyTorch
     (:data:`PROBE_SIZES`) before it is written. ``receptive_margin``, ``tile_alignment``: its
     receptive-field radius and tile step in LR px (``super_resolve.receptive_margin`` /
@@ -135,7 +137,7 @@ def export_onnx(model, ckpt, dst, receptive_margin, tile_alignment):
     model = model.eval()
     proto = _graph_bytes(model)
     info = {"arch": ckpt["arch"], "scale": int(ckpt["scale"]),
-            "arch_kwargs": json.dumps(models.to_plain(ckpt.get("arch_kwargs") or {})),
+            "arch_kwargs": json.dumps(checkpoint.to_plain(ckpt.get("arch_kwargs") or {})),
             "receptive_margin": int(receptive_margin), "tile_alignment": int(tile_alignment)}
     for key, value in info.items():
         entry = proto.metadata_props.add()

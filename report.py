@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+import checkpoint
 import config
 import datasets
 import evaluate
-import models
 import tables
 import utils
 from metrics import METRICS
@@ -363,7 +363,7 @@ def stage_figure(run_dir, name, reference=None):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: train the stage {name!r} into {run_dir} "
                                     f"first (train.run_stage / train.py --out {run_dir})")
-    ckpt = models.load_checkpoint(ckpt_path)
+    ckpt = checkpoint.load_checkpoint(ckpt_path)
     settings = config.checkpoint_settings(ckpt)
     stage2 = ckpt.get("stage") == settings.get("stage2", {}).get("name")
     epochs = settings.get("stage2" if stage2 else "stage1", {}).get("epochs")
@@ -419,7 +419,7 @@ def source_of(path, checkpoint):
     """The source named in a checkpoint's labels: :data:`REFERENCE_SOURCE` for a file of
     ``config.REFERENCE_WEIGHTS``, else the recipe that made it (``config.recipe_of``: 'paper',
     'demo', 'smoke', 'paper srgan-vgg22', ..., 'custom'). ``path``: str or Path; ``checkpoint``:
-    its dict (``models.load_checkpoint``)."""
+    its dict (``checkpoint.load_checkpoint``)."""
     shipped = {Path(p).resolve() for p in config.REFERENCE_WEIGHTS.values()}
     if Path(path).resolve() in shipped:
         return REFERENCE_SOURCE
@@ -447,7 +447,7 @@ def load_methods(checkpoints, device="cpu", bicubic=True):
     e.g. "SRGAN (demo)", "SRGAN (reference)") and is the method's ``name``; its ``tag``
     (:func:`file_tag` of the given label) names its image files and ``path`` is its file.
     ``missing`` = ``{label: path}`` of the files that do not exist. A file that exists but is
-    not a valid checkpoint raises the ValueError of ``models.load_generator`` (naming the file).
+    not a valid checkpoint raises the ValueError of ``checkpoint.load_generator`` (naming the file).
     See :func:`reference_fallback` for the stand-ins of missing SRResNet / SRGAN files.
     """
 
@@ -737,7 +737,7 @@ def compare_on_set(methods, dataset, out_dir, progress=True, lpips_model=None):
         dataset: a ``datasets.TestDataset`` (items ``(lr, hr, name)``, uint8).
         out_dir: where ``<image>_<tag>.png`` is written (the method's ``tag``, see
             :func:`file_tag`; e.g. ``baby_srgan.png``), atomically; created when missing.
-        lpips_model: a ``models.LPIPS`` (from :func:`load_lpips`); None -> no LPIPS.
+        lpips_model: a ``metrics.LPIPS`` (from :func:`load_lpips`); None -> no LPIPS.
 
     Returns a list (one per image) of dicts: ``name``; ``panels`` = list of ``(title, image)``:
     LR (nearest-upsampled to the HR size), every method with its PSNR / LPIPS / NIQE, HR with

@@ -1,7 +1,7 @@
 """The training algorithm of both stages: losses, optimisers and lr schedules, and one epoch of
 each stage, built from one step function each. ``train.py`` builds the objects from the config
 and strings the epochs together with validation (``evaluate.validate``), checkpoints
-(``models.save_checkpoint``) and logs; devices live in ``utils.py``, several processes in
+(``checkpoint.save_checkpoint``) and logs; devices live in ``utils.py``, several processes in
 ``distributed.py``.
 
 The two stages of the SRGAN paper (Ledig et al., CVPR 2017):
@@ -622,7 +622,7 @@ class GeneratorEMA:
     parameter and buffer ``w`` (BatchNorm running statistics included; integer buffers such as
     ``num_batches_tracked`` are copied). The averaged generator is steadier than the raw one,
     whose weights jitter with every adversarial step; it is the one validated and the one
-    ``models.load_generator`` loads (checkpoint key ``generator_ema``). ``decay`` in [0, 1).
+    ``checkpoint.load_generator`` loads (checkpoint key ``generator_ema``). ``decay`` in [0, 1).
     """
 
     def __init__(self, model, decay):

@@ -20,7 +20,7 @@ Every input becomes ``OUTPUT/<input stem>.png`` (lossless), ``scale`` times larg
   multi-page TIFF) gives its first frame (a warning says so). See ``utils.load_image``.
 * An image under :data:`MIN_INPUT_SIDE` px a side is edge-padded by the receptive field and
   cropped back.
-* NaN/inf weights are refused when the checkpoint is loaded (``models.load_generator`` names the
+* NaN/inf weights are refused when the checkpoint is loaded (``checkpoint.load_generator`` names the
   tensor); a non-finite model output is an error (:class:`NonFiniteOutputError`), never an image.
 
 In a folder, the image files (by extension, see ``datasets.IMAGE_EXTENSIONS``) are processed in
@@ -53,9 +53,9 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+import checkpoint
 import cli
 import datasets
-import models
 import onnx_model
 from config import REFERENCE_WEIGHTS
 from imresize import imresize
@@ -403,11 +403,11 @@ def plan_outputs(inputs, output_dir):
 
 def load_model(path, device="cpu"):
     """The generator in ``path`` for inference: an ``.onnx`` file as an
-    ``onnx_model.OnnxGenerator`` (onnxruntime), any other as ``models.load_generator`` reads
+    ``onnx_model.OnnxGenerator`` (onnxruntime), any other as ``checkpoint.load_generator`` reads
     it (train.py's and export.py's ``.pth``)."""
     if Path(path).suffix.lower() == onnx_model.SUFFIX:
         return onnx_model.OnnxGenerator(path, device)
-    return models.load_generator(path, device=device)[0]
+    return checkpoint.load_generator(path, device=device)[0]
 
 
 def parse_args(argv=None):

@@ -30,12 +30,14 @@ from types import SimpleNamespace
 
 import torch
 
+import checkpoint
 import cli
 import create_data_lists
 import datasets
 import distributed
 import evaluate
 import models
+import pretrained
 import runtime
 import solver
 import super_resolve
@@ -253,13 +255,13 @@ def _fmt(value):
 
 def _init_generator_from(generator, path, arch, scale):
     """Stage 2 starts from the generator of a checkpoint of this project (read like
-    ``models.load_generator`` reads it: its EMA weights when it has them)."""
-    ckpt = models.load_checkpoint(path)
+    ``checkpoint.load_generator`` reads it: its EMA weights when it has them)."""
+    ckpt = checkpoint.load_checkpoint(path)
     if ckpt["arch"] != arch or ckpt["scale"] != scale:
         raise ValueError(f"{path} holds a x{ckpt['scale']} {ckpt['arch']!r} generator, but this "
                          f"run trains a x{scale} {arch!r}")
     try:
-        generator.load_state_dict(models.generator_state(ckpt, path))
+        generator.load_state_dict(checkpoint.generator_state(ckpt, path))
     except RuntimeError as e:
         raise ValueError(f"{path}: its generator does not fit the configured one "
                          f"(cfg.generator): {e}") from e
@@ -276,12 +278,12 @@ def vgg_content_loss(cfg):
     if cfg.vgg.weights is not None:
         candidates = [cfg.vgg.weights]
     else:
-        cached = models.vgg19_hub_cache_file()
+        cached = pretrained.vgg19_hub_cache_file()
         candidates = [p for p in (cached, SHARED_VGG) if Path(p).is_file()] + [None]
     reasons = []
     for weights in candidates:
         try:
-            vgg = models.TruncatedVGG19(cfg.vgg.i, cfg.vgg.j, weights=weights)
+            vgg = pretrained.vgg19(cfg.vgg.i, cfg.vgg.j, weights=weights)
         except (OSError, RuntimeError, ValueError) as e:
             reasons.append(str(e).splitlines()[0])
             continue
@@ -460,27 +462,27 @@ def _check_resume(ckpt_path, resume, name, arch, run_files, arch_kwargs=None):
     if ckpt_path.exists() and not resume:
         raise FileExistsError(f"{ckpt_path} exists: pass --resume (resume=True) to continue it, "
                               f"or choose another output folder")
-    checkpoint = models.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
-    if resume and checkpoint is None:
+    ckpt = checkpoint.load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    if resume and ckpt is None:
         print(f"no checkpoint {ckpt_path} to resume: starting {name} from scratch", flush=True)
     if resume and distributed.is_main_process():       # half-written files of a killed run
         for path in run_files:
             for tmp in utils.remove_stale_temp_files(path):
                 print(f"removed {tmp}: an incomplete write of an interrupted run", flush=True)
-    if checkpoint is not None and (checkpoint["arch"] != arch or checkpoint["stage"] != name):
-        raise ValueError(f"{ckpt_path} is a {checkpoint['stage']!r} checkpoint of "
-                         f"{checkpoint['arch']!r}, not {name!r} of {arch!r}")
-    saved = dict(checkpoint.get("arch_kwargs") or {}) if checkpoint is not None else None
+    if ckpt is not None and (ckpt["arch"] != arch or ckpt["stage"] != name):
+        raise ValueError(f"{ckpt_path} is a {ckpt['stage']!r} checkpoint of "
+                         f"{ckpt['arch']!r}, not {name!r} of {arch!r}")
+    saved = dict(ckpt.get("arch_kwargs") or {}) if ckpt is not None else None
     if saved is not None and arch_kwargs is not None:
         differ = {k: (saved.get(k), v) for k, v in arch_kwargs.items()   # as stored: lists
-                  if k in saved and saved[k] != models.to_plain(v)}
+                  if k in saved and saved[k] != checkpoint.to_plain(v)}
         if differ:
             what = ", ".join(f"generator.{k}: checkpoint {a!r}, this run {b!r}"
                              for k, (a, b) in differ.items())
             raise ValueError(f"{ckpt_path} was trained with other generator settings ({what}): "
                              f"resume with the preset and --set options it was made with, or "
                              f"choose another --out")
-    return checkpoint
+    return ckpt
 
 
 def _set_up(cfg, stage, out_dir, resume, progress):
@@ -494,10 +496,10 @@ def _set_up(cfg, stage, out_dir, resume, progress):
                           is_main=is_main, progress=progress and is_main,
                           ckpt_path=out_dir / f"{name}.pth", best_path=out_dir / f"{name}_best.pth",
                           log_path=out_dir / f"{name}_log.csv")
-    checkpoint = _check_resume(run.ckpt_path, resume, name, arch,
+    ckpt = _check_resume(run.ckpt_path, resume, name, arch,
                                (run.ckpt_path, run.best_path, run.log_path), generator_kwargs(cfg))
     init = None
-    if stage == "srgan" and checkpoint is None:
+    if stage == "srgan" and ckpt is None:
         init = Path(scfg.get("init") or out_dir / f"{arch}.pth")
         if not init.is_file():
             raise FileNotFoundError(f"stage 'srgan' starts from a trained generator, but {init} "
@@ -527,8 +529,8 @@ def _set_up(cfg, stage, out_dir, resume, progress):
     run.clock = solver.RunClock(scfg.epochs * (batches // run.d_steps), run.budget,
                                 share_every=run.sync_every)
     run.history, run.start_epoch = [], 1
-    if checkpoint is not None:
-        _restore(run, checkpoint)
+    if ckpt is not None:
+        _restore(run, ckpt)
     run.batches = batches
     if is_main:
         run.clock.on_estimate = lambda clock, rate: write_line(_estimate_line(run, clock, rate))
@@ -606,25 +608,25 @@ def _duration(seconds):
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
-def _restore(run, checkpoint):
-    """Continue from ``checkpoint``: weights, optimisers, EMA, history, clock and RNG states."""
-    run.generator.load_state_dict(checkpoint["generator"])
-    run.optimizer_g.load_state_dict(checkpoint["optimizer_g"])
+def _restore(run, ckpt):
+    """Continue from the checkpoint dict ``ckpt``: weights, optimisers, EMA, history, clock and RNG states."""
+    run.generator.load_state_dict(ckpt["generator"])
+    run.optimizer_g.load_state_dict(ckpt["optimizer_g"])
     if run.discriminator is not None:
-        run.discriminator.load_state_dict(checkpoint["discriminator"])
-        run.optimizer_d.load_state_dict(checkpoint["optimizer_d"])
+        run.discriminator.load_state_dict(ckpt["discriminator"])
+        run.optimizer_d.load_state_dict(ckpt["optimizer_d"])
     if run.ema is not None:
-        run.ema.load_state_dict(checkpoint.get("generator_ema") or checkpoint["generator"])
+        run.ema.load_state_dict(ckpt.get("generator_ema") or ckpt["generator"])
     for key in ("scaler_g", "scaler_d"):      # fp16 loss scales (absent: a run without fp16)
         scaler = getattr(run, key)
-        if scaler is not None and checkpoint.get(key):
-            scaler.load_state_dict(checkpoint[key])
-    run.history = list(checkpoint["history"])
-    run.start_epoch = checkpoint["epoch"] + 1
-    run.clock = solver.RunClock.from_state_dict(checkpoint["clock"], run.clock.total_steps,
+        if scaler is not None and ckpt.get(key):
+            scaler.load_state_dict(ckpt[key])
+    run.history = list(ckpt["history"])
+    run.start_epoch = ckpt["epoch"] + 1
+    run.clock = solver.RunClock.from_state_dict(ckpt["clock"], run.clock.total_steps,
                                                 run.budget, run.sync_every)
-    runtime.set_rng_state(checkpoint["rng"], run.device)
-    print(f"resuming {run.name} from {run.ckpt_path}: epoch {checkpoint['epoch']} done, "
+    runtime.set_rng_state(ckpt["rng"], run.device)
+    print(f"resuming {run.name} from {run.ckpt_path}: epoch {ckpt['epoch']} done, "
           f"step {run.clock.step}", flush=True)
 
 
@@ -734,10 +736,10 @@ def _end_of_epoch(run, row, finished, epoch_start):
     # the resume point last: if the best checkpoint or the log cannot be written (a full
     # disk), the checkpoint still says the epoch is unfinished and --resume redoes it
     if _is_best(run, row):
-        models.save_checkpoint(run.best_path, models.make_checkpoint(**state))
+        checkpoint.save_checkpoint(run.best_path, checkpoint.make_checkpoint(**state))
     write_log(run.log_path, run.history)
     if epoch % cfg.train.checkpoint_every == 0 or finished:
-        models.save_checkpoint(run.ckpt_path, models.make_checkpoint(**state))
+        checkpoint.save_checkpoint(run.ckpt_path, checkpoint.make_checkpoint(**state))
     if run.tensorboard is not None:
         _log_tensorboard(run, row)
 
@@ -832,7 +834,7 @@ def print_provenance(files):
     for label, path in files.items():
         if not Path(path).is_file():
             continue
-        clock = models.load_checkpoint(path).get("clock") or {}
+        clock = checkpoint.load_checkpoint(path).get("clock") or {}
         note = solver.budget_note(label, clock)
         print(f"{label}: {path}, {clock.get('step', 0):,} steps"
               + (f"; {note}" if note else ""), flush=True)

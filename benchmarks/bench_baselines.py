@@ -22,8 +22,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+import checkpoint
 import evaluate             # noqa: E402
-import models               # noqa: E402
 import report               # noqa: E402
 import super_resolve        # noqa: E402
 import utils                # noqa: E402
@@ -117,7 +117,7 @@ def run():
         if label == "bicubic":
             lines.append(f"| bicubic | {' | '.join(cells)} | – | – | MATLAB imresize |")
             continue
-        ckpt = models.load_checkpoint(spec)
+        ckpt = checkpoint.load_checkpoint(spec)
         histories[label] = ckpt["history"]
         seconds = ckpt["history"][-1].get("time_s") or 0.0
         lines.append(f"| {label} | {' | '.join(cells)} | {ckpt['step']:,} | "
@@ -190,7 +190,7 @@ def _crops(methods, path):
     hr = utils.load_image(set5 / "HR" / f"{CROP_IMAGE}.png")
     lr = utils.load_image(set5 / "LR_bicubic" / "X4" / f"{CROP_IMAGE}x4.png")
     panels = [imresize(lr, 4) if spec == "bicubic"
-              else super_resolve.upscale_image(models.load_generator(spec)[0], lr)
+              else super_resolve.upscale_image(checkpoint.load_generator(spec)[0], lr)
               for spec in methods.values()] + [hr]
     top, bottom, left, right = CROP_BOX
     zoom = np.ones((CROP_ZOOM, CROP_ZOOM, 1), dtype=np.uint8)

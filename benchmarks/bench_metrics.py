@@ -12,7 +12,7 @@ Every metric of ``metrics.METRICS`` is then timed on one Set14-sized image (``ba
 Set14, 500x480, SR = bicubic x4 of its LR file; a smooth synthetic image of that size without
 the data) as ``evaluate.score_image`` computes it, and the bicubic evaluation of Set5 + Set14 is
 timed with PSNR + SSIM only and with every metric. LPIPS runs with random weights in the
-official layouts (written to a temporary folder and loaded through ``models.LPIPS``): the same
+official layouts (written to a temporary folder and loaded through ``metrics.LPIPS``): the same
 computation as with the real weights, which cannot be downloaded here; its values are therefore
 not reported.
 
@@ -32,10 +32,10 @@ sys.path.insert(0, str(HERE))
 
 import evaluate  # noqa: E402
 
-import tables
-import models  # noqa: E402
-import utils  # noqa: E402
 import metrics
+import pretrained
+import tables
+import utils  # noqa: E402
 from config import SHARED_DATA  # noqa: E402
 from imresize import imresize  # noqa: E402
 from timing import median_time  # noqa: E402
@@ -117,9 +117,9 @@ def _set14_triple():
 
 
 def _random_lpips(net, folder):
-    """``models.LPIPS(net)`` loaded from files of the official layouts with random values."""
+    """``metrics.LPIPS(net)`` loaded from files of the official layouts with random values."""
     gen = torch.Generator().manual_seed(SEED)
-    backbone = models._LPIPSBackbone(net)
+    backbone = metrics._LPIPSBackbone(net)
     state = {f"features.{k}": torch.randn(v.shape, generator=gen) * LPIPS_WEIGHT_STD
              for k, v in backbone.features.state_dict().items()}
     linear = {f"lin{k}.model.1.weight": torch.rand((1, ch, 1, 1), generator=gen)
@@ -127,7 +127,7 @@ def _random_lpips(net, folder):
     paths = Path(folder) / f"{net}_backbone.pth", Path(folder) / f"{net}_linear.pth"
     torch.save(state, paths[0])
     torch.save(linear, paths[1])
-    return models.LPIPS(net, *paths)
+    return metrics.LPIPS(net, *paths)
 
 
 def _every_metric_rows(lpips_models):
@@ -177,7 +177,7 @@ def run():
     lines.append("")
 
     with tempfile.TemporaryDirectory() as tmp:
-        lpips_models = {net: _random_lpips(net, tmp) for net in models.LPIPS_NETS}
+        lpips_models = {net: _random_lpips(net, tmp) for net in pretrained.LPIPS_NETS}
     lines += _every_metric_rows(lpips_models)
 
     bench_root = SHARED_DATA / "benchmark"

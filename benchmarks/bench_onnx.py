@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import checkpoint
 import export  # noqa: E402
 import models  # noqa: E402
 import super_resolve  # noqa: E402
@@ -43,7 +44,7 @@ def _models(folder):
     torch.manual_seed(0)
     paper = models.SRResNet()
     path = folder / "srresnet_paper.pth"
-    models.save_checkpoint(path, models.make_checkpoint(
+    checkpoint.save_checkpoint(path, checkpoint.make_checkpoint(
         stage="srresnet", arch="srresnet", arch_kwargs={}, scale=4, generator=paper, epoch=0,
         step=0, config={}, history=[]))
     return {"SRResNet, paper settings (random weights)": path,
@@ -83,7 +84,7 @@ def run():
         for label, ckpt in _models(tmp).items():
             onnx_path = tmp / f"{Path(ckpt).stem}.onnx"
             export.export_file(ckpt, onnx_path)
-            engines = {"torch": models.load_generator(ckpt)[0],
+            engines = {"torch": checkpoint.load_generator(ckpt)[0],
                        "onnx": super_resolve.load_model(onnx_path)}
             for what, img, tile in _inputs():
                 t, out = _interleaved(engines, img, tile)

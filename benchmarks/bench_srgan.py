@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 import evaluate   # noqa: E402
 
-import tables
 import report     # noqa: E402
+import tables
 from config import SHARED_DATA, get_config   # noqa: E402
 
 RUN_DIR = ROOT / "runs" / "demo"

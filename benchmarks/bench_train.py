@@ -17,6 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the project root
 
 import models
+
+import pretrained
 import runtime
 import solver
 from config import get_config
@@ -60,7 +62,7 @@ def srgan_step(cfg, channels_last):
     d = cfg.discriminator
     disc = runtime.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size), "cpu",
                                 channels_last)
-    vgg = models.TruncatedVGG19(2, 2, weights=models.RANDOM_WEIGHTS)
+    vgg = pretrained.vgg19(2, 2, weights=pretrained.RANDOM_WEIGHTS)
     loss_fn = runtime.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), "cpu", channels_last)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.stage2.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.stage2.lr)
@@ -112,7 +114,7 @@ def _gpu_epoch(cfg, stage, amp, channels_last, compiled, device):
         disc = runtime.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
                                     device, channels_last)
         critic = torch.compile(disc) if compiled else disc
-        vgg = models.TruncatedVGG19(2, 2, weights=models.RANDOM_WEIGHTS)
+        vgg = pretrained.vgg19(2, 2, weights=pretrained.RANDOM_WEIGHTS)
         loss = runtime.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), device, channels_last)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.stage2.lr)
         s_g, s_d = scaler(), scaler()

@@ -147,16 +147,17 @@ sys.path.insert(0, str(HERE))          # run_all.machine_description
 if not MISSING:
     import torch
 
+    import checkpoint
     import cli
     import config
     import create_data_lists
     import datasets
     import evaluate
-    import tables
     import export
-    import models
-    import solver
+    import pretrained
     import runtime
+    import solver
+    import tables
     import train
     import utils
     from metrics import METRICS
@@ -354,7 +355,7 @@ def step_runner(plan, stage, amp, channels_last, compiled, device):
     The networks, losses and optimisers are the training run's (``train.build_networks``,
     ``train.make_optimizer``), VGG19 with random weights; ``amp`` a name of :data:`AMP_MODES`."""
     cfg = train.build_config(plan.preset, device=str(device), overrides=[
-        f"vgg.weights={models.RANDOM_WEIGHTS}", f"train.channels_last={channels_last}",
+        f"vgg.weights={pretrained.RANDOM_WEIGHTS}", f"train.channels_last={channels_last}",
         f"train.amp={AMP_SETTING[amp]}", f"train.compile={compiled}"])
     scfg = train.stage_config(cfg, stage)
     generator, discriminator, content_loss = train.build_networks(cfg, stage, device)
@@ -420,7 +421,7 @@ def part_steps(plan, device, budget_s, log, result):
     end = time.perf_counter() + budget_s
     cost = {}                                 # (stage, compiled) -> longest wall time so far
     rows = []
-    result.update(preset=plan.preset, vgg_weights=models.RANDOM_WEIGHTS,
+    result.update(preset=plan.preset, vgg_weights=pretrained.RANDOM_WEIGHTS,
                   compile_backend=plan.compile_backend, configurations=rows)
     out_of_time = None
     for stage, amp, cl, compiled in step_configurations():
@@ -604,7 +605,7 @@ def loader_markdown(result):
 def vgg_choice(shared):
     """``(overrides, note)`` for stage 2's content loss: VGG54 from the official VGG19 in the
     torch.hub cache; else VGG22 from the shared slice (conv1_1..conv3_1 only); else SRGAN-MSE."""
-    full = models.vgg19_hub_cache_file()
+    full = pretrained.vgg19_hub_cache_file()
     if full.is_file():
         return ([f"vgg.weights={full}", "vgg.i=5", "vgg.j=4"],
                 f"VGG54 (the paper's), official VGG19 weights from {full}")
@@ -637,7 +638,7 @@ def metrics_to_run(device):
     """``(metrics, lpips_model, notes)``: every metric of ``metrics.METRICS`` that can run
     here. LPIPS only when its weights are in the torch.hub cache (no download is tried: the
     lent machine is offline), NIQE only when ``metrics.niqe`` runs (scipy)."""
-    files = models.lpips_weight_files(evaluate.LPIPS_DEFAULT_NET)
+    files = pretrained.lpips_weight_files(evaluate.LPIPS_DEFAULT_NET)
     notes, wanted = [], list(METRICS)
     if not all(Path(f).is_file() for f in files.values()):
         wanted.remove("lpips")
@@ -703,7 +704,7 @@ def part_train(plan, shared, work, out, run_dir, device, amp, workers, compile_t
                        f"spent before its first epoch ended (stage 2: by validating its start); "
                        f"give it more with --stage1-s / --stage2-s / --budget-min")
             break
-        clock = models.load_checkpoint(path).get("clock") or {}
+        clock = checkpoint.load_checkpoint(path).get("clock") or {}
         result["stages"].append({
             "stage": stage, "name": name, "wall_s": time.perf_counter() - start,
             "steps": clock.get("step"), "planned_steps": clock.get("total_steps"),

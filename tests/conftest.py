@@ -40,7 +40,7 @@ def fake_lpips_weights(tmp_path_factory):
     the loading and the maths only: these are not the real weights."""
     import torch
 
-    import models
+    import metrics
 
     folder = tmp_path_factory.mktemp("fake_lpips")
     written = {}
@@ -48,7 +48,7 @@ def fake_lpips_weights(tmp_path_factory):
     def get(net):
         if net not in written:
             gen = torch.Generator().manual_seed(LPIPS_FAKE_SEED)
-            backbone = models._LPIPSBackbone(net)
+            backbone = metrics._LPIPSBackbone(net)
             state = {f"features.{k}": torch.randn(v.shape, generator=gen) * LPIPS_FAKE_STD
                      for k, v in backbone.features.state_dict().items()}
             state["classifier.1.weight"] = torch.zeros(2, 2)
@@ -65,16 +65,16 @@ def fake_lpips_weights(tmp_path_factory):
 @pytest.fixture(scope="session")
 def lpips_torch_home(tmp_path_factory, fake_lpips_weights):
     """A ``TORCH_HOME`` folder whose torch.hub cache holds the fake AlexNet LPIPS files (see
-    :func:`fake_lpips_weights`) under the names ``models.LPIPS('alex')`` looks for. Set the
+    :func:`fake_lpips_weights`) under the names ``metrics.LPIPS('alex')`` looks for. Set the
     environment variable ``TORCH_HOME`` to it (e.g. with monkeypatch) to use it."""
-    import models
+    import pretrained
 
     home = tmp_path_factory.mktemp("torch_home")
     cache = home / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     backbone, linear = fake_lpips_weights("alex")
-    (cache / Path(models.LPIPS_BACKBONE_URLS["alex"]).name).write_bytes(backbone.read_bytes())
-    (cache / models.LPIPS_LINEAR_CACHE_NAMES["alex"]).write_bytes(linear.read_bytes())
+    (cache / Path(pretrained.LPIPS_BACKBONE_URLS["alex"]).name).write_bytes(backbone.read_bytes())
+    (cache / pretrained.LPIPS_LINEAR_CACHE_NAMES["alex"]).write_bytes(linear.read_bytes())
     return home
 
 

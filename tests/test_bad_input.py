@@ -25,9 +25,11 @@ import torch
 from PIL import Image
 
 import create_data_lists as cdl
+import checkpoint
 import datasets
 import evaluate
 import models
+import pretrained
 import utils
 from imresize import imresize
 
@@ -72,7 +74,7 @@ def _checkpoint(path, scale=SCALE, arch="srresnet", arch_kwargs=None, **extra):
     arch_kwargs = {"n_blocks": 1, "n_channels": 8} if arch_kwargs is None else arch_kwargs
     torch.manual_seed(0)
     model = models.build_generator(arch, scale=scale, **arch_kwargs)
-    torch.save({"format": models.CHECKPOINT_FORMAT, "arch": arch, "arch_kwargs": arch_kwargs,
+    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "arch": arch, "arch_kwargs": arch_kwargs,
                 "scale": scale, "stage": "srresnet", "generator": model.state_dict(), **extra},
                path)
     return model
@@ -365,7 +367,7 @@ def test_checkpoint_of_another_scale(tmp_path, rng):
     x4 = tmp_path / "x4.pth"
     _checkpoint(x4, scale=4)
     with pytest.raises(ValueError) as info:
-        models.load_generator(x4, expect_scale=2)
+        checkpoint.load_generator(x4, expect_scale=2)
     _one_line(info.value, x4, "x4", "x2")
     _make_set(tmp_path, "Fake", rng, n=1)
     rc, out, err = _run_cli("--model", x4, "--scale", "2", "--data-root", tmp_path,
@@ -394,12 +396,12 @@ def test_checkpoint_of_another_model(tmp_path):
     for name, (obj, needles) in cases.items():
         torch.save(obj, tmp_path / name)
         with pytest.raises(ValueError) as info:
-            models.load_generator(tmp_path / name)
+            checkpoint.load_generator(tmp_path / name)
         _one_line(info.value, tmp_path / name, *needles)
     # an SRGAN checkpoint (generator + discriminator) is a generator checkpoint too
     torch.save({**ckpt, "stage": "srgan",
                 "discriminator": models.Discriminator(8, 2, 16).state_dict()}, tmp_path / "g.pth")
-    model, loaded = models.load_generator(tmp_path / "g.pth", expect_scale=SCALE)
+    model, loaded = checkpoint.load_generator(tmp_path / "g.pth", expect_scale=SCALE)
     assert isinstance(model, models.SRResNet) and loaded["stage"] == "srgan"
 
 
@@ -423,13 +425,13 @@ def test_files_that_are_not_checkpoints(tmp_path, rng):
     files["photo.png"] = (None, "not written by torch.save")
     for name, (_, problem) in files.items():
         with pytest.raises(ValueError) as info:
-            models.load_generator(tmp_path / name)
+            checkpoint.load_generator(tmp_path / name)
         _one_line(info.value, tmp_path / name, problem)
     with pytest.raises(ValueError) as info:                   # the same for VGG19 weights
-        models.TruncatedVGG19(1, 2, weights=tmp_path / "random.pth")
+        pretrained.vgg19(1, 2, weights=tmp_path / "random.pth")
     _one_line(info.value, tmp_path / "random.pth", "not a readable torch file")
     with pytest.raises(FileNotFoundError) as info:
-        models.load_generator(tmp_path / "missing.pth")
+        checkpoint.load_generator(tmp_path / "missing.pth")
     _one_line(info.value, tmp_path / "missing.pth")
     assert good.read_bytes() == data                         # nothing touched the good file
 
@@ -662,7 +664,7 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, rng):
         bad = tmp_path / f"bad_{value}.pth"
         key = _nan_checkpoint(bad, value=value)
         with pytest.raises(ValueError) as info:
-            models.load_generator(bad)
+            checkpoint.load_generator(bad)
         _one_line(info.value, bad, repr(key), "non-finite")
     # the command lines: one line, non-zero, nothing written / previous results kept
     utils.save_image(tmp_path / "in.png", _image(rng, 12, 12))
@@ -880,7 +882,7 @@ def test_numeric_settings_refused_at_the_command_lines(tmp_path, rng):
     ckpt = tmp_path / "g.pth"
     _checkpoint(ckpt)
     utils.save_image(tmp_path / "in.png", _image(rng, 40, 40))
-    margin = super_resolve.receptive_margin(models.load_generator(ckpt)[0])
+    margin = super_resolve.receptive_margin(checkpoint.load_generator(ckpt)[0])
     sr = ["super_resolve.py", "--checkpoint", ckpt, "--input", tmp_path / "in.png",
           "--output", tmp_path / "out", "--device", "cpu", "--quiet"]
     cases = [
@@ -973,7 +975,7 @@ def test_pickled_code_is_refused_never_run_nor_advised(tmp_path):
             return (os.system, (f"touch {marker}",))
 
     evil = tmp_path / "evil.pth"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "generator": Evil()}, evil)
+    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "generator": Evil()}, evil)
     utils.save_image(tmp_path / "in.png", np.zeros((8, 8, 3), np.uint8))
     for argv in (["super_resolve.py", "--checkpoint", evil, "--input", tmp_path / "in.png",
                   "--output", tmp_path / "out"],
@@ -1153,6 +1155,6 @@ def test_a_checkpoint_write_failing_inside_torch_is_one_line(tmp_path, monkeypat
     before = ckpt.read_bytes()
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(utils.WriteError) as info:
-        models.save_checkpoint(ckpt, {"x": 1})
+        checkpoint.save_checkpoint(ckpt, {"x": 1})
     _one_line(info.value, ckpt, "disk may be full", "intact")
     assert ckpt.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["g.pth"]

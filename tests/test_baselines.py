@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+import checkpoint
 import config
 import models
 import solver
@@ -237,7 +238,7 @@ def test_arch_alone_selects_its_recipe(tmp_path, shared_data, capsys):
                        "--set", "train.device=cpu", "--set", "train.eval_sets=['Set5']"])
     text = capsys.readouterr().out
     assert code == 0 and "config 'fsrcnn'" in text and "arch 'fsrcnn'" in text
-    model, ckpt = models.load_generator(out / "fsrcnn.pth")
+    model, ckpt = checkpoint.load_generator(out / "fsrcnn.pth")
     assert isinstance(model, models.FSRCNN) and ckpt["arch_kwargs"] == {
         "d": 56, "s": 12, "m": 4, "padding_mode": "replicate"}
     assert "| FSRCNN (fsrcnn) |" in text                         # the final table has its row
@@ -271,5 +272,5 @@ def test_a_finished_baseline_run_extends_with_resume(tmp_path, shared_data):
               "--out", str(tmp_path / "run")]
     assert train.main(common + ["--epochs", "1"]) == 0
     assert train.main(common + ["--epochs", "2", "--resume"]) == 0
-    ckpt = models.load_checkpoint(tmp_path / "run" / "srcnn.pth")
+    ckpt = checkpoint.load_checkpoint(tmp_path / "run" / "srcnn.pth")
     assert [row["epoch"] for row in ckpt["history"]] == [1, 2] and ckpt["finished"]

@@ -18,7 +18,8 @@ import textwrap
 
 import torch
 
-import models
+
+import checkpoint
 import train
 
 ROOT = train.Path(train.__file__).resolve().parent
@@ -109,7 +110,7 @@ def test_two_cpu_ranks_train_identical_replicas(tiny_data, tmp_path, assert_same
                               ("srgan", cfg.stage2, [("generator", ""),
                                                      ("discriminator", "critic_")])):
         recs = [r["stages"][stage] for r in ranks]
-        ckpt = models.load_checkpoint(out / f"{stage}.pth")
+        ckpt = checkpoint.load_checkpoint(out / f"{stage}.pth")
         for r, rec in zip(ranks, recs):
             assert r["rc"] == 0 and r["world"] == str(WORLD_SIZE)
             assert rec["wrapper"] == "DistributedDataParallel"

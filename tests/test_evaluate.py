@@ -13,10 +13,12 @@ from torch import nn
 
 import evaluate
 
-import tables
-import models
-import utils
+import checkpoint
 import metrics
+import models
+import pretrained
+import tables
+import utils
 from imresize import imresize
 from super_resolve import upscale_image
 
@@ -149,9 +151,9 @@ def test_module_and_checkpoint_methods(fake_root, tmp_path):
     with pytest.raises(ValueError, match="x2"):
         evaluate.load_method(net, scale=2)
 
-    # a checkpoint file in the project's format, loaded through models.load_generator
+    # a checkpoint file in the project's format, loaded through checkpoint.load_generator
     gen = models.build_generator("srresnet", scale=SCALE, n_blocks=1, n_channels=8)
-    ckpt = {"format": models.CHECKPOINT_FORMAT, "arch": "srresnet",
+    ckpt = {"format": checkpoint.CHECKPOINT_FORMAT, "arch": "srresnet",
             "arch_kwargs": {"n_blocks": 1, "n_channels": 8}, "scale": SCALE,
             "generator": gen.state_dict()}
     torch.save(ckpt, tmp_path / "tiny.pth")
@@ -270,15 +272,15 @@ def mixed_root(tmp_path):
 
 @pytest.fixture
 def lpips_alex(fake_lpips_weights):
-    return models.LPIPS("alex", *fake_lpips_weights("alex"))
+    return metrics.LPIPS("alex", *fake_lpips_weights("alex"))
 
 
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
     """An empty torch.hub cache and unreachable LPIPS URLs: LPIPS weights cannot be had."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    for urls in (models.LPIPS_BACKBONE_URLS, models.LPIPS_LINEAR_URLS):
-        for net in models.LPIPS_NETS:
+    for urls in (pretrained.LPIPS_BACKBONE_URLS, pretrained.LPIPS_LINEAR_URLS):
+        for net in pretrained.LPIPS_NETS:
             monkeypatch.setitem(urls, net, f"http://127.0.0.1:9/{net}.pth")   # nothing listens
     monkeypatch.setattr(evaluate, "_LPIPS_LOADED", {})
 
@@ -296,7 +298,7 @@ def test_every_metric_per_image(mixed_root, lpips_alex):
         assert r["psnr"] == metrics.psnr(sr, hr, SCALE)
         assert r["psnr_rgb"] == metrics.psnr_rgb(sr, hr, SCALE)
         assert r["lr_psnr"] == metrics.lr_psnr(sr, lr, SCALE)           # whole image
-        assert r["lpips"] == evaluate.lpips_score(lpips_alex, sr, hr, shave=SCALE)
+        assert r["lpips"] == metrics.lpips_score(lpips_alex, sr, hr, shave=SCALE)
         if r["name"] != "img3":
             assert r["niqe"] == metrics.niqe(sr, crop_border=evaluate.niqe_crop_border(SCALE))
         else:
@@ -409,7 +411,7 @@ def test_cli_metrics_lpips_files_and_partial_failure(fake_root, mixed_root, tmp_
     assert payload["metrics"] == ["psnr", "lr_psnr", "niqe", "lpips"]
     mixed = payload["results"]["Mixed"]
     assert list(mixed["per_image"][0]) == ["name", "psnr", "lr_psnr", "niqe", "lpips"]
-    model = models.LPIPS("alex", backbone, linear)
+    model = metrics.LPIPS("alex", backbone, linear)
     want = evaluate.evaluate("bicubic", fake_root, ["Mixed"], progress=False, per_image=True,
                              metrics=payload["metrics"], lpips_model=model)["Mixed"]
     assert mixed == want

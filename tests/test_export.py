@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import export
 import models
 import super_resolve
@@ -22,14 +23,14 @@ def trained(tmp_path_factory):
                         bicubic_skip=True)
     ema = models.SRResNet(4, n_blocks=2, n_channels=16, batch_norm=False, upsample="nearest",
                           bicubic_skip=True)
-    ckpt = models.make_checkpoint(stage="srgan", arch="srresnet",
+    ckpt = checkpoint.make_checkpoint(stage="srgan", arch="srresnet",
                                   arch_kwargs={"n_blocks": 2, "n_channels": 16, "batch_norm": False,
                                                "upsample": "nearest", "bicubic_skip": True},
                                   scale=4, generator=g, epoch=1, step=10, config={}, history=[],
                                   discriminator=models.Discriminator(n_channels=8, fc_size=16))
     ckpt["generator_ema"] = ema.state_dict()
     path = out / "srgan.pth"
-    models.save_checkpoint(path, ckpt)
+    checkpoint.save_checkpoint(path, ckpt)
     return path, ema
 
 
@@ -42,8 +43,8 @@ def test_export_matches_the_source_generator(trained, tmp_path, dtype):
     assert not any(k in raw for k in ("optimizer_g", "optimizer_d", "rng", "discriminator"))
     assert all(v.dtype == getattr(torch, dtype) for v in raw["generator"].values()
                if v.is_floating_point())
-    exported, _ = models.load_generator(dst)
-    source, _ = models.load_generator(src)                 # the EMA weights (what is used)
+    exported, _ = checkpoint.load_generator(dst)
+    source, _ = checkpoint.load_generator(src)                 # the EMA weights (what is used)
     x = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         a, b, e = exported(x), source(x), ema.eval()(x)
@@ -89,6 +90,6 @@ def test_super_resolve_without_checkpoint_uses_the_reference_srgan(tmp_path, cap
     assert "weights/srgan.pth" in capsys.readouterr().err.replace("\\", "/")
     out = np.array(Image.open(tmp_path / "out" / "in.png"))
     assert out.shape == (80, 96, 3)
-    model, _ = models.load_generator(REFERENCE_WEIGHTS["SRGAN"])
+    model, _ = checkpoint.load_generator(REFERENCE_WEIGHTS["SRGAN"])
     direct = super_resolve.upscale_image(model, np.array(Image.open(tmp_path / "in.png")))
     assert np.abs(direct.astype(int) - out.astype(int)).max() <= 1

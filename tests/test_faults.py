@@ -29,7 +29,8 @@ import warnings
 import pytest
 import torch
 
-import models
+
+import checkpoint
 import train
 
 ROOT = train.Path(train.__file__).resolve().parent
@@ -139,7 +140,7 @@ def test_sigkill_in_epoch_two_then_resume_equals_an_uninterrupted_run(tiny_data,
 
     # killed in epoch 2: the checkpoint on disk is the complete one of epoch 1, and the log too
     ckpt = killed / "srresnet.pth"
-    interrupted = models.load_checkpoint(ckpt)
+    interrupted = checkpoint.load_checkpoint(ckpt)
     assert interrupted["epoch"] == 1 and interrupted["step"] == 3 and not interrupted["finished"]
     assert _epochs_logged(killed / "srresnet_log.csv") == [1]
 
@@ -150,7 +151,7 @@ def test_sigkill_in_epoch_two_then_resume_equals_an_uninterrupted_run(tiny_data,
     ref_out, _ = reference.communicate(timeout=RUN_TIMEOUT_S)
     assert reference.returncode == 0, ref_out
 
-    a, b = models.load_checkpoint(straight / "srresnet.pth"), models.load_checkpoint(ckpt)
+    a, b = checkpoint.load_checkpoint(straight / "srresnet.pth"), checkpoint.load_checkpoint(ckpt)
     assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"] == 3 * 3
     assert a["finished"] and b["finished"]
     assert_same_state(a, b, keys=("generator", "optimizer_g", "rng"))
@@ -161,7 +162,7 @@ def test_sigkill_in_epoch_two_then_resume_equals_an_uninterrupted_run(tiny_data,
 
 
 def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tiny_data, tmp_path):
-    """A process killed in the middle of ``models.save_checkpoint`` (half the bytes written)."""
+    """A process killed in the middle of ``checkpoint.save_checkpoint`` (half the bytes written)."""
     cfg = tiny_data.config(epochs=1)
     out = tmp_path / "run"
     train.run_stage(cfg, "srresnet", out, progress=False)
@@ -175,19 +176,19 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tiny_data, tm
         "    f.write(data[:len(data) // 2]); f.flush()\n"
         "    print('writing', flush=True); time.sleep(60)\n"
         "torch.save = slow_save\n"
-        "state = models.load_checkpoint(sys.argv[1]); state['epoch'] = 99\n"
-        "models.save_checkpoint(sys.argv[1], state)\n")
+        "state = checkpoint.load_checkpoint(sys.argv[1]); state['epoch'] = 99\n"
+        "checkpoint.save_checkpoint(sys.argv[1], state)\n")
     proc = subprocess.Popen([sys.executable, "-c", script, str(ckpt)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert _kill_when_it_prints(proc, "writing")[-1].strip() == "writing"
     assert ckpt.read_bytes() == before                      # untouched, still loadable
-    assert models.load_checkpoint(ckpt)["epoch"] == 1
+    assert checkpoint.load_checkpoint(ckpt)["epoch"] == 1
     stale = _temp_files(out)
     assert len(stale) == 1 and stale[0].startswith(".srresnet.pth.")   # the half-written file
     cfg.stage1.epochs = 2
     train.run_stage(cfg, "srresnet", out, resume=True, progress=False)
     assert _temp_files(out) == []                          # cleaned up on resume
-    assert models.load_checkpoint(ckpt)["epoch"] == 2
+    assert checkpoint.load_checkpoint(ckpt)["epoch"] == 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,11 +227,11 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tiny_data, tmp_pat
     assert str(run / "srresnet.pth") in err and "No space left on device" in err, err
     assert "intact" in err, err
     assert _temp_files(run) == []                              # the half-written file is gone
-    assert models.load_checkpoint(run / "srresnet.pth")["epoch"] == 1
+    assert checkpoint.load_checkpoint(run / "srresnet.pth")["epoch"] == 1
     # space freed: --resume finishes with the weights of the uninterrupted run
     assert train.main(args + ["--resume"]) == 0
-    assert_same_state(models.load_checkpoint(straight / "srresnet.pth"),
-                      models.load_checkpoint(run / "srresnet.pth"),
+    assert_same_state(checkpoint.load_checkpoint(straight / "srresnet.pth"),
+                      checkpoint.load_checkpoint(run / "srresnet.pth"),
                       keys=("generator", "optimizer_g"))
 
 
@@ -252,7 +253,7 @@ def test_non_finite_loss_stops_with_its_step_and_keeps_the_previous_checkpoint(t
     assert code == 1 and "\n" not in err and "Traceback" not in err, err
     assert re.search(r"non-finite content loss in stage 'srresnet', epoch 2, step 5\b", err), err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files     # nothing written
-    assert models.load_checkpoint(out / "srresnet.pth")["epoch"] == 1
+    assert checkpoint.load_checkpoint(out / "srresnet.pth")["epoch"] == 1
 
 
 def test_collapsed_discriminator_is_reported_with_the_step(tiny_data, tmp_path):
@@ -316,11 +317,11 @@ def test_full_disk_on_the_last_log_leaves_the_epoch_to_redo(tiny_data, tmp_path,
     with monkeypatch.context() as m:
         m.setattr(train, "write_log", full_at_epoch_two)
         assert train.main(args) == 1
-    ckpt = models.load_checkpoint(run / "srresnet.pth")
+    ckpt = checkpoint.load_checkpoint(run / "srresnet.pth")
     assert ckpt["epoch"] == 1 and not ckpt["finished"]      # the resume point did not move on
     assert train.main(args + ["--resume"]) == 0              # space freed: epoch 2 is redone
     assert _epochs_logged(run / "srresnet_log.csv") == [1, 2]
-    assert models.load_checkpoint(run / "srresnet.pth")["finished"]
+    assert checkpoint.load_checkpoint(run / "srresnet.pth")["finished"]
 
 
 def test_train_errors_are_one_line_and_debug_shows_the_traceback(tiny_data, tmp_path):
@@ -357,7 +358,7 @@ def test_sigterm_stops_like_ctrl_c_with_one_line(tiny_data, tmp_path):
             proc.kill()
             proc.wait()
     assert err == ["train.py: terminated (SIGTERM) (files already written are kept)"], err
-    assert models.load_checkpoint(run / "srresnet.pth")["epoch"] == 1
+    assert checkpoint.load_checkpoint(run / "srresnet.pth")["epoch"] == 1
     assert _temp_files(run) == []
 
 
@@ -372,4 +373,4 @@ def test_a_folder_that_cannot_be_locked_still_trains_with_a_warning(tiny_data, t
     monkeypatch.setattr(fcntl, "lockf", no_locks)
     with pytest.warns(UserWarning, match="cannot be locked"):
         assert train.main(tiny_data.cli_args(tmp_path / "run", "--stage", "srresnet")) == 0
-    assert models.load_checkpoint(tmp_path / "run" / "srresnet.pth")["finished"]
+    assert checkpoint.load_checkpoint(tmp_path / "run" / "srresnet.pth")["finished"]

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import models
+
+import checkpoint
 from config import SHARED_DATA
 
 ROOT = models.Path(models.__file__).resolve().parent
@@ -99,7 +101,7 @@ def test_smoke_session_runs_every_part_and_writes_its_files(smoke_session):
 
     # the exported generators load and upscale x4
     for name in ("srresnet_smoke.pth", "srgan_smoke.pth"):
-        model, ckpt = models.load_generator(out / name)
+        model, ckpt = checkpoint.load_generator(out / name)
         assert ckpt["arch"] == "srresnet" and ckpt["exported_from"]["dtype"] == "float16"
         with torch.no_grad():
             sr = model(torch.rand(1, 3, LR_SIDE, LR_SIDE))

@@ -1,5 +1,5 @@
 """Tests of the metrics beyond PSNR/SSIM on Y: ``metrics.psnr_rgb``, ``metrics.lr_psnr`` and
-``models.LPIPS`` (weights from files written here, through a path, a pre-filled torch.hub cache
+``metrics.LPIPS`` (weights from files written here, through a path, a pre-filled torch.hub cache
 and a download from an HTTP server on 127.0.0.1; never the real weights, which are not needed)."""
 import functools
 import hashlib
@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import evaluate
-import models
-import utils
 import metrics
+import pretrained
+import utils
 from imresize import imresize
 
 SCALE = 4
@@ -87,7 +86,7 @@ def test_lr_psnr_downscales_the_sr_with_matlab_bicubic():
 @pytest.fixture(scope="module")
 def weight_files(fake_lpips_weights):
     """{net: (backbone path, linear path)}: official layouts, random values (conftest.py)."""
-    return {net: fake_lpips_weights(net) for net in models.LPIPS_NETS}
+    return {net: fake_lpips_weights(net) for net in pretrained.LPIPS_NETS}
 
 
 @pytest.fixture
@@ -104,10 +103,10 @@ def _pair(rng, side=IMAGE_SIDE):
     return img, blurred
 
 
-@pytest.mark.parametrize("net", models.LPIPS_NETS)
+@pytest.mark.parametrize("net", pretrained.LPIPS_NETS)
 def test_lpips_from_files_is_a_distance(net, weight_files):
     backbone, linear = weight_files[net]
-    model = models.LPIPS(net, backbone_weights=backbone, linear_weights=linear)
+    model = metrics.LPIPS(net, backbone_weights=backbone, linear_weights=linear)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     model.train()
     assert not model.training                               # dropout stays off
@@ -136,19 +135,19 @@ def test_lpips_from_files_is_a_distance(net, weight_files):
     assert xg.grad is not None and xg.grad.abs().sum() > 0
 
     # the uint8 helper of evaluate.py: same value, gray replicated, shave
-    assert evaluate.lpips_score(model, img, img) == 0
-    assert evaluate.lpips_score(model, blurred, img) == pytest.approx(float(model(y, x)), rel=1e-5)
-    assert evaluate.lpips_score(model, blurred[:, :, 0], img[:, :, 0], shave=SCALE) > 0
+    assert metrics.lpips_score(model, img, img) == 0
+    assert metrics.lpips_score(model, blurred, img) == pytest.approx(float(model(y, x)), rel=1e-5)
+    assert metrics.lpips_score(model, blurred[:, :, 0], img[:, :, 0], shave=SCALE) > 0
     with pytest.raises(ValueError, match="smaller"):
-        evaluate.lpips_score(model, img[:12, :12], img[:12, :12])
+        metrics.lpips_score(model, img[:12, :12], img[:12, :12])
     with pytest.raises(ValueError, match="shape"):
         model(x, y[:, :, :-1])
 
 
 def test_lpips_min_size_is_what_the_backbones_accept(weight_files):
-    for net in models.LPIPS_NETS:
-        backbone = models._LPIPSBackbone(net)
-        side = models.LPIPS_MIN_SIZE[net]
+    for net in pretrained.LPIPS_NETS:
+        backbone = metrics._LPIPSBackbone(net)
+        side = metrics.LPIPS_MIN_SIZE[net]
         feats = backbone(torch.zeros(1, 3, side, side))
         assert len(feats) == 5 and all(min(f.shape[2:]) >= 1 for f in feats)
         with pytest.raises(RuntimeError):
@@ -156,7 +155,7 @@ def test_lpips_min_size_is_what_the_backbones_accept(weight_files):
 
 
 def test_lpips_backbone_layout_matches_torchvision():
-    alex, vgg = models._LPIPSBackbone("alex"), models._LPIPSBackbone("vgg")
+    alex, vgg = metrics._LPIPSBackbone("alex"), metrics._LPIPSBackbone("vgg")
     assert alex.channels == (64, 192, 384, 256, 256)
     assert vgg.channels == (64, 128, 256, 512, 512)
     # conv indices of torchvision's alexnet().features and vgg16().features
@@ -168,13 +167,13 @@ def test_lpips_backbone_layout_matches_torchvision():
 
 
 def test_lpips_through_a_prefilled_hub_cache(weight_files, hub_dir):
-    files = models.lpips_weight_files("alex")
+    files = pretrained.lpips_weight_files("alex")
     assert files["backbone"] == hub_dir / "checkpoints" / "alexnet-owt-7be5be79.pth"
     files["backbone"].parent.mkdir(parents=True)
     for path, part in zip(weight_files["alex"], ("backbone", "linear")):
         files[part].write_bytes(path.read_bytes())
-    model = models.LPIPS("alex")       # no paths: the URL code path finds the cached files
-    ref = models.LPIPS("alex", *weight_files["alex"])
+    model = metrics.LPIPS("alex")       # no paths: the URL code path finds the cached files
+    ref = metrics.LPIPS("alex", *weight_files["alex"])
     x = torch.rand(1, 3, IMAGE_SIDE, IMAGE_SIDE, generator=torch.Generator().manual_seed(1))
     y = x.flip(-1)
     assert float(model(x, y)) == float(ref(x, y)) > 0
@@ -202,21 +201,21 @@ def test_lpips_downloads_from_the_url(weight_files, hub_dir, tmp_path, monkeypat
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        monkeypatch.setitem(models.LPIPS_BACKBONE_URLS, "vgg", f"{base}/{good_name}")
-        monkeypatch.setitem(models.LPIPS_LINEAR_URLS, "vgg", f"{base}/vgg.pth")
-        model = models.LPIPS("vgg")
+        monkeypatch.setitem(pretrained.LPIPS_BACKBONE_URLS, "vgg", f"{base}/{good_name}")
+        monkeypatch.setitem(pretrained.LPIPS_LINEAR_URLS, "vgg", f"{base}/vgg.pth")
+        model = metrics.LPIPS("vgg")
         cache = hub_dir / "checkpoints"
         assert sorted(p.name for p in cache.iterdir()) == sorted([good_name,
                                                                    "lpips_v0.1_vgg.pth"])
         x = torch.rand(1, 3, IMAGE_SIDE, IMAGE_SIDE, generator=torch.Generator().manual_seed(2))
-        ref = models.LPIPS("vgg", backbone, linear)
+        ref = metrics.LPIPS("vgg", backbone, linear)
         assert float(model(x, x.flip(-2))) == float(ref(x, x.flip(-2)))
 
         # a corrupted download (hash prefix mismatch) is refused with the clear error
         (cache / good_name).unlink()
-        monkeypatch.setitem(models.LPIPS_BACKBONE_URLS, "vgg", f"{base}/vgg16-00000000.pth")
+        monkeypatch.setitem(pretrained.LPIPS_BACKBONE_URLS, "vgg", f"{base}/vgg16-00000000.pth")
         with pytest.raises(RuntimeError, match="vgg16-00000000.pth"):
-            models.LPIPS("vgg")
+            metrics.LPIPS("vgg")
         assert not (cache / "vgg16-00000000.pth").exists()
     finally:
         server.shutdown()
@@ -228,10 +227,10 @@ def test_lpips_missing_weights_give_the_clear_error(hub_dir, weight_files, tmp_p
     # an unreachable URL (a closed port on 127.0.0.1): the message names the URLs, the cache
     # folder, the file names to use and the arguments / flags that take the files
     closed = "http://127.0.0.1:9"     # the discard port: nothing listens there
-    monkeypatch.setitem(models.LPIPS_BACKBONE_URLS, "alex", f"{closed}/alexnet-owt-7be5be79.pth")
-    monkeypatch.setitem(models.LPIPS_LINEAR_URLS, "alex", f"{closed}/alex.pth")
+    monkeypatch.setitem(pretrained.LPIPS_BACKBONE_URLS, "alex", f"{closed}/alexnet-owt-7be5be79.pth")
+    monkeypatch.setitem(pretrained.LPIPS_LINEAR_URLS, "alex", f"{closed}/alex.pth")
     with pytest.raises(RuntimeError) as info:
-        models.LPIPS("alex")
+        metrics.LPIPS("alex")
     msg = str(info.value)
     for part in ("http://127.0.0.1:9/alexnet-owt-7be5be79.pth", "http://127.0.0.1:9/alex.pth",
                  str(hub_dir / "checkpoints"), "lpips_v0.1_alex.pth", "backbone_weights=",
@@ -240,19 +239,19 @@ def test_lpips_missing_weights_give_the_clear_error(hub_dir, weight_files, tmp_p
     assert len(msg.splitlines()) == 1
     # only the linear file missing: only it is named
     with pytest.raises(RuntimeError) as info:
-        models.LPIPS("alex", backbone_weights=weight_files["alex"][0])
+        metrics.LPIPS("alex", backbone_weights=weight_files["alex"][0])
     assert "alex.pth" in str(info.value) and "--lpips-backbone" not in str(info.value)
 
     # files given by path: missing / wrong layout -> errors naming the file
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        models.LPIPS("alex", tmp_path / "nope.pth", weight_files["alex"][1])
+        metrics.LPIPS("alex", tmp_path / "nope.pth", weight_files["alex"][1])
     with pytest.raises(ValueError, match="torchvision alex weights"):
-        models.LPIPS("alex", *reversed(weight_files["alex"]))      # swapped files
+        metrics.LPIPS("alex", *reversed(weight_files["alex"]))      # swapped files
     with pytest.raises(ValueError, match="linear weights"):
-        models.LPIPS("vgg", weight_files["vgg"][0], weight_files["alex"][1])   # other net
+        metrics.LPIPS("vgg", weight_files["vgg"][0], weight_files["alex"][1])   # other net
     with pytest.raises(ValueError, match="net must be"):
-        models.LPIPS("squeeze")
+        metrics.LPIPS("squeeze")
     # a bad file given by path fails before anything is downloaded
-    monkeypatch.setattr(models, "_lpips_from_hub", lambda *a: pytest.fail("download tried"))
+    monkeypatch.setattr(pretrained, "_lpips_from_hub", lambda *a: pytest.fail("download tried"))
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        models.LPIPS("alex", linear_weights=tmp_path / "nope.pth")
+        metrics.LPIPS("alex", linear_weights=tmp_path / "nope.pth")

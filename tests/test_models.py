@@ -5,6 +5,10 @@ import torch
 from torch import nn
 
 import models
+
+import pretrained
+
+import checkpoint
 from imresize import imresize_torch
 from utils import rgb2ycbcr_torch
 
@@ -178,7 +182,7 @@ def test_vgg_feature_end_indices():
     assert models.vgg19_feature_end(5, 4) == 36
     assert models.vgg19_feature_end(1, 1) == 2
     assert models.vgg19_feature_end(3, 4) == 18
-    feats = models.TruncatedVGG19(5, 4, weights="random").features
+    feats = pretrained.vgg19(5, 4, weights="random").features
     pools = [k for k, m in enumerate(feats) if isinstance(m, nn.MaxPool2d)]
     assert pools == [4, 9, 18, 27] and len(feats) == 36      # pool 36 is cut off
     assert isinstance(feats[-1], nn.ReLU)
@@ -188,12 +192,12 @@ def test_vgg_feature_end_indices():
 @pytest.mark.parametrize("i,j", [(0, 1), (6, 1), (1, 3), (2, 3), (3, 5), (5, 0), (2.0, 2)])
 def test_vgg_invalid_depth(i, j):
     with pytest.raises(ValueError, match="invalid VGG19 depth"):
-        models.TruncatedVGG19(i, j, weights="random")
+        pretrained.vgg19(i, j, weights="random")
 
 
 def test_vgg_loads_shared_slice_at_22(shared_data):
     path = shared_data / VGG_SLICE
-    vgg = models.TruncatedVGG19(2, 2, weights=path)
+    vgg = pretrained.vgg19(2, 2, weights=path)
     state = torch.load(path, weights_only=True, map_location="cpu")
     own = vgg.features.state_dict()
     assert sorted(own) == sorted(k for k in state if int(k.split(".")[0]) < 9)
@@ -205,7 +209,7 @@ def test_vgg_loads_shared_slice_at_22(shared_data):
 
 def test_vgg_normalises_inside(shared_data):
     # an image equal to the ImageNet mean normalises to 0, so conv1_1 + ReLU gives relu(bias)
-    vgg = models.TruncatedVGG19(1, 1, weights=shared_data / VGG_SLICE)
+    vgg = pretrained.vgg19(1, 1, weights=shared_data / VGG_SLICE)
     img = torch.tensor(models.IMAGENET_MEAN).reshape(1, 3, 1, 1).expand(1, 3, 5, 5)
     expected = vgg.features[0].bias.clamp(min=0).reshape(1, 64, 1, 1).expand(1, 64, 5, 5)
     torch.testing.assert_close(vgg(img), expected)
@@ -214,39 +218,39 @@ def test_vgg_normalises_inside(shared_data):
 def test_vgg_slice_too_shallow_for_54(shared_data):
     path = shared_data / VGG_SLICE
     with pytest.raises(ValueError) as err:
-        models.TruncatedVGG19(5, 4, weights=path)
+        pretrained.vgg19(5, 4, weights=path)
     msg = str(err.value)
     assert str(path) in msg and "i=5, j=4" in msg and "12.weight" in msg and "34.bias" in msg
 
 
 def test_vgg_accepts_prefixed_full_state_dict(tmp_path):
-    src = models.TruncatedVGG19(2, 1, weights="random").features.state_dict()
+    src = pretrained.vgg19(2, 1, weights="random").features.state_dict()
     state = {f"features.{k}": v.clone() for k, v in src.items()}
     state["classifier.0.weight"] = torch.zeros(3, 3)          # ignored
     path = tmp_path / "vgg_prefixed.pth"
     torch.save(state, path)
-    vgg = models.TruncatedVGG19(2, 1, weights=path)
+    vgg = pretrained.vgg19(2, 1, weights=path)
     for key, value in vgg.features.state_dict().items():
         assert torch.equal(value, src[key])
 
 
 def test_vgg_bad_files(tmp_path):
-    src = models.TruncatedVGG19(1, 2, weights="random").features.state_dict()
+    src = pretrained.vgg19(1, 2, weights="random").features.state_dict()
     src["2.weight"] = torch.zeros(64, 32, 3, 3)
     bad_shape = tmp_path / "bad_shape.pth"
     torch.save(src, bad_shape)
     with pytest.raises(ValueError, match=r"bad_shape\.pth.*'2\.weight'.*shape"):
-        models.TruncatedVGG19(1, 2, weights=bad_shape)
+        pretrained.vgg19(1, 2, weights=bad_shape)
     not_dict = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], not_dict)
     with pytest.raises(ValueError, match=r"list\.pth.*expected a dict"):
-        models.TruncatedVGG19(1, 1, weights=not_dict)
+        pretrained.vgg19(1, 1, weights=not_dict)
     text = tmp_path / "text.pth"
     text.write_text("not a torch file")
     with pytest.raises(ValueError, match=r"text\.pth.*not a readable torch file"):
-        models.TruncatedVGG19(1, 1, weights=text)
+        pretrained.vgg19(1, 1, weights=text)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        models.TruncatedVGG19(1, 1, weights=tmp_path / "missing.pth")
+        pretrained.vgg19(1, 1, weights=tmp_path / "missing.pth")
 
 
 def test_vgg_default_uses_torch_hub_cache(shared_data, tmp_path, monkeypatch):
@@ -256,32 +260,32 @@ def test_vgg_default_uses_torch_hub_cache(shared_data, tmp_path, monkeypatch):
     cache.mkdir(parents=True)
     state = torch.load(shared_data / VGG_SLICE, weights_only=True)
     torch.save({f"features.{k}": v for k, v in state.items()}, cache / "vgg19-dcbb9e9d.pth")
-    vgg = models.TruncatedVGG19(2, 2)
+    vgg = pretrained.vgg19(2, 2)
     assert torch.equal(vgg.features[7].weight, state["7.weight"])
     with pytest.raises(ValueError, match="vgg19-dcbb9e9d.pth.*i=5, j=4"):
-        models.TruncatedVGG19(5, 4)
+        pretrained.vgg19(5, 4)
 
 
 def test_vgg_download_through_url(tmp_path, monkeypatch):
     # a file:// URL goes through the real download code of torch.hub into the cache
-    src = models.TruncatedVGG19(1, 2, weights="random").features.state_dict()
+    src = pretrained.vgg19(1, 2, weights="random").features.state_dict()
     served = tmp_path / "served" / "vgg19-test.pth"
     served.parent.mkdir()
     torch.save(src, served)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(models, "VGG19_URL", served.as_uri())
-    vgg = models.TruncatedVGG19(1, 2)
+    monkeypatch.setattr(pretrained, "VGG19_URL", served.as_uri())
+    vgg = pretrained.vgg19(1, 2)
     assert torch.equal(vgg.features[2].weight, src["2.weight"])
     assert (tmp_path / "home" / "hub" / "checkpoints" / "vgg19-test.pth").is_file()
     # a failed download says what to do
-    monkeypatch.setattr(models, "VGG19_URL", (tmp_path / "nowhere" / "vgg19-x.pth").as_uri())
+    monkeypatch.setattr(pretrained, "VGG19_URL", (tmp_path / "nowhere" / "vgg19-x.pth").as_uri())
     with pytest.raises(RuntimeError, match="pass its path"):
-        models.TruncatedVGG19(1, 2)
+        pretrained.vgg19(1, 2)
 
 
 def test_vgg_frozen_but_passes_gradient_to_input():
     torch.manual_seed(0)
-    vgg = models.TruncatedVGG19(2, 2, weights="random")
+    vgg = pretrained.vgg19(2, 2, weights="random")
     assert not any(p.requires_grad for p in vgg.parameters())
     x = torch.rand(1, 3, 16, 16, requires_grad=True)
     vgg(x).square().mean().backward()
@@ -290,7 +294,7 @@ def test_vgg_frozen_but_passes_gradient_to_input():
 
 
 def test_vgg_stays_in_eval_mode():
-    vgg = models.TruncatedVGG19(1, 1, weights="random")
+    vgg = pretrained.vgg19(1, 1, weights="random")
     parent = nn.ModuleDict({"vgg": vgg, "gen": nn.Conv2d(3, 3, 1)})
     parent.train()
     assert parent["gen"].training
@@ -344,7 +348,7 @@ def make_checkpoint(path, arch="srresnet", scale=4, arch_kwargs=None, state=None
     arch_kwargs = {"n_blocks": 1, "n_channels": 8} if arch_kwargs is None else arch_kwargs
     torch.manual_seed(1)
     model = models.build_generator(arch, scale=scale, **arch_kwargs)
-    ckpt = {"format": models.CHECKPOINT_FORMAT, "arch": arch, "arch_kwargs": arch_kwargs,
+    ckpt = {"format": checkpoint.CHECKPOINT_FORMAT, "arch": arch, "arch_kwargs": arch_kwargs,
             "scale": scale, "stage": "srresnet",
             "generator": model.state_dict() if state is None else state, "epoch": 3, **extra}
     torch.save(ckpt, path)
@@ -356,7 +360,7 @@ def make_checkpoint(path, arch="srresnet", scale=4, arch_kwargs=None, state=None
 def test_load_generator_round_trip(tmp_path, arch_kwargs):
     path = tmp_path / "g.pth"
     model = make_checkpoint(path, arch_kwargs=arch_kwargs).eval()
-    loaded, ckpt = models.load_generator(path, expect_scale=4)
+    loaded, ckpt = checkpoint.load_generator(path, expect_scale=4)
     assert isinstance(loaded, models.SRResNet) and not loaded.training
     assert loaded.bicubic_skip == bool(arch_kwargs)
     assert ckpt["epoch"] == 3 and ckpt["stage"] == "srresnet"
@@ -365,7 +369,7 @@ def test_load_generator_round_trip(tmp_path, arch_kwargs):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     path_v = tmp_path / "v.pth"
     make_checkpoint(path_v, arch="vdsr", scale=3, arch_kwargs={"n_layers": 3, "n_channels": 4})
-    loaded_v, _ = models.load_generator(path_v)
+    loaded_v, _ = checkpoint.load_generator(path_v)
     assert isinstance(loaded_v, models.VDSR) and loaded_v.scale == 3
 
 
@@ -380,67 +384,67 @@ def test_load_generator_wrapper_prefixes(tmp_path, wrap):
     assert all(k.startswith(("module.", "_orig_mod.")) for k in state)
     path = tmp_path / "wrapped.pth"
     make_checkpoint(path, state=state)
-    loaded, _ = models.load_generator(path)
+    loaded, _ = checkpoint.load_generator(path)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
 def test_load_generator_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        models.load_generator(tmp_path / "nope.pth")
+        checkpoint.load_generator(tmp_path / "nope.pth")
 
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     with pytest.raises(ValueError, match=r"notes\.txt.*not a readable torch file"):
-        models.load_generator(text)
+        checkpoint.load_generator(text)
 
     listed = tmp_path / "list.pth"
     torch.save([1, 2], listed)
     with pytest.raises(ValueError, match=r"list\.pth.*expected a dict.*list"):
-        models.load_generator(listed)
+        checkpoint.load_generator(listed)
 
     raw = tmp_path / "raw.pth"
     torch.save(models.SRResNet(n_blocks=1, n_channels=8).state_dict(), raw)
     with pytest.raises(ValueError, match=r"raw\.pth.*missing \['arch', 'scale', 'generator'\]"
                                          r".*raw state_dict"):
-        models.load_generator(raw)
+        checkpoint.load_generator(raw)
 
     no_arch = tmp_path / "no_arch.pth"
     torch.save({"generator": {}, "scale": 4}, no_arch)
     with pytest.raises(ValueError, match=r"no_arch\.pth.*missing \['arch'\]"):
-        models.load_generator(no_arch)
+        checkpoint.load_generator(no_arch)
 
     unknown = tmp_path / "unknown.pth"
     make_checkpoint(unknown)
     ckpt = torch.load(unknown, weights_only=True)
     torch.save({**ckpt, "arch": "esrgan"}, unknown)
     with pytest.raises(ValueError, match=r"unknown\.pth.*unknown generator arch 'esrgan'"):
-        models.load_generator(unknown)
+        checkpoint.load_generator(unknown)
 
     fmt = tmp_path / "fmt.pth"
     torch.save({**ckpt, "format": "other/2"}, fmt)
     with pytest.raises(ValueError, match=r"fmt\.pth.*format 'other/2'"):
-        models.load_generator(fmt)
+        checkpoint.load_generator(fmt)
 
     good = tmp_path / "good.pth"
     make_checkpoint(good)
     with pytest.raises(ValueError, match=r"good\.pth.*x4.*x2"):
-        models.load_generator(good, expect_scale=2)
+        checkpoint.load_generator(good, expect_scale=2)
 
     mismatch = tmp_path / "mismatch.pth"
     torch.save({**ckpt, "arch_kwargs": {"n_blocks": 1, "n_channels": 16}}, mismatch)
     with pytest.raises(ValueError, match=r"mismatch\.pth.*do not fit 'srresnet'"):
-        models.load_generator(mismatch)
+        checkpoint.load_generator(mismatch)
 
     wrong_scale = tmp_path / "wrong_scale.pth"
     torch.save({**ckpt, "scale": 2}, wrong_scale)          # x4 weights labelled x2
     with pytest.raises(ValueError, match=r"wrong_scale\.pth.*do not fit"):
-        models.load_generator(wrong_scale)
+        checkpoint.load_generator(wrong_scale)
 
     bad_kwargs = tmp_path / "bad_kwargs.pth"
     torch.save({**ckpt, "arch_kwargs": {"depth": 3}}, bad_kwargs)
     with pytest.raises(ValueError, match=r"bad_kwargs\.pth.*cannot build"):
-        models.load_generator(bad_kwargs)
+        checkpoint.load_generator(bad_kwargs)
 
 
 def test_load_generator_prefers_the_ema_weights(tmp_path):
@@ -448,7 +452,7 @@ def test_load_generator_prefers_the_ema_weights(tmp_path):
     averaged = models.build_generator("srresnet", n_blocks=1, n_channels=8).eval()
     path = tmp_path / "g.pth"
     raw = make_checkpoint(path, generator_ema=averaged.state_dict()).eval()
-    loaded, _ = models.load_generator(path)
+    loaded, _ = checkpoint.load_generator(path)
     x = torch.rand(1, 3, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), averaged(x), rtol=0, atol=0)
@@ -456,14 +460,14 @@ def test_load_generator_prefers_the_ema_weights(tmp_path):
 
 
 def test_every_weight_file_with_nan_or_inf_is_refused_naming_the_tensor(tmp_path):
-    vgg = models.TruncatedVGG19(2, 2, weights=models.RANDOM_WEIGHTS)
+    vgg = pretrained.vgg19(2, 2, weights=pretrained.RANDOM_WEIGHTS)
     state = {f"features.{k}": v.clone() for k, v in vgg.features.state_dict().items()}
     state["features.2.weight"][0, 0, 0, 0] = float("inf")
     torch.save(state, tmp_path / "vgg.pth")
     with pytest.raises(ValueError, match=r"vgg.pth: weight tensor '2.weight' holds 1 "
                                          r"non-finite"):
-        models.TruncatedVGG19(2, 2, weights=tmp_path / "vgg.pth")
+        pretrained.vgg19(2, 2, weights=tmp_path / "vgg.pth")
     with pytest.raises(ValueError, match=r"src: weight tensor 'b' holds 2 non-finite"):
-        models.check_finite_state({"a": torch.ones(2), "n": 3, "i": torch.arange(3),
+        checkpoint.check_finite_state({"a": torch.ones(2), "n": 3, "i": torch.arange(3),
                                    "b": torch.tensor([1.0, float("nan"), -float("inf")])}, "src")
-    models.check_finite_state({"a": torch.ones(2), "i": torch.arange(3)}, "src")   # finite: fine
+    checkpoint.check_finite_state({"a": torch.ones(2), "i": torch.arange(3)}, "src")   # finite: fine

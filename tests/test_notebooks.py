@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
+import checkpoint
 import config
 import evaluate
 import metrics
-import tables
-import models
 import report
+import tables
 import utils
 from config import ROOT, SHARED_DATA
 from imresize import imresize
@@ -42,7 +42,7 @@ def _labels(run):
     """The table labels of the smoke run's checkpoints: "SRResNet (smoke)", "SRGAN (smoke)"
     (the recipe read back from each checkpoint; "smoke srgan-mse" without the shared VGG)."""
     return {name: report.method_label(label, config.recipe_of(
-                models.load_checkpoint(run / f"{name}.pth")))
+                checkpoint.load_checkpoint(run / f"{name}.pth")))
             for name, label in (("srresnet", "SRResNet"), ("srgan", "SRGAN"))}
 
 
@@ -110,7 +110,7 @@ def test_train_notebook(smoke_run):
     run, executed = smoke_run
     nb = executed["train"]
     for name in ("srresnet", "srgan"):
-        model, ckpt = models.load_generator(run / f"{name}.pth")
+        model, ckpt = checkpoint.load_generator(run / f"{name}.pth")
         assert ckpt["stage"] == name and ckpt["epoch"] == 1
         log = report.load_history(run / f"{name}_log.csv")
         # stage 2 logs its starting generator as epoch 0, with NIQE and LR-PSNR beside PSNR

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import cli
 import export
 import models
@@ -40,7 +41,7 @@ def _checkpoint(tmp_path, arch, kwargs, seed=0):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     path = tmp_path / f"{arch}.pth"
-    models.save_checkpoint(path, models.make_checkpoint(
+    checkpoint.save_checkpoint(path, checkpoint.make_checkpoint(
         stage="srresnet", arch=arch, arch_kwargs=kwargs, scale=4, generator=g, epoch=1, step=1,
         config={}, history=[]))
     return path
@@ -67,7 +68,7 @@ def test_onnx_equals_pytorch_within_one_gray_level(tmp_path, images, label, arch
     src = _checkpoint(tmp_path, arch, kwargs)
     dst = tmp_path / "g.onnx"
     assert cli.run("export.py", export.main, [str(src), str(dst)]) == 0
-    torch_model, _ = models.load_generator(src)
+    torch_model, _ = checkpoint.load_generator(src)
     onnx_gen = super_resolve.load_model(dst)
     assert isinstance(onnx_gen, onnx_model.OnnxGenerator)
     assert onnx_gen.scale == 4

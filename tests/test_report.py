@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import config
 import evaluate
-import models
 import metrics
+import models
 import report
 import tables
 import train
@@ -270,11 +271,11 @@ def test_stage_figure_reads_the_run_and_names_file_recipe_and_steps(tiny_data, t
     out = tmp_path / "run"
     train.run_stage(cfg, "srresnet", out, progress=False)
     # as if a time budget had stopped it one step into epoch 2: the log and checkpoint say so
-    ckpt = models.load_checkpoint(out / "srresnet.pth")
+    ckpt = checkpoint.load_checkpoint(out / "srresnet.pth")
     log = report.load_history(out / "srresnet_log.csv")
     log[-1]["step"] = ckpt["step"] = ckpt["clock"]["step"] = 4
     train.write_log(out / "srresnet_log.csv", log)
-    models.save_checkpoint(out / "srresnet.pth", ckpt)
+    checkpoint.save_checkpoint(out / "srresnet.pth", ckpt)
     bicubic = train.bicubic_validation(cfg)
     assert set(bicubic) == {f"val_{m}" for m in evaluate.VALIDATION_METRICS}
     want = evaluate.evaluate("bicubic", tiny_data.root, ["tiny_val"], progress=False,
@@ -302,7 +303,7 @@ def _checkpoint(path, preset, stage="srresnet", overrides=()):
     cfg = train.build_config(preset, overrides=list(overrides))
     kwargs = train.generator_kwargs(cfg)
     generator = models.build_generator(cfg.generator.arch, scale=cfg.scale, **kwargs)
-    models.save_checkpoint(path, models.make_checkpoint(
+    checkpoint.save_checkpoint(path, checkpoint.make_checkpoint(
         stage=train.checkpoint_name(cfg, stage), arch=cfg.generator.arch, arch_kwargs=kwargs,
         scale=cfg.scale, generator=generator, epoch=3, step=30, config=cfg, history=[]))
     return path
@@ -326,7 +327,7 @@ def test_recipe_of_names_the_preset_or_variant_a_checkpoint_was_made_with():
     assert config.recipe_of({"arch": "srresnet", "arch_kwargs": kwargs}) == "demo"
     # the shipped files (export.py: exported_from) are the reference recipe's
     for path in config.REFERENCE_WEIGHTS.values():
-        ckpt = models.load_checkpoint(path)
+        ckpt = checkpoint.load_checkpoint(path)
         assert config.recipe_of(ckpt) == "reference"
         assert report.source_of(path, ckpt) == report.REFERENCE_SOURCE
 

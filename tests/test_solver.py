@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+import checkpoint
 import evaluate
+import metrics
 import models
+import pretrained
+import runtime
 import solver
 import utils
-import runtime
-import metrics
 from config import get_config
 
 SCALE = 4
@@ -50,7 +52,7 @@ def smoke_discriminator():
 def random_vgg_loss():
     cfg = get_config("smoke")
     torch.manual_seed(2)
-    vgg = models.TruncatedVGG19(cfg.vgg.i, cfg.vgg.j, weights=models.RANDOM_WEIGHTS)
+    vgg = pretrained.vgg19(cfg.vgg.i, cfg.vgg.j, weights=pretrained.RANDOM_WEIGHTS)
     return solver.VGGLoss(vgg, cfg.vgg.feature_scale)
 
 
@@ -425,26 +427,26 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     solver.train_epoch_mse(generator, [smooth_batch(7)], optimizer, solver.PixelLoss(), "cpu",
                            progress=False)
     cfg = get_config("smoke")                 # EasyDict with tuples inside
-    state = models.make_checkpoint(stage="srresnet", arch="srresnet",
+    state = checkpoint.make_checkpoint(stage="srresnet", arch="srresnet",
                                    arch_kwargs={"n_blocks": 2, "n_channels": 16}, scale=SCALE,
                                    generator=generator, optimizer_g=optimizer, epoch=1, step=1,
                                    config=cfg, history=[{"epoch": 1, "content_loss": 0.1}],
                                    clock=solver.RunClock(10, step=1))
     path = tmp_path / "sub" / "srresnet.pth"
-    models.save_checkpoint(path, state)
+    checkpoint.save_checkpoint(path, state)
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == models.CHECKPOINT_FORMAT and raw["epoch"] == 1
+    assert raw["format"] == checkpoint.CHECKPOINT_FORMAT and raw["epoch"] == 1
     assert type(raw["config"]) is dict and raw["config"]["stage1"]["betas"] == [0.9, 0.999]
     for k, v in generator.state_dict().items():
         assert torch.equal(raw["generator"][k], v)
-    model, ckpt = models.load_generator(path)
+    model, ckpt = checkpoint.load_generator(path)
     assert ckpt["stage"] == "srresnet" and isinstance(model, models.SRResNet)
     assert [p.name for p in path.parent.iterdir()] == ["srresnet.pth"]   # no temp file left
 
 
 def test_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "srresnet.pth"
-    models.save_checkpoint(path, {"format": models.CHECKPOINT_FORMAT, "epoch": 1})
+    checkpoint.save_checkpoint(path, {"format": checkpoint.CHECKPOINT_FORMAT, "epoch": 1})
     before = path.read_bytes()
 
     def broken_save(obj, f):
@@ -453,22 +455,22 @@ def test_failed_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        models.save_checkpoint(path, {"format": models.CHECKPOINT_FORMAT, "epoch": 2})
+        checkpoint.save_checkpoint(path, {"format": checkpoint.CHECKPOINT_FORMAT, "epoch": 2})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["srresnet.pth"]
 
 
 def test_load_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.pth"):
-        models.load_checkpoint(tmp_path / "nothing.pth")
+        checkpoint.load_checkpoint(tmp_path / "nothing.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
     with pytest.raises(ValueError, match="junk.pth: not a readable torch file"):
-        models.load_checkpoint(junk)
+        checkpoint.load_checkpoint(junk)
     other = tmp_path / "other.pth"
     torch.save({"state_dict": {}}, other)
     with pytest.raises(ValueError, match="other.pth: not a generator checkpoint of this project"):
-        models.load_checkpoint(other)
+        checkpoint.load_checkpoint(other)
 
 
 def test_validate_reports_psnr_and_ssim_of_the_model():

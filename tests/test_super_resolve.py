@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 import models
+
 import super_resolve
+from checkpoint import CHECKPOINT_FORMAT, load_generator
 from imresize import imresize
 from super_resolve import receptive_margin, tile_grid, upscale_image
 from utils import modcrop
@@ -43,16 +45,16 @@ def _photo_lr(h, w):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A checkpoint of a tiny random SRResNet in the format of ``models.load_generator``."""
+    """A checkpoint of a tiny random SRResNet in the format of ``checkpoint.load_generator``."""
     model = _random_srresnet(**TINY)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "arch": "srresnet", "arch_kwargs": TINY,
+    torch.save({"format": CHECKPOINT_FORMAT, "arch": "srresnet", "arch_kwargs": TINY,
                 "scale": SCALE, "stage": "srresnet", "generator": model.state_dict()}, path)
     return path
 
 
 def _load(checkpoint):
-    return models.load_generator(checkpoint)[0]
+    return load_generator(checkpoint)[0]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 import torch
 
+import checkpoint
 import create_data_lists
 import datasets
 import distributed
 import evaluate
-import tables
 import models
+import pretrained
+import tables
 import train
 
 ROOT = train.Path(train.__file__).resolve().parent
@@ -66,13 +68,13 @@ def test_missing_demo_data_is_built_and_other_lists_are_explained(tmp_path, monk
 
 def _interrupt_after_first_checkpoint(monkeypatch):
     """Make the run die (KeyboardInterrupt) right after its first checkpoint is written."""
-    real_save = models.save_checkpoint
+    real_save = checkpoint.save_checkpoint
 
     def save_then_die(path, state):
         real_save(path, state)
         raise KeyboardInterrupt("simulated kill after epoch 1")
 
-    monkeypatch.setattr(models, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_then_die)
 
 
 def test_srgan_resume_gives_the_weights_of_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch,
@@ -90,11 +92,11 @@ def test_srgan_resume_gives_the_weights_of_an_uninterrupted_run(tiny_data, tmp_p
         _interrupt_after_first_checkpoint(m)
         with pytest.raises(KeyboardInterrupt):
             train.run_stage(cfg, "srgan", resumed, progress=False)
-    interrupted = models.load_checkpoint(resumed / "srgan.pth")
+    interrupted = checkpoint.load_checkpoint(resumed / "srgan.pth")
     assert interrupted["epoch"] == 1 and not interrupted["finished"]
     resumed_history = train.run_stage(cfg, "srgan", resumed, resume=True, progress=False)
 
-    a, b = models.load_checkpoint(straight / "srgan.pth"), models.load_checkpoint(resumed / "srgan.pth")
+    a, b = checkpoint.load_checkpoint(straight / "srgan.pth"), checkpoint.load_checkpoint(resumed / "srgan.pth")
     assert_same_state(a, b, keys=("generator", "generator_ema", "optimizer_g", "discriminator",
                                   "optimizer_d", "rng"))
     assert a["step"] == b["step"] == 2 * 3        # 3 batches of 4 patches per epoch
@@ -135,7 +137,7 @@ def test_cli_smoke_end_to_end(tiny_data, tmp_path):
     logs = {}
     for stage in ("srresnet", "srgan"):          # the smoke preset runs both stages
         ckpt = torch.load(out / f"{stage}.pth", weights_only=True)
-        assert ckpt["format"] == models.CHECKPOINT_FORMAT and ckpt["finished"] and ckpt["epoch"] == 1
+        assert ckpt["format"] == checkpoint.CHECKPOINT_FORMAT and ckpt["finished"] and ckpt["epoch"] == 1
         with open(out / f"{stage}_log.csv") as f:
             logs[stage] = list(csv.DictReader(f))
         assert [int(r["epoch"]) for r in logs[stage]] == ([0, 1] if stage == "srgan" else [1])
@@ -207,7 +209,7 @@ def test_content_losses_of_the_papers_variants():
 def test_vgg_loss_falls_back_to_mse_with_a_note_when_no_weights_can_be_had(monkeypatch, tmp_path,
                                                                             capsys):
     monkeypatch.setattr(train, "SHARED_VGG", tmp_path / "absent.pth")
-    monkeypatch.setattr(models, "vgg19_hub_cache_file", lambda: tmp_path / "absent2.pth")
+    monkeypatch.setattr(pretrained, "vgg19_hub_cache_file", lambda: tmp_path / "absent2.pth")
     monkeypatch.setattr(models.torch.hub, "load_state_dict_from_url",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
     cfg = train.build_config("demo")                       # vgg.weights None: look everywhere
@@ -222,8 +224,7 @@ def test_vgg_loss_falls_back_to_mse_with_a_note_when_no_weights_can_be_had(monke
 
 
 def test_vgg_loss_uses_the_shared_slice_offline(shared_data, monkeypatch, tmp_path):
-    import models
-    monkeypatch.setattr(models, "vgg19_hub_cache_file", lambda: tmp_path / "absent.pth")
+    monkeypatch.setattr(pretrained, "vgg19_hub_cache_file", lambda: tmp_path / "absent.pth")
     cfg = train.build_config("demo")
     vgg = train.content_loss_of(cfg, "srgan").losses[0]
     assert type(vgg).__name__ == "VGGLoss" and (vgg.vgg.i, vgg.vgg.j) == (2, 2)
@@ -425,7 +426,7 @@ def test_workers_live_for_the_stage_and_resume_stays_bit_identical(tiny_data, tm
         with pytest.raises(KeyboardInterrupt):
             train.run_stage(cfg, "srresnet", resumed, progress=False)
     resumed_history = train.run_stage(cfg, "srresnet", resumed, resume=True, progress=False)
-    a, b = (models.load_checkpoint(d / "srresnet.pth") for d in (straight, resumed))
+    a, b = (checkpoint.load_checkpoint(d / "srresnet.pth") for d in (straight, resumed))
     assert_same_state(a, b, keys=("generator", "optimizer_g", "rng"))
     assert [r["content_loss"] for r in history] == [r["content_loss"] for r in resumed_history]
 
@@ -544,5 +545,5 @@ def test_stage_two_budget_is_training_time_and_always_leaves_a_checkpoint(tiny_d
     monkeypatch.setattr(train, "_validate", slow)
     assert train.main(tiny_data.cli_args(out, "--stage", "srgan", "--set",
                                          "stage2.time_budget_s=1")) == 0
-    ckpt = models.load_checkpoint(out / "srgan.pth")
+    ckpt = checkpoint.load_checkpoint(out / "srgan.pth")
     assert ckpt["finished"] and ckpt["step"] >= 1
