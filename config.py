@@ -94,7 +94,7 @@ _PAPER = EasyDict({
     "stage1": {                          # SRResNet: MSE pretraining of the generator
         "name": "srresnet",
         "loss": "mse",                   # mse | l1 (pixel loss) | vgg (phi_{i,j} of cfg.vgg: SRResNet-VGG22/54)
-                                         #   | euclidean (the SRCNN/FSRCNN/VDSR papers' loss, solver.pixel_loss)
+                                         #   | euclidean (the SRCNN/FSRCNN/VDSR papers' loss, losses.pixel_loss)
         "time_budget_s": None,           # seconds of training for this stage (None: train.time_budget_s)
         "patch_size": None,              # HR patch side for this stage (None: data.patch_size)
         "epochs": 200,                   # = 10^6 iterations on DIV2K (800 images x 100 patches / 16)

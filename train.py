@@ -36,6 +36,7 @@ import create_data_lists
 import datasets
 import distributed
 import evaluate
+import losses
 import models
 import pretrained
 import runtime
@@ -268,7 +269,7 @@ def _init_generator_from(generator, path, arch, scale):
 
 
 def vgg_content_loss(cfg):
-    """The VGG content loss phi_{i,j} of ``cfg.vgg`` (``solver.VGGLoss``), or None with the
+    """The VGG content loss phi_{i,j} of ``cfg.vgg`` (``losses.VGGLoss``), or None with the
     reason when no VGG19 weights covering phi_{i,j} can be had.
 
     Weights are looked for in this order: ``cfg.vgg.weights`` (a file, or 'random' for tests),
@@ -287,17 +288,17 @@ def vgg_content_loss(cfg):
         except (OSError, RuntimeError, ValueError) as e:
             reasons.append(str(e).splitlines()[0])
             continue
-        return solver.VGGLoss(vgg, cfg.vgg.feature_scale), None
+        return losses.VGGLoss(vgg, cfg.vgg.feature_scale), None
     return None, "; ".join(reasons)
 
 
 def content_loss_of(cfg, stage, y_only=False):
-    """The content loss of a stage: ``solver.ContentLoss`` of its terms.
+    """The content loss of a stage: ``losses.ContentLoss`` of its terms.
 
     Stage 1: ``cfg.stage1.loss`` ('mse', 'l1', or 'vgg' for SRResNet-VGG). Stage 2: the main
     term ``cfg.stage2.content_loss`` -- 'vgg' (phi_{i,j}) or 'mse' (SRGAN-MSE, x
     ``mse_range_factor`` for the paper's [-1,1] range) -- plus ``pixel_weight`` x the pixel loss
-    ``pixel_loss`` and ``lr_consistency_weight`` x ``solver.LRConsistencyLoss`` when > 0. A VGG
+    ``pixel_loss`` and ``lr_consistency_weight`` x ``losses.LRConsistencyLoss`` when > 0. A VGG
     loss whose weights cannot be had falls back to the MSE loss with a one-line note when
     ``cfg.vgg.weights`` is None, and is an error when a file was named.
     """
@@ -315,13 +316,13 @@ def content_loss_of(cfg, stage, y_only=False):
         terms = [(1.0, vgg_loss)]
     else:
         factor = scfg.get("mse_range_factor", 1.0) if stage == "srgan" and kind == "mse" else 1.0
-        terms = [(factor, solver.PixelLoss(kind, y_only))]
+        terms = [(factor, losses.PixelLoss(kind, y_only))]
     if stage == "srgan" and scfg.get("pixel_weight", 0) > 0:
-        terms.append((scfg.pixel_weight, solver.PixelLoss(scfg.pixel_loss, y_only)))
+        terms.append((scfg.pixel_weight, losses.PixelLoss(scfg.pixel_loss, y_only)))
     if stage == "srgan" and scfg.get("lr_consistency_weight", 0) > 0:
         terms.append((scfg.lr_consistency_weight,
-                       solver.LRConsistencyLoss(cfg.scale, scfg.pixel_loss)))
-    return solver.ContentLoss(terms)
+                       losses.LRConsistencyLoss(cfg.scale, scfg.pixel_loss)))
+    return losses.ContentLoss(terms)
 
 
 def build_networks(cfg, stage, device, init=None):

@@ -31,7 +31,6 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import evaluate  # noqa: E402
-
 import metrics
 import pretrained
 import tables

@@ -25,7 +25,6 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 import evaluate   # noqa: E402
-
 import report     # noqa: E402
 import tables
 from config import SHARED_DATA, get_config   # noqa: E402

@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the project root
 
+import losses
 import models
-
 import pretrained
 import runtime
 import solver
@@ -42,7 +42,7 @@ def srresnet_step(cfg, channels_last):
     g = runtime.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
                              "cpu", channels_last)
     opt = torch.optim.Adam(g.parameters(), lr=cfg.stage1.lr, betas=tuple(cfg.stage1.betas))
-    loss_fn = solver.PixelLoss("mse")
+    loss_fn = losses.PixelLoss("mse")
     lr, hr = _batch(cfg.scale, channels_last)
 
     def step():
@@ -63,7 +63,7 @@ def srgan_step(cfg, channels_last):
     disc = runtime.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size), "cpu",
                                 channels_last)
     vgg = pretrained.vgg19(2, 2, weights=pretrained.RANDOM_WEIGHTS)
-    loss_fn = runtime.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), "cpu", channels_last)
+    loss_fn = runtime.prepare_model(losses.VGGLoss(vgg, cfg.vgg.feature_scale), "cpu", channels_last)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.stage2.lr)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.stage2.lr)
     batch = [_batch(cfg.scale, channels_last)]
@@ -107,7 +107,7 @@ def _gpu_epoch(cfg, stage, amp, channels_last, compiled, device):
     model = torch.compile(g) if compiled else g
     common = dict(amp=amp, channels_last=channels_last, progress=False)
     if stage == "srresnet":
-        loss, s_g = solver.PixelLoss("mse"), scaler()
+        loss, s_g = losses.PixelLoss("mse"), scaler()
         run = lambda: solver.train_epoch_mse(model, batches, opt_g, loss, device, scaler=s_g, **common)
     else:
         d = cfg.discriminator
@@ -115,7 +115,7 @@ def _gpu_epoch(cfg, stage, amp, channels_last, compiled, device):
                                     device, channels_last)
         critic = torch.compile(disc) if compiled else disc
         vgg = pretrained.vgg19(2, 2, weights=pretrained.RANDOM_WEIGHTS)
-        loss = runtime.prepare_model(solver.VGGLoss(vgg, cfg.vgg.feature_scale), device, channels_last)
+        loss = runtime.prepare_model(losses.VGGLoss(vgg, cfg.vgg.feature_scale), device, channels_last)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.stage2.lr)
         s_g, s_d = scaler(), scaler()
         run = lambda: solver.train_epoch_gan(model, critic, batches, opt_g, opt_d, loss, device,
@@ -143,9 +143,9 @@ def _pipeline_patches_per_s(cfg, device, workers=4):
     g = runtime.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
                              device, True)
     opt = torch.optim.Adam(g.parameters(), lr=cfg.stage1.lr)
-    solver.train_epoch_mse(g, loader, opt, solver.PixelLoss("mse"), device, amp="bf16",
+    solver.train_epoch_mse(g, loader, opt, losses.PixelLoss("mse"), device, amp="bf16",
                            channels_last=True, progress=False)          # warm-up (workers start)
-    m = solver.train_epoch_mse(g, loader, opt, solver.PixelLoss("mse"), device, amp="bf16",
+    m = solver.train_epoch_mse(g, loader, opt, losses.PixelLoss("mse"), device, amp="bf16",
                                channels_last=True, progress=False)
     return m["patches_per_s"], m["data_wait"], workers
 

@@ -9,6 +9,7 @@ from torch import nn
 
 import checkpoint
 import config
+import losses
 import models
 import solver
 import train
@@ -167,7 +168,7 @@ def test_adjustable_clipping_bound_is_theta_over_the_current_lr(monkeypatch):
     lr_fn = solver.make_lr_fn(0.1, "step", decay_at=[0.5], decay_factor=0.1)
     clock = solver.RunClock(total_steps=4)
     solver.train_epoch_mse(model, [photo_batch(2, 6)] * 4, optimizer,
-                           solver.PixelLoss("mse", True), "cpu", clock=clock, lr_fn=lr_fn,
+                           losses.PixelLoss("mse", True), "cpu", clock=clock, lr_fn=lr_fn,
                            clip_theta=0.4, clip_mode="value", progress=False)
     assert [(round(lr, 6), round(c, 6), m) for lr, c, m in seen] == \
         [(0.1, 4.0, "value")] * 2 + [(0.01, 40.0, "value")] * 2
@@ -196,7 +197,7 @@ def test_one_step_of_each_papers_recipe_lowers_the_loss(arch):
     torch.manual_seed(cfg.seed)
     model = models.build_generator(arch, scale=cfg.scale, **train.generator_kwargs(cfg))
     optimizer = train.make_optimizer(model, cfg.stage1)
-    loss_fn = solver.PixelLoss(cfg.stage1.loss, model.y_only)
+    loss_fn = losses.PixelLoss(cfg.stage1.loss, model.y_only)
     lr, hr = photo_batch(8, cfg.data.patch_size // cfg.scale)
     before = loss_fn(model(lr), hr).item()
     solver.pixel_step(model, optimizer, lr, hr, loss_fn,

@@ -32,7 +32,7 @@ WRAPPER = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {root!r})
     import torch
-    import runtime, solver, train, utils
+    import losses, runtime, solver, train, utils
 
     seen = {{}}
 
@@ -52,12 +52,12 @@ WRAPPER = textwrap.dedent("""
         return spy
 
     if os.environ.get("SPY_NAN_RANK") == os.environ["RANK"]:   # this rank's loss turns NaN at a step
-        real_forward, calls = solver.PixelLoss.forward, [0]
+        real_forward, calls = losses.PixelLoss.forward, [0]
         def nan_forward(self, sr, hr):
             calls[0] += 1
             loss = real_forward(self, sr, hr)
             return loss * float("nan") if calls[0] == int(os.environ["SPY_NAN_STEP"]) else loss
-        solver.PixelLoss.forward = nan_forward
+        losses.PixelLoss.forward = nan_forward
     solver.train_epoch_mse = spying(solver.train_epoch_mse, "srresnet")
     solver.train_epoch_gan = spying(solver.train_epoch_gan, "srgan")
     rc = train.main(sys.argv[1:])

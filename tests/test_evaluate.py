@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-import evaluate
-
 import checkpoint
+import evaluate
 import metrics
 import models
 import pretrained

@@ -12,12 +12,9 @@ import zipfile
 import pytest
 import torch
 
-import models
-
 import checkpoint
-from config import SHARED_DATA
+from config import ROOT, SHARED_DATA
 
-ROOT = models.Path(models.__file__).resolve().parent
 SCRIPT = ROOT / "benchmarks" / "gpu_session.py"
 SMOKE_TIMEOUT_S = 600          # a hung session fails the test (idle ~30 s; busy: minutes)
 SCALE = 4

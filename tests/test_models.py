@@ -4,11 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-import models
-
-import pretrained
-
 import checkpoint
+import models
+import pretrained
 from imresize import imresize_torch
 from utils import rgb2ycbcr_torch
 

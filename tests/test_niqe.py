@@ -15,9 +15,8 @@ import pytest
 from scipy.ndimage import convolve
 from scipy.special import gamma
 
-import utils
-
 import metrics
+import utils
 from imresize import imresize
 
 BABOON_MATLAB = 5.72957338   # MATLAB R2021a on benchmark/Set14/HR/baboon.png (shared README)

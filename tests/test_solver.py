@@ -11,6 +11,7 @@ from torch import nn
 
 import checkpoint
 import evaluate
+import losses
 import metrics
 import models
 import pretrained
@@ -53,7 +54,7 @@ def random_vgg_loss():
     cfg = get_config("smoke")
     torch.manual_seed(2)
     vgg = pretrained.vgg19(cfg.vgg.i, cfg.vgg.j, weights=pretrained.RANDOM_WEIGHTS)
-    return solver.VGGLoss(vgg, cfg.vgg.feature_scale)
+    return losses.VGGLoss(vgg, cfg.vgg.feature_scale)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,32 +65,32 @@ def test_adversarial_losses_are_binary_cross_entropies():
     real = torch.tensor([3.0, -1.0, 0.5])
     fake = torch.tensor([-2.0, 0.0, 4.0])
     # -log D(G(x)) with D = sigmoid(logit)
-    assert solver.generator_adversarial_loss(fake).item() == pytest.approx(
+    assert losses.generator_adversarial_loss(fake).item() == pytest.approx(
         (-torch.log(torch.sigmoid(fake))).mean().item(), rel=1e-6)
     want = (-torch.log(torch.sigmoid(real))).mean() + (-torch.log(1 - torch.sigmoid(fake))).mean()
-    assert solver.discriminator_loss(real, fake).item() == pytest.approx(want.item(), rel=1e-6)
+    assert losses.discriminator_loss(real, fake).item() == pytest.approx(want.item(), rel=1e-6)
 
 
 def test_pixel_loss_kinds_and_y_only():
     lr, hr = smooth_batch(0)
     sr = hr + 0.1
-    assert solver.pixel_loss(sr, hr, "mse").item() == pytest.approx(0.01, rel=1e-4)
-    assert solver.pixel_loss(sr, hr, "l1").item() == pytest.approx(0.1, rel=1e-4)
+    assert losses.pixel_loss(sr, hr, "mse").item() == pytest.approx(0.01, rel=1e-4)
+    assert losses.pixel_loss(sr, hr, "l1").item() == pytest.approx(0.1, rel=1e-4)
     # Caffe's EuclideanLoss: half the squared error summed over each patch, mean over the batch
     n, c, h, w = hr.shape
-    assert solver.pixel_loss(sr, hr, "euclidean").item() == pytest.approx(0.01 * c * h * w / 2,
+    assert losses.pixel_loss(sr, hr, "euclidean").item() == pytest.approx(0.01 * c * h * w / 2,
                                                                            rel=1e-4)
-    assert solver.pixel_loss(sr, hr, "euclidean", y_only=True).item() == pytest.approx(
-        solver.pixel_loss(sr, hr, "mse", y_only=True).item() * h * w / 2, rel=1e-4)
-    assert solver.pixel_loss(sr[:1], hr[:1], "euclidean").item() == pytest.approx(
-        solver.pixel_loss(sr, hr, "euclidean").item(), rel=1e-4)      # a mean over the batch
+    assert losses.pixel_loss(sr, hr, "euclidean", y_only=True).item() == pytest.approx(
+        losses.pixel_loss(sr, hr, "mse", y_only=True).item() * h * w / 2, rel=1e-4)
+    assert losses.pixel_loss(sr[:1], hr[:1], "euclidean").item() == pytest.approx(
+        losses.pixel_loss(sr, hr, "euclidean").item(), rel=1e-4)      # a mean over the batch
     # same luminance, different chroma: zero loss on Y, non-zero on RGB
     ycc = utils.rgb2ycbcr_torch(hr)
     shifted = utils.ycbcr2rgb_torch(torch.cat([ycc[:, :1], ycc[:, 1:] * 0.9 + 0.05], 1))
-    assert solver.pixel_loss(shifted, hr, "mse").item() > 1e-4
-    assert solver.pixel_loss(shifted, hr, "mse", y_only=True).item() < 1e-10
+    assert losses.pixel_loss(shifted, hr, "mse").item() > 1e-4
+    assert losses.pixel_loss(shifted, hr, "mse", y_only=True).item() < 1e-10
     with pytest.raises(ValueError, match="unknown pixel loss"):
-        solver.pixel_loss(sr, hr, "l3")
+        losses.pixel_loss(sr, hr, "l3")
 
 
 def test_vgg_loss_gradient_reaches_the_generator():
@@ -121,7 +122,7 @@ def test_non_finite_loss_is_found_at_the_next_read_and_names_its_step():
     clock = solver.RunClock(step=10).start()             # steps 11..: as in a resumed epoch 3
     with pytest.raises(FloatingPointError, match=r"non-finite content loss in stage 'srresnet', "
                        r"epoch 3, step 13 \(found at the check after step 15\b"):
-        solver.train_epoch_mse(generator, loader, optimizer, solver.PixelLoss("mse"), "cpu",
+        solver.train_epoch_mse(generator, loader, optimizer, losses.PixelLoss("mse"), "cpu",
                                epoch=3, progress=False, clock=clock, sync_every=5)
     assert len(served) == 5
     # an epoch shorter than sync_every: found at the end of the epoch, before it returns
@@ -129,7 +130,7 @@ def test_non_finite_loss_is_found_at_the_next_read_and_names_its_step():
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
     with pytest.raises(FloatingPointError, match=r"epoch 1, step 2 \(found at the check after step 3\b"):
         solver.train_epoch_mse(generator, [(lr, hr), (lr, bad), (lr, hr)], optimizer,
-                               solver.PixelLoss("mse"), "cpu", progress=False, sync_every=25)
+                               losses.PixelLoss("mse"), "cpu", progress=False, sync_every=25)
 
 
 def test_non_finite_gan_losses_name_their_step():
@@ -140,7 +141,7 @@ def test_non_finite_gan_losses_name_their_step():
     bad = hr * float("nan")
     batches = [(lr, hr)] * 4 + [(lr, bad)] + [(lr, hr)] * 3   # batch 5 = G step 3 with d_steps 2
     with pytest.raises(FloatingPointError, match=r"non-finite discriminator loss .*epoch 2, step 3 "):
-        solver.train_epoch_gan(generator, discriminator, batches, opt_g, opt_d, solver.PixelLoss(),
+        solver.train_epoch_gan(generator, discriminator, batches, opt_g, opt_d, losses.PixelLoss(),
                                "cpu", d_steps=2, epoch=2, progress=False, sync_every=4)
 
 
@@ -173,7 +174,7 @@ def test_host_syncs_once_per_read_not_per_step(monkeypatch, stage):
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
     batches = [smooth_batch(4)] * 12
-    loss = random_vgg_loss() if stage == "srgan" else solver.PixelLoss("mse")
+    loss = random_vgg_loss() if stage == "srgan" else losses.PixelLoss("mse")
     counter = _SyncCounter(monkeypatch, [opt_g, opt_d])
     clock = solver.RunClock(time_budget_s=3600).start()
     if stage == "srresnet":
@@ -206,7 +207,7 @@ def test_loss_watch_means_equal_the_host_means():
 def test_mse_steps_on_a_fixed_batch_lower_the_loss(arch):
     generator = smoke_generator(arch)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
-    loss_fn = solver.PixelLoss("mse", generator.y_only)
+    loss_fn = losses.PixelLoss("mse", generator.y_only)
     batch = smooth_batch(3)
     run = lambda n: solver.train_epoch_mse(generator, [batch] * n, optimizer, loss_fn, "cpu",
                                            progress=False)
@@ -220,7 +221,7 @@ def test_mse_steps_on_a_fixed_batch_lower_the_loss(arch):
 def test_bf16_autocast_and_channels_last_train_on_the_cpu():
     generator = runtime.prepare_model(smoke_generator(), "cpu", channels_last=True)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
-    m = solver.train_epoch_mse(generator, [smooth_batch(9)] * 3, optimizer, solver.PixelLoss("l1"),
+    m = solver.train_epoch_mse(generator, [smooth_batch(9)] * 3, optimizer, losses.PixelLoss("l1"),
                                "cpu", amp="bf16", channels_last=True, progress=False)
     assert m["steps"] == 3 and math.isfinite(m["content_loss"])
     assert all(p.dtype == torch.float32 for p in generator.parameters())   # master weights stay fp32
@@ -232,8 +233,8 @@ def test_content_losses_keep_float32_numerics_under_autocast():
     # bf16 autocast must not reach the Y conversion or the VGG of the content losses
     sr, hr = smooth_batch(7)
     sr = (sr.repeat_interleave(SCALE, -1).repeat_interleave(SCALE, -2) + 1e-3).clamp(0, 1)
-    for loss in (solver.PixelLoss("mse", y_only=True), random_vgg_loss(),
-                 solver.LRConsistencyLoss(SCALE, "l1")):
+    for loss in (losses.PixelLoss("mse", y_only=True), random_vgg_loss(),
+                 losses.LRConsistencyLoss(SCALE, "l1")):
         exact = loss(sr, hr)
         with runtime.autocast(torch.device("cpu"), "bf16"):
             mixed = loss(sr, hr)
@@ -248,7 +249,7 @@ def test_fp16_trains_with_one_grad_scaler_per_optimiser():
     scaler_g, scaler_d = (runtime.make_grad_scaler("fp16", "cpu") for _ in range(2))
     assert runtime.make_grad_scaler("bf16", "cpu") is None and runtime.make_grad_scaler(None, "cpu") is None
     m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(4)] * 3, opt_g, opt_d,
-                               solver.PixelLoss(), "cpu", amp="fp16", scaler_g=scaler_g,
+                               losses.PixelLoss(), "cpu", amp="fp16", scaler_g=scaler_g,
                                scaler_d=scaler_d, progress=False)
     assert m["steps"] == 3 and math.isfinite(m["content_loss"]) and math.isfinite(m["d_loss"])
     assert all(p.dtype == torch.float32 for p in generator.parameters())
@@ -284,7 +285,7 @@ def test_gan_steps_on_a_fixed_batch_lower_content_and_discriminator_losses():
     generator, discriminator = smoke_generator(), smoke_discriminator()
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
-    loss_fn = solver.PixelLoss("mse")   # a content loss that dominates adv_weight * adversarial
+    loss_fn = losses.PixelLoss("mse")   # a content loss that dominates adv_weight * adversarial
     batch = smooth_batch(4)
     run = lambda n: solver.train_epoch_gan(generator, discriminator, [batch] * n, opt_g, opt_d,
                                            loss_fn, "cpu", adv_weight=1e-3, progress=False)
@@ -305,7 +306,7 @@ def test_gan_d_steps_makes_k_discriminator_steps_per_generator_step():
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
     clock = solver.RunClock().start()
     m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(5)] * 4, opt_g, opt_d,
-                               solver.PixelLoss(), "cpu", d_steps=2, clock=clock, progress=False)
+                               losses.PixelLoss(), "cpu", d_steps=2, clock=clock, progress=False)
     assert m["steps"] == 2 and clock.step == 2
     assert opt_d.state[next(iter(discriminator.parameters()))]["step"].item() == 4
     assert opt_g.state[next(iter(generator.parameters()))]["step"].item() == 2
@@ -340,13 +341,13 @@ def test_collapsed_discriminator_is_reported():
     opt_g = torch.optim.SGD(generator.parameters(), lr=0.0)
     opt_d = torch.optim.SGD(critic.parameters(), lr=0.0)
     with pytest.warns(RuntimeWarning, match=r"discriminator collapse in stage 'srgan', epoch 7"):
-        m = solver.train_epoch_gan(generator, critic, [(lr, hr)] * 3, opt_g, opt_d, solver.PixelLoss(),
+        m = solver.train_epoch_gan(generator, critic, [(lr, hr)] * 3, opt_g, opt_d, losses.PixelLoss(),
                                    "cpu", epoch=7, progress=False, collapse_fake=0.01, collapse_real=0.99)
     assert m["d_collapsed"] and m["d_fake"] < 0.01 < 0.99 < m["d_real"]
     with warnings.catch_warnings():                       # an undecided D is not reported
         warnings.simplefilter("error")
         critic.b.data.fill_(20.0)
-        m = solver.train_epoch_gan(generator, critic, [(lr, hr)] * 3, opt_g, opt_d, solver.PixelLoss(),
+        m = solver.train_epoch_gan(generator, critic, [(lr, hr)] * 3, opt_g, opt_d, losses.PixelLoss(),
                                    "cpu", progress=False, collapse_fake=0.01, collapse_real=0.99)
     assert not m["d_collapsed"]
 
@@ -356,7 +357,7 @@ def test_clock_stops_the_epoch_and_drives_the_lr():
     optimizer = torch.optim.Adam(generator.parameters(), lr=1.0)
     clock = solver.RunClock(total_steps=4).start()
     lr_fn = solver.make_lr_fn(1e-3, "cosine", min_lr=1e-5)
-    m = solver.train_epoch_mse(generator, [smooth_batch(6)] * 10, optimizer, solver.PixelLoss(), "cpu",
+    m = solver.train_epoch_mse(generator, [smooth_batch(6)] * 10, optimizer, losses.PixelLoss(), "cpu",
                                clock=clock, lr_fn=lr_fn, progress=False)
     assert m["steps"] == 4 and m["stopped_early"] and clock.finished()
     assert m["lr"] == pytest.approx(lr_fn(3 / 4))          # the lr of the last step
@@ -424,7 +425,7 @@ def test_cpu_run_saves_no_cuda_rng_state(monkeypatch):
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
     generator = smoke_generator()
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.9, 0.999))
-    solver.train_epoch_mse(generator, [smooth_batch(7)], optimizer, solver.PixelLoss(), "cpu",
+    solver.train_epoch_mse(generator, [smooth_batch(7)], optimizer, losses.PixelLoss(), "cpu",
                            progress=False)
     cfg = get_config("smoke")                 # EasyDict with tuples inside
     state = checkpoint.make_checkpoint(stage="srresnet", arch="srresnet",
@@ -519,7 +520,7 @@ def test_discriminator_step_trains_d_only_and_generator_step_trains_g_only():
     assert 0 < d_real.item() < 1 and 0 < d_fake.item() < 1 and d_loss.dim() == 0
     d1 = _params(discriminator)
     generator.train()
-    g_loss, content, adv = solver.generator_step(discriminator, opt_g, sr, hr, solver.PixelLoss(), 0.5)
+    g_loss, content, adv = solver.generator_step(discriminator, opt_g, sr, hr, losses.PixelLoss(), 0.5)
     assert g_loss.item() == pytest.approx(content.item() + 0.5 * adv.item(), rel=1e-5)
     weights = [k for k in g0 if k.endswith("weight")]
     assert set(weights) & _changed(g0, generator)
@@ -541,10 +542,10 @@ def test_steps_refuse_a_non_finite_loss_before_updating():
 def test_content_loss_is_the_weighted_sum_of_its_terms():
     lr, hr = smooth_batch(13)
     sr = hr + 0.1
-    both = solver.ContentLoss([(1.0, solver.PixelLoss("mse")), (0.5, solver.PixelLoss("l1"))])
+    both = losses.ContentLoss([(1.0, losses.PixelLoss("mse")), (0.5, losses.PixelLoss("l1"))])
     assert both(sr, hr).item() == pytest.approx(0.01 + 0.5 * 0.1, rel=1e-4)
     with pytest.raises(ValueError):
-        solver.ContentLoss([])
+        losses.ContentLoss([])
 
 
 def test_ema_update_is_decay_times_average_plus_rest_times_weights():
@@ -574,7 +575,7 @@ def test_train_epoch_gan_updates_the_ema_every_generator_step():
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
     ema = solver.GeneratorEMA(generator, decay=0.0)   # decay 0: the EMA is the last weights
     m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(14)] * 2, opt_g, opt_d,
-                               solver.PixelLoss(), "cpu", ema=ema, d_lr_scale=0.5,
+                               losses.PixelLoss(), "cpu", ema=ema, d_lr_scale=0.5,
                                lr_fn=lambda p: 1e-3, progress=False)
     assert m["steps"] == 2
     assert opt_d.param_groups[0]["lr"] == pytest.approx(0.5e-3)
@@ -585,14 +586,14 @@ def test_train_epoch_gan_updates_the_ema_every_generator_step():
 def test_lr_consistency_loss_sees_colour_shifts_more_than_fine_texture():
     from imresize import imresize_torch
     lr, hr = smooth_batch(15)
-    loss = solver.LRConsistencyLoss(SCALE)
+    loss = losses.LRConsistencyLoss(SCALE)
     shifted = hr + 0.05                               # a colour cast: fully visible at LR size
     assert loss(shifted, hr).item() == pytest.approx(0.05, rel=1e-4)
     # a +-0.05 pattern of period 2 (texture) mostly vanishes in the bicubic shrink
     yy, xx = torch.meshgrid(torch.arange(hr.shape[2]), torch.arange(hr.shape[3]), indexing="ij")
     texture = hr + 0.05 * (-1.0) ** (yy + xx)
-    assert loss(texture, hr).item() < 0.2 * solver.pixel_loss(texture, hr, "l1").item()
-    want = solver.pixel_loss(imresize_torch(texture, 1 / SCALE), imresize_torch(hr, 1 / SCALE), "l1")
+    assert loss(texture, hr).item() < 0.2 * losses.pixel_loss(texture, hr, "l1").item()
+    want = losses.pixel_loss(imresize_torch(texture, 1 / SCALE), imresize_torch(hr, 1 / SCALE), "l1")
     assert loss(texture, hr).item() == pytest.approx(want.item(), rel=1e-6)
     sr = hr.clone().requires_grad_(True)
     loss(sr + 0.01, hr).backward()
@@ -611,7 +612,7 @@ def test_color_matrices_are_made_once_per_device_and_dtype(monkeypatch):
         utils.rgb2ycbcr_torch(hr)
     sr.requires_grad_(True)
     for _ in range(3):                      # ... then used for training: still differentiable
-        solver.pixel_loss(sr, hr, y_only=True).backward()
+        losses.pixel_loss(sr, hr, y_only=True).backward()
     assert sr.grad is not None and torch.isfinite(sr.grad).all()
     assert len(made) == 2                   # the matrix and the offset, once
     utils.rgb2ycbcr_torch(hr.double())

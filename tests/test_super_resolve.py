@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 import models
-
 import super_resolve
 from checkpoint import CHECKPOINT_FORMAT, load_generator
 from imresize import imresize
