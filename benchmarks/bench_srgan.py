@@ -25,6 +25,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 import evaluate   # noqa: E402
+import figures    # noqa: E402
 import report     # noqa: E402
 import tables
 from config import SHARED_DATA, get_config   # noqa: E402
@@ -99,7 +100,7 @@ def crop_figure(run_dir, path):
     rows = []
     for i in range(len(data)):
         lr, hr, name = data[i]
-        top, left, side = report.zoom_region(hr, CROP_FRACTION)
+        top, left, side = figures.zoom_region(hr, CROP_FRACTION)
         images = [("bicubic", evaluate.load_method("bicubic")(lr))]
         images += [(label, method(lr)) for label, method in methods.items()] + [("HR", hr)]
         rows.append((name, [(label, img[top:top + side, left:left + side]) for label, img in images]))

@@ -13,6 +13,7 @@ from nbclient import NotebookClient
 import checkpoint
 import config
 import evaluate
+import figures
 import metrics
 import report
 import tables
@@ -112,7 +113,7 @@ def test_train_notebook(smoke_run):
     for name in ("srresnet", "srgan"):
         model, ckpt = checkpoint.load_generator(run / f"{name}.pth")
         assert ckpt["stage"] == name and ckpt["epoch"] == 1
-        log = report.load_history(run / f"{name}_log.csv")
+        log = figures.load_history(run / f"{name}_log.csv")
         # stage 2 logs its starting generator as epoch 0, with NIQE and LR-PSNR beside PSNR
         assert [r["epoch"] for r in log] == ([0, 1] if name == "srgan" else [1])
         if name == "srgan":
@@ -124,8 +125,8 @@ def test_train_notebook(smoke_run):
                 if "text/markdown" in o.data]
     assert any("stage1.lr" in m for m in markdown)
     assert any(str(run / "srgan.pth") in m for m in markdown)
-    figures = [o for o in _outputs(nb) if "image/png" in o.get("data", {})]
-    assert len(figures) == 2
+    pngs = [o for o in _outputs(nb) if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2
     # training progress as plain lines (about ten per stage), never a stalled bar
     assert_plain_progress(nb)
     progress = "".join(o.text for o in _outputs(nb, "stream") if o.name == "stderr")
@@ -186,8 +187,8 @@ def test_super_resolution_notebook(smoke_run):
         np.testing.assert_array_equal(utils.load_image(run / "images" / f"{name}_bicubic.png"),
                                       imresize(lr, 4))
     assert len(list((run / "images").iterdir())) == 3 * len(names)
-    figures = [o for o in _outputs(executed["super_resolution"]) if "image/png" in o.get("data", {})]
-    assert len(figures) == len(names)
+    pngs = [o for o in _outputs(executed["super_resolution"]) if "image/png" in o.get("data", {})]
+    assert len(pngs) == len(names)
     # the per-image table: PSNR / SSIM / LPIPS / NIQE of every method, the HR's NIQE, the mean
     sources, table = [o.data["text/markdown"] for o in _outputs(executed["super_resolution"],
                                                                  "display_data")

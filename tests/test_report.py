@@ -1,16 +1,17 @@
-"""Tests of report.py: the published table, the results tables and files, the zoom region,
-test-set lookup and the figures (smoke-run behaviour is in test_notebooks.py)."""
+"""Tests of report.py (the published table, the results tables and files, test-set lookup,
+the methods and where they come from) and figures.py (the zoom region, the training curves and
+the comparison figure); smoke-run behaviour is in test_notebooks.py."""
 import csv
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
-import torch
 
 import checkpoint
 import config
 import evaluate
+import figures
 import metrics
 import models
 import report
@@ -118,19 +119,19 @@ def test_comparison_table_and_titles():
     # the mean over the images that have a value
     assert lines[-1] == "| mean | 31.00 / 0.8000 / 0.3000 / 8.000 | 29.00 / 0.7000 / 0.2000 / " \
                         "4.000 | 4.000 |"
-    assert report._title("SRGAN", items[0]["metrics"]["SRGAN"]) == "SRGAN\n28.00 dB / LPIPS 0.1000"
-    assert report._title("HR", {"niqe": 3.0}) == "HR\nNIQE 3.000"
-    assert report._title("HR", {"niqe": None}) == "HR"
+    assert figures._title("SRGAN", items[0]["metrics"]["SRGAN"]) == "SRGAN\n28.00 dB / LPIPS 0.1000"
+    assert figures._title("HR", {"niqe": 3.0}) == "HR\nNIQE 3.000"
+    assert figures._title("HR", {"niqe": None}) == "HR"
 
 
 def test_zoom_region_finds_the_detail():
     img = np.full((120, 160, 3), 128, np.uint8)
     rng = np.random.default_rng(0)
     img[70:100, 20:50] = rng.integers(0, 256, (30, 30, 3))     # the only textured area
-    top, left, side = report.zoom_region(img)
+    top, left, side = figures.zoom_region(img)
     assert side == 30
     assert 70 - 2 <= top <= 70 + 2 and 20 - 2 <= left <= 20 + 2
-    assert report.zoom_region(img[:, :, 0])[2] == side
+    assert figures.zoom_region(img[:, :, 0])[2] == side
 
 
 def test_find_sets_and_missing_notes(tmp_path):
@@ -172,19 +173,21 @@ def _panels(fig):
 def test_figures():
     history = [{"epoch": 1, "content_loss": 0.3, "val_psnr": 20.0},
                {"epoch": 2, "content_loss": 0.2, "val_psnr": 21.0}]
-    fig = report.plot_history(history, "stage 1")
+    fig = figures.plot_history(history, "stage 1")
     assert len(_panels(fig)) == 2                       # no D panels in stage 1
     gan = [dict(r, adv_loss=0.7, d_loss=1.3, d_real=0.6, d_fake=0.4) for r in history]
-    assert len(_panels(report.plot_history(gan))) == 5
+    assert len(_panels(figures.plot_history(gan))) == 5
     with pytest.raises(ValueError, match="empty"):
-        report.plot_history([])
+        figures.plot_history([])
 
     hr = np.random.default_rng(1).integers(0, 256, (32, 40, 3), dtype=np.uint8)
-    item = {"name": "x", "panels": [("LR", hr), ("HR", hr[:, :, 0])], "metrics": {},
-            "region": report.zoom_region(hr), "files": []}
-    fig = report.comparison_figure(item)
-    top, left, side = item["region"]
-    assert len(fig.axes) == 2
+    item = {"name": "x", "lr": hr[::report.SCALE, ::report.SCALE], "hr": hr,
+            "sr": {"gray": hr[:, :, 0]}, "metrics": {"gray": {"psnr": 30.0, "ssim": 0.9}},
+            "hr_niqe": None, "files": []}
+    fig = figures.comparison_figure(item)
+    top, left, side = figures.zoom_region(hr)
+    assert [ax.get_title() for ax in fig.axes] == ["LR (nearest)", "gray\n30.00 dB", "HR"]
+    assert fig.axes[0].get_images()[0].get_array().shape == hr.shape    # LR at the HR size
     for ax in fig.axes:                                 # each panel has the zoomed inset
         (inset,) = ax.child_axes
         assert inset.get_xlim() == (left - 0.5, left + side - 0.5)
@@ -205,17 +208,17 @@ would label such an axis with an offset (``+2.949e1``)."""
 
 
 def test_stage2_curves_fit_a_page_with_plain_ticks_and_the_bicubic_level():
-    fig = report.plot_history(STAGE2, "t", reference={"val_psnr": 29.38, "val_lr_psnr": 40.7,
+    fig = figures.plot_history(STAGE2, "t", reference={"val_psnr": 29.38, "val_lr_psnr": 40.7,
                                                       "val_niqe": 7.68})
     fig.canvas.draw()
     panels = _panels(fig)
     assert len(panels) == 7
     width, _ = fig.get_size_inches()
-    assert width <= report.CURVE_FIGURE_MAX_INCHES <= 12
+    assert width <= figures.CURVE_FIGURE_MAX_INCHES <= 12
     # two rows of four cells (the eighth holds the legend)
     rows = sorted({round(ax.get_position().y0, 3) for ax in panels})
     cols = sorted({round(ax.get_position().x0, 3) for ax in panels})
-    assert len(rows) == 2 and len(cols) == report.CURVE_PANELS_PER_ROW == 4
+    assert len(rows) == 2 and len(cols) == figures.CURVE_PANELS_PER_ROW == 4
     for ax in panels:                               # no offset or scientific notation
         assert ax.yaxis.get_offset_text().get_text() == ""
         assert all("e" not in t.get_text() for t in ax.get_yticklabels())
@@ -239,29 +242,29 @@ def test_stage2_curves_fit_a_page_with_plain_ticks_and_the_bicubic_level():
 def test_a_partial_last_epoch_is_drawn_hollow_at_its_fraction():
     history = [dict(r) for r in STAGE2]
     history[-1]["step"] = 150 * 4 + 60                      # a time budget stopped epoch 5
-    x, partial = report.epoch_positions(history)            # 150 steps per epoch, from the log
+    x, partial = figures.epoch_positions(history)            # 150 steps per epoch, from the log
     assert partial == (5, 60, 150) and x[-1] == pytest.approx(4.4) and x[:5] == [0, 1, 2, 3, 4]
-    assert report.epoch_positions(STAGE2)[1] is None        # full epochs
-    assert report.epoch_positions(history[:2])[1] is None   # one epoch: unknown from the log...
+    assert figures.epoch_positions(STAGE2)[1] is None        # full epochs
+    assert figures.epoch_positions(history[:2])[1] is None   # one epoch: unknown from the log...
     one = [{"epoch": 1, "step": 40, "val_psnr": 30.0}]
-    assert report.epoch_positions(one, steps_per_epoch=150)[1] == (0, 40, 150)  # ...given: known
+    assert figures.epoch_positions(one, steps_per_epoch=150)[1] == (0, 40, 150)  # ...given: known
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        report.epoch_positions(one, steps_per_epoch=0)
+        figures.epoch_positions(one, steps_per_epoch=0)
 
-    fig = report.plot_history(history, "t")
+    fig = figures.plot_history(history, "t")
     hollow = [line for ax in _panels(fig) for line in ax.get_lines()
               if line.get_markerfacecolor() in ("white", (1.0, 1.0, 1.0, 1.0))]
     assert len(hollow) == 8                  # one per curve (D(real) and D(fake) share a panel)
     assert all(line.get_xdata()[0] == pytest.approx(4.4) for line in hollow)
     legend = [t.get_text() for ax in fig.axes for t in
               (ax.get_legend().get_texts() if ax.get_legend() else [])]
-    assert f"{report.PARTIAL_EPOCH_LABEL}\n(60 of 150 steps)" in legend
+    assert f"{figures.PARTIAL_EPOCH_LABEL}\n(60 of 150 steps)" in legend
     # stage 1 (two panels, no spare cell): the legend goes under the panels
-    fig = report.plot_history([{"epoch": e, "step": 10 * e, "content_loss": 0.1, "val_psnr": 30}
+    fig = figures.plot_history([{"epoch": e, "step": 10 * e, "content_loss": 0.1, "val_psnr": 30}
                                for e in (1, 2)] + [{"epoch": 3, "step": 25, "content_loss": 0.1,
                                                     "val_psnr": 30}])
     assert len(_panels(fig)) == 2 and fig.legends
-    assert f"{report.PARTIAL_EPOCH_LABEL}\n(5 of 10 steps)" in [
+    assert f"{figures.PARTIAL_EPOCH_LABEL}\n(5 of 10 steps)" in [
         t.get_text() for t in fig.legends[0].get_texts()]
     matplotlib.pyplot.close("all")
 
@@ -272,7 +275,7 @@ def test_stage_figure_reads_the_run_and_names_file_recipe_and_steps(tiny_data, t
     train.run_stage(cfg, "srresnet", out, progress=False)
     # as if a time budget had stopped it one step into epoch 2: the log and checkpoint say so
     ckpt = checkpoint.load_checkpoint(out / "srresnet.pth")
-    log = report.load_history(out / "srresnet_log.csv")
+    log = figures.load_history(out / "srresnet_log.csv")
     log[-1]["step"] = ckpt["step"] = ckpt["clock"]["step"] = 4
     train.write_log(out / "srresnet_log.csv", log)
     checkpoint.save_checkpoint(out / "srresnet.pth", ckpt)
@@ -281,15 +284,15 @@ def test_stage_figure_reads_the_run_and_names_file_recipe_and_steps(tiny_data, t
     want = evaluate.evaluate("bicubic", tiny_data.root, ["tiny_val"], progress=False,
                              metrics=["psnr"])["tiny_val"]["psnr"]
     assert bicubic["val_psnr"] == pytest.approx(want)
-    fig = report.stage_figure(out, "srresnet", bicubic)
+    fig = figures.stage_figure(out, "srresnet", bicubic)
     title = fig._suptitle.get_text().replace("\n", " ")
     assert str(out / "srresnet.pth") in title and "(smoke recipe)" in title
     assert "L1 loss, 4 steps" in title
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert f"{report.PARTIAL_EPOCH_LABEL}\n(1 of 3 steps)" in legend
+    assert f"{figures.PARTIAL_EPOCH_LABEL}\n(1 of 3 steps)" in legend
     assert any(t.startswith("bicubic, validation set") for t in legend)
     with pytest.raises(FileNotFoundError, match="srgan_log.csv"):
-        report.stage_figure(out, "srgan")
+        figures.stage_figure(out, "srgan")
     matplotlib.pyplot.close("all")
 
 
