@@ -1,6 +1,7 @@
 """What every command-line tool of the project does with a failure (``super_resolve.py``,
-``evaluate.py``, ``create_data_lists.py``, ``export.py``, ``train.py``), and the options and
-output checks they share (:func:`add_common_options`, :func:`check_output_file`).
+``evaluate.py``, ``create_data_lists.py``, ``export.py``, ``train.py``), and the parser, options
+and output checks they share (:func:`tool_parser`, :func:`add_common_options`,
+:func:`add_path_option`, :func:`check_output_file`).
 
 ``sys.exit(cli.run("evaluate.py", main))`` runs ``main(argv)`` and turns any exception that
 escapes it into ONE line on stderr, ``<prog>: error: <message>``, and exit status
@@ -16,6 +17,7 @@ A tool's own expected errors (a missing file, a bad setting) are best reported b
 itself, with the setting or file named; this wrapper is the safety net for the rest, so that no
 traceback ever reaches a user who did not ask for one.
 """
+import argparse
 import json
 import os
 import signal
@@ -118,6 +120,20 @@ def device_setting(resolve, spec):
             raise ValueError(f"--device {spec!r}: {one_line(e)}") from e
         raise ValueError(f"--device {spec!r}: not a device name; use auto, cpu, cuda or "
                          f"cuda:N") from e
+
+
+def tool_parser(doc):
+    """The argument parser of a tool whose ``--help`` shows its module docstring ``doc`` with
+    the line breaks as written."""
+    return argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_path_option(parser, flag, help, required=False):
+    """Add the option ``flag`` naming a file or folder: its value a ``pathlib.Path``, None when
+    it is not given (unless ``required``)."""
+    parser.add_argument(flag, type=Path, default=None, required=required, help=help)
+    return parser
 
 
 def add_common_options(parser, device="cpu"):

@@ -40,7 +40,6 @@ writable) before any work too. A checkpoint with NaN/inf weights is refused nami
 and a non-finite model output fails the set (never a score). Failures end with one line on
 stderr and a non-zero exit; ``--debug`` shows the traceback (``cli.py``).
 """
-import argparse
 import json
 import sys
 import traceback
@@ -60,8 +59,8 @@ from metrics import METRICS, lpips_score, lr_psnr, niqe, psnr, psnr_rgb, ssim
 from config import get_config
 from imresize import imresize
 from progress import progress_bar
-from super_resolve import upscale_image
 from runtime import resolve_device, unwrap
+from tiling import upscale_image
 
 BICUBIC = "bicubic"  # the --model name of the bicubic baseline
 
@@ -385,12 +384,12 @@ reference, lower = more natural)."""
 VALIDATION_TILE = 128
 """LR tile side of validation and evaluation on CUDA (:func:`validation_tile`): a 2K
 DIV2K_valid image whole through SRResNet needs several GB of activations; tiles with the
-receptive-field overlap of ``super_resolve.upscale_image`` give the same image (within one gray
+receptive-field overlap of ``tiling.upscale_image`` give the same image (within one gray
 level)."""
 
 
 def validation_tile(device):
-    """The ``tile`` of ``super_resolve.upscale_image`` for a model on ``device``:
+    """The ``tile`` of ``tiling.upscale_image`` for a model on ``device``:
     :data:`VALIDATION_TILE` on CUDA, None (whole images) on the CPU."""
     return VALIDATION_TILE if torch.device(device).type == "cuda" else None
 
@@ -531,8 +530,7 @@ def write_json(path, payload):
 
 def parse_args(argv=None):
     cfg = get_config()
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.tool_parser(__doc__)
     p.add_argument("--model", default=BICUBIC,
                    help=f"'{BICUBIC}' or a checkpoint path (default: {BICUBIC})")
     p.add_argument("--data-root", default=cfg.data.benchmark_root,
@@ -546,13 +544,13 @@ def parse_args(argv=None):
                         "run here; a metric named here that cannot run is an error)")
     p.add_argument("--lpips-net", choices=pretrained.LPIPS_NETS, default=LPIPS_DEFAULT_NET,
                    help="LPIPS backbone (default: %(default)s)")
-    p.add_argument("--lpips-weights", type=Path, default=None,
-                   help="LPIPS v0.1 linear-layer file (alex.pth / vgg.pth of the release); "
-                        "default: through the torch.hub cache")
-    p.add_argument("--lpips-backbone", type=Path, default=None,
-                   help="torchvision backbone file (alexnet-owt-7be5be79.pth / "
-                        "vgg16-397923af.pth); default: through the torch.hub cache")
-    p.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    cli.add_path_option(p, "--lpips-weights",
+                        help="LPIPS v0.1 linear-layer file (alex.pth / vgg.pth of the release); "
+                             "default: through the torch.hub cache")
+    cli.add_path_option(p, "--lpips-backbone",
+                        help="torchvision backbone file (alexnet-owt-7be5be79.pth / "
+                             "vgg16-397923af.pth); default: through the torch.hub cache")
+    cli.add_path_option(p, "--json", help="also write the results to this file")
     p.add_argument("--per-image", action="store_true", help="per-image scores in the JSON")
     args = cli.add_common_options(p, device="cpu").parse_args(argv)
     if args.scale < 2:

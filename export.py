@@ -26,7 +26,7 @@ import torch
 import checkpoint
 import cli
 import onnx_model
-import super_resolve
+import tiling
 from utils import atomic_write
 
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -90,7 +90,7 @@ def export_file(src, dst, dtype=None):
     if dtype not in (None, "float32"):
         raise ValueError(f"--dtype {dtype}: an ONNX graph ({dst}) is written in float32")
     model, ckpt = checkpoint.load_generator(src, device="cpu")
-    info = onnx_model.export_onnx(model, ckpt, dst, *super_resolve.receptive_field(model))
+    info = onnx_model.export_onnx(model, ckpt, dst, *tiling.receptive_field(model))
     return (f"ONNX {info['arch']} x{info['scale']}, float32, dynamic height/width, "
             f"receptive margin {info['receptive_margin']} LR px; onnxruntime equals PyTorch "
             f"within {info['max_abs_diff']:.1e}")

@@ -44,8 +44,8 @@ INPUT_NAME, OUTPUT_NAME = "lr", "sr"
 """Names of the graph's input (LR batch) and output (SR batch)."""
 
 MIN_SIDE = 8
-"""Smallest LR side the exported graph accepts (``super_resolve`` edge-pads smaller images to
-its own ``MIN_INPUT_SIDE``, the same 8 px)."""
+"""Smallest LR side the exported graph accepts (``tiling`` edge-pads smaller images to its
+own ``MIN_INPUT_SIDE``, the same 8 px)."""
 
 EXAMPLE_SIZE = (24, 20)
 """LR ``(h, w)`` of the example input the exporter traces (any size works: h and w are dynamic;
@@ -123,7 +123,7 @@ def export_onnx(model, ckpt, dst, receptive_margin, tile_alignment):
     """Export ``model`` (a float32 generator on the CPU, as ``checkpoint.load_generator`` gives it
     with its checkpoint ``ckpt``) to the ONNX file ``dst``, checked against PyTorch
     (:data:`PROBE_SIZES`) before it is written. ``receptive_margin``, ``tile_alignment``: its
-    receptive-field radius and tile step in LR px (``super_resolve.receptive_margin`` /
+    receptive-field radius and tile step in LR px (``tiling.receptive_margin`` /
     ``tile_alignment``), stored for tiled inference.
 
     Returns ``{"arch", "scale", "receptive_margin", "max_abs_diff"}``. Raises ValueError for a
@@ -187,7 +187,7 @@ def _session(model_bytes_or_path, device_type):
 
 
 class OnnxGenerator:
-    """An exported generator run by onnxruntime, usable where ``super_resolve.upscale_image``
+    """An exported generator run by onnxruntime, usable where ``tiling.upscale_image``
     takes a PyTorch generator: calling it maps ``(N,3,h,w)`` float RGB in [0,1] (any device,
     any memory format) to ``(N,3,s*h,s*w)`` float32 on the CPU; ``scale``,
     ``receptive_margin`` and ``tile_alignment`` come from the file's metadata; ``to`` /

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import checkpoint
 import evaluate             # noqa: E402
 import report               # noqa: E402
-import super_resolve        # noqa: E402
+import tiling               # noqa: E402
 import utils                # noqa: E402
 from config import SHARED_DATA   # noqa: E402
 from imresize import imresize    # noqa: E402
@@ -190,7 +190,7 @@ def _crops(methods, path):
     hr = utils.load_image(set5 / "HR" / f"{CROP_IMAGE}.png")
     lr = utils.load_image(set5 / "LR_bicubic" / "X4" / f"{CROP_IMAGE}x4.png")
     panels = [imresize(lr, 4) if spec == "bicubic"
-              else super_resolve.upscale_image(checkpoint.load_generator(spec)[0], lr)
+              else tiling.upscale_image(checkpoint.load_generator(spec)[0], lr)
               for spec in methods.values()] + [hr]
     top, bottom, left, right = CROP_BOX
     zoom = np.ones((CROP_ZOOM, CROP_ZOOM, 1), dtype=np.uint8)

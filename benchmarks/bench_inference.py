@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE))
 
 import models  # noqa: E402
 import super_resolve  # noqa: E402
+import tiling  # noqa: E402
 from config import SHARED_DATA  # noqa: E402
 from timing import median_time  # noqa: E402
 from utils import load_image  # noqa: E402
@@ -81,7 +82,7 @@ def child(spec):
     img, source = _input(spec["input"])
     base = _peak_bytes(device)
     start = time.perf_counter()
-    sr = super_resolve.upscale_image(model, img, device=device, tile=spec["tile"])
+    sr = tiling.upscale_image(model, img, device=device, tile=spec["tile"])
     seconds = time.perf_counter() - start
     peak = _peak_bytes(device) - base
     if spec.get("save"):
@@ -98,7 +99,7 @@ def _interleaved_times(tiles, repeats):
     torch.manual_seed(0)
     model = models.SRResNet().eval().to(device)
     img, _ = _input("lr")
-    runs = {t: (lambda t=t: super_resolve.upscale_image(model, img, device=device, tile=t))
+    runs = {t: (lambda t=t: tiling.upscale_image(model, img, device=device, tile=t))
             for t in tiles}
     for fn in runs.values():
         fn()
@@ -107,7 +108,7 @@ def _interleaved_times(tiles, repeats):
         for t, fn in runs.items():
             times[t].append(median_time(fn, repeats=1, warmup=0))
     return {t: statistics.median(v) for t, v in times.items()}, \
-        super_resolve.receptive_margin(model, device)
+        tiling.receptive_margin(model, device)
 
 
 def _spawn(spec):
@@ -164,7 +165,7 @@ def run():
                      f"{big['seconds']:.1f} | {big['peak_mb']:.0f} | n/a |")
     margin = tiled["overlap"]
     computed = sum((min(h, y1 + margin) - max(0, y0 - margin)) * (min(w, x1 + margin) - max(0, x0 - margin))
-                   for y0, y1, x0, x1 in super_resolve.tile_grid(h, w, TILE))
+                   for y0, y1, x0, x1 in tiling.tile_grid(h, w, TILE))
     lines += ["",
               f"Tiled / whole: time x{tiled['seconds'] / whole['seconds']:.2f}, memory "
               f"x{tiled['peak_mb'] / whole['peak_mb']:.2f}. The tiles run the network on "

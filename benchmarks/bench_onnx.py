@@ -29,6 +29,7 @@ import checkpoint
 import export  # noqa: E402
 import models  # noqa: E402
 import super_resolve  # noqa: E402
+import tiling  # noqa: E402
 from bench_inference import _input  # noqa: E402
 from config import REFERENCE_WEIGHTS, SHARED_DATA  # noqa: E402
 from utils import load_image  # noqa: E402
@@ -70,7 +71,7 @@ def _interleaved(engines, img, tile):
     for rep in range(REPEATS + 1):                 # the first round is the warm-up
         for name, model in engines.items():
             start = time.perf_counter()
-            outputs[name] = super_resolve.upscale_image(model, img, tile=tile)
+            outputs[name] = tiling.upscale_image(model, img, tile=tile)
             if rep:
                 times[name].append(time.perf_counter() - start)
     return {n: float(np.median(t)) for n, t in times.items()}, outputs

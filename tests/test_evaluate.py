@@ -1,4 +1,4 @@
-"""Tests of evaluate.py (the benchmark protocol) and super_resolve.upscale_image."""
+"""Tests of evaluate.py (the benchmark protocol) and tiling.upscale_image."""
 import json
 import shutil
 import subprocess
@@ -19,7 +19,7 @@ import pretrained
 import tables
 import utils
 from imresize import imresize
-from super_resolve import upscale_image
+from tiling import upscale_image
 
 ROOT = Path(evaluate.__file__).resolve().parent
 SCALE = 4
@@ -206,7 +206,7 @@ def test_cli_writes_json_and_fails_cleanly(fake_root, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# super_resolve.upscale_image
+# tiling.upscale_image
 # ------------------------------------------------------------------------------------------
 
 class _ChannelMix(nn.Module):

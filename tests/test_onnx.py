@@ -1,6 +1,6 @@
 """ONNX export (export.py x.onnx, onnx_model.py) and inference with onnxruntime
-(super_resolve.py --checkpoint x.onnx): the same uint8 images as PyTorch within one gray level,
-whole and tiled, on any image size."""
+(super_resolve.py --checkpoint x.onnx, tiling.upscale_image): the same uint8 images as PyTorch
+within one gray level, whole and tiled, on any image size."""
 import sys
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import export
 import models
 import onnx_model
 import super_resolve
+import tiling
 import utils
 
 pytest.importorskip("onnxruntime")
@@ -72,12 +73,12 @@ def test_onnx_equals_pytorch_within_one_gray_level(tmp_path, images, label, arch
     onnx_gen = super_resolve.load_model(dst)
     assert isinstance(onnx_gen, onnx_model.OnnxGenerator)
     assert onnx_gen.scale == 4
-    assert onnx_gen.receptive_margin == super_resolve.receptive_margin(torch_model)
-    assert onnx_gen.tile_alignment == super_resolve.tile_alignment(torch_model)
+    assert onnx_gen.receptive_margin == tiling.receptive_margin(torch_model)
+    assert onnx_gen.tile_alignment == tiling.tile_alignment(torch_model)
     for name, img in images.items():
-        ref = super_resolve.upscale_image(torch_model, img)
-        whole = super_resolve.upscale_image(onnx_gen, img)
-        tiled = super_resolve.upscale_image(onnx_gen, img, tile=48)
+        ref = tiling.upscale_image(torch_model, img)
+        whole = tiling.upscale_image(onnx_gen, img)
+        tiled = tiling.upscale_image(onnx_gen, img, tile=48)
         assert whole.shape == ref.shape == (4 * img.shape[0], 4 * img.shape[1], 3), name
         for out in (whole, tiled):
             assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1, name

@@ -488,8 +488,8 @@ def test_validate_reports_psnr_and_ssim_of_the_model():
     model = Bicubic().train()
     result = evaluate.validate(model, data, SCALE)
     assert model.training                             # mode restored
-    import super_resolve
-    want = [metrics.psnr(super_resolve.upscale_image(model, lr), h, SCALE) for lr, h, _ in data]
+    import tiling
+    want = [metrics.psnr(tiling.upscale_image(model, lr), h, SCALE) for lr, h, _ in data]
     assert result["images"] == 2 and result["psnr"] == pytest.approx(np.mean(want))
     assert 0 < result["ssim"] <= 1
 

@@ -1,5 +1,5 @@
-"""Tests of super_resolve.py: tiled inference, image modes (gray, alpha, 16-bit, palette), folder
-mode and the command line."""
+"""Tests of tiling.py (receptive field, tiled inference) and super_resolve.py: image modes
+(gray, alpha, 16-bit, palette), folder mode and the command line."""
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +12,10 @@ from PIL import Image
 
 import models
 import super_resolve
+import tiling
 from checkpoint import CHECKPOINT_FORMAT, load_generator
 from imresize import imresize
-from super_resolve import receptive_margin, tile_grid, upscale_image
+from tiling import receptive_margin, tile_grid, upscale_image
 from utils import modcrop
 
 ROOT = Path(super_resolve.__file__).resolve().parent
@@ -63,9 +64,9 @@ def _load(checkpoint):
 def test_receptive_margin_of_the_paper_srresnet():
     # 9x9 conv (4 px) + 33 3x3 convs at LR (33) + sub-pixel conv at LR (1) + 3x3 conv at 2x
     # (0.5) + 9x9 conv at 4x (1) = 39.5 -> 40 LR pixels, plus RESAMPLE_MARGIN
-    assert receptive_margin(models.SRResNet()) == 40 + super_resolve.RESAMPLE_MARGIN
+    assert receptive_margin(models.SRResNet()) == 40 + tiling.RESAMPLE_MARGIN
     # VDSR: 20 3x3 convs at 4x = 5 LR pixels
-    assert receptive_margin(models.VDSR()) == 5 + super_resolve.RESAMPLE_MARGIN
+    assert receptive_margin(models.VDSR()) == 5 + tiling.RESAMPLE_MARGIN
 
 
 def test_tile_grid_covers_the_image_once():
@@ -102,7 +103,7 @@ def test_tiled_equals_untiled_every_generator(arch, kwargs):
     whole = upscale_image(model, lr)
     tiled = upscale_image(model, lr, tile=23)
     assert np.abs(tiled.astype(int) - whole).max() <= 1
-    assert super_resolve.tile_alignment(model) == (2 if arch == "tconv" else 1)
+    assert tiling.tile_alignment(model) == (2 if arch == "tconv" else 1)
 
 
 def test_tiled_equals_untiled_full_srresnet():
@@ -276,6 +277,6 @@ def test_probing_the_receptive_field_leaves_a_training_model_untouched():
     model = models.SRResNet(n_blocks=2, n_channels=8).train()      # BatchNorm in train mode
     before = {k: v.clone() for k, v in model.state_dict().items()}
     receptive_margin(model)
-    super_resolve.tile_alignment(model)
+    tiling.tile_alignment(model)
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
