@@ -142,7 +142,7 @@ dict of plain types and tensors (``torch.load(weights_only=True)`` reads it), wi
   ``scaler_d``: fp16 GradScaler state dicts or None;
 * ``scheduler_g`` / ``scheduler_d``: the lr schedule as a plain dict (``schedule``,
   ``base_lr``, ``decay_at``, ``decay_factor``, ``min_lr``: ``solver.make_lr_fn``'s arguments),
-  not a torch scheduler; ``clock``: ``solver.RunClock.state_dict()`` (steps done, seconds
+  not a torch scheduler; ``clock``: ``run_clock.RunClock.state_dict()`` (steps done, seconds
   spent); ``rng``: ``runtime.get_rng_state()`` at save time.
 
 Weights are those of the plain modules (no ``module.`` / ``_orig_mod.`` prefixes)."""
@@ -170,7 +170,7 @@ def make_checkpoint(*, stage, arch, arch_kwargs, scale, generator, epoch, step, 
 
     Models may be ``torch.compile``d or DDP-wrapped (the plain module's weights are stored);
     ``ema`` is a ``solver.GeneratorEMA`` or None; ``config`` may be an EasyDict; ``clock`` a
-    ``solver.RunClock``; the scalers fp16 GradScalers or None. The RNG states are captured now.
+    ``run_clock.RunClock``; the scalers fp16 GradScalers or None. The RNG states are captured now.
     """
     def state_of(obj):
         return unwrap(obj).state_dict() if obj is not None else None
@@ -307,3 +307,17 @@ def load_generator(path, device="cpu", expect_scale=None):
         raise ValueError(f"{path}: the generator weights do not fit {arch!r} "
                          f"(scale={scale}, arch_kwargs={kwargs}): {why}") from exc
     return model.to(device).eval(), ckpt
+
+
+def init_generator(generator, path, arch, scale):
+    """Stage 2 starts from the generator of a checkpoint of this project (read like
+    :func:`load_generator` reads it: its EMA weights when it has them)."""
+    ckpt = load_checkpoint(path)
+    if ckpt["arch"] != arch or ckpt["scale"] != scale:
+        raise ValueError(f"{path} holds a x{ckpt['scale']} {ckpt['arch']!r} generator, but this "
+                         f"run trains a x{scale} {arch!r}")
+    try:
+        generator.load_state_dict(generator_state(ckpt, path))
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its generator does not fit the configured one "
+                         f"(cfg.generator): {e}") from e

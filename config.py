@@ -3,9 +3,11 @@
 ``get_config(name)`` returns an :class:`easydict.EasyDict` holding every setting of a run,
 with the defaults of the SRGAN paper (Ledig et al., CVPR 2017) at x4. Scripts and notebooks
 read it, override a few keys, and pass it on; no module hides a setting of its own.
-:func:`validate_config` checks every numeric, boolean and multiple-choice setting against the
-ranges documented here (``train.build_config`` calls it): a nonsensical value is refused before
-any work with one line naming the setting.
+:func:`build_config` makes a run's configuration: a preset, a paper variant (:data:`VARIANTS`),
+``--set KEY=VALUE`` overrides (:func:`apply_overrides`) and the command-line shortcuts, then
+:func:`validate_config`, which checks every numeric, boolean and multiple-choice setting against
+the ranges documented here: a nonsensical value is refused before any work with one line naming
+the setting. :func:`stage_config` is a stage's section (:data:`STAGES`).
 
 Presets:
     ``'paper'`` (default) -- the paper's setup on DIV2K: full SRResNet (16 blocks x 64 channels),
@@ -13,6 +15,7 @@ Presets:
         iterations at lr 1e-4 and 1e-5 with the VGG54 content loss.
     ``'demo'`` -- a reduced SRResNet trained on the CPU in minutes on the scikit-image photos
         (the embedded demo dataset, built by ``create_data_lists.py --demo``).
+    ``'reference'`` -- the demo recipe scaled up: the shipped reference models (weights/).
     ``'smoke'`` -- tiny and fast, for the tests and ``SR_SMOKE=1`` notebook runs.
     ``'srcnn'``, ``'fsrcnn'``, ``'vdsr'``, ``'tconv'`` -- the baselines, each with its own
         paper's recipe (optimiser, per-layer lr, clipping, patches, T91 or the 291 images;
@@ -22,6 +25,11 @@ Units: an *epoch* is one pass over ``patches_per_image`` random patches of every
 image; ``iterations = epochs * floor(n_images * patches_per_image / batch_size)`` (the last
 incomplete batch of an epoch is dropped; stage 2 counts generator steps, one per ``d_steps``
 batches).
+
+Also here, as readers of the presets: :func:`recipe_of` names the preset (or preset + variant)
+whose settings a checkpoint records (the labels of tables and figures), and
+:func:`notebook_params` gives the notebooks their parameters (the smoke run's under
+``SR_SMOKE=1``, :func:`smoke_settings`).
 """
 import ast
 import copy
@@ -64,10 +72,10 @@ _PAPER = EasyDict({
         "workers": 4,                    # DataLoader worker processes (0 = main process)
         "train_sets_root": str(SHARED_DATA / "train_sets"),  # <root>/T91, <root>/BSD200: the classic
                                          #   training sets; the lists T91 and T91_BSD200 ("291") are
-                                         #   built from them on first use (train.ensure_data)
+                                         #   built from them on first use (create_data_lists.ensure_data)
         "train_samples_root": str(SHARED_DATA / "train_samples"),  # <root>/DIV2K/DIV2K_train_HR,
                                          #   <root>/Flickr2K/Flickr2K_HR: 2K photos that the list
-                                         #   reference_train adds to T91 + BSD200 (train.ensure_data)
+                                         #   reference_train adds to T91 + BSD200 (create_data_lists.ensure_data)
     },
     "generator": {
         "arch": "srresnet",              # srresnet | tconv | srcnn | fsrcnn | vdsr (models.GENERATORS);
@@ -161,7 +169,7 @@ _PAPER = EasyDict({
         "checkpoint_every": 1,           # epochs between checkpoints
         "val_every": 1,                  # epochs between validations
         "time_budget_s": None,           # stop a stage after this many seconds of training; the lr
-                                         #   schedule then runs over min(epochs, budget) (solver.RunClock)
+                                         #   schedule then runs over min(epochs, budget) (run_clock.RunClock)
         "stages": "both",                # what train.py runs without --stage: srresnet | srgan | both
         "eval_root": str(ROOT / "data" / "benchmark"),  # after training, train.py prints a table of
         "eval_sets": ["Set5", "Set14"],  #   bicubic / SRResNet / SRGAN on these sets, each looked up in
@@ -189,7 +197,7 @@ def _demo():
     # Demo SRGAN: VGG22 content loss (the shared VGG19 slice covers it offline) + 1e-3 adversarial
     # loss and lr 1e-4 then 1e-5 as in the paper, plus the documented options (0.3 x L1, the
     # LR-consistency term, an EMA of 0.995) that make three CPU minutes work; each was measured
-    # (BENCHMARKS.md, "SRGAN ablation"; README, "SRGAN on a CPU budget").
+    # (BENCHMARKS.md, "SRGAN stage 2 on the CPU ... (ablation)"; README, "SRGAN on a CPU budget").
     cfg.stage2.update({"epochs": 4, "batch_size": 8, "lr": 1e-4, "lr_schedule": "step",
                        "content_loss": "vgg", "pixel_weight": 0.3, "lr_consistency_weight": 1.0,
                        "ema_decay": 0.995, "patch_size": 64, "time_budget_s": None})
@@ -257,16 +265,13 @@ def _baseline(arch, train_list, **stage1):
 
 def _srcnn():
     # Dong et al., "Image Super-Resolution Using Deep Convolutional Networks", TPAMI 2016,
-    # Sec. 4: 9-1-5 with 64/32 filters on the Y channel of the bicubic image, trained on the 91
-    # images (T91) with 33x33 HR sub-images (32 here: a multiple of 4) cut with stride 14,
-    # 24,800 of them (~273 per image per epoch here); MSE as Caffe's EuclideanLoss (half the
-    # squared error summed over a sub-image, averaged over the batch: loss="euclidean"; the
-    # learning rates below are for that scale, ~500x a per-pixel mean); SGD with momentum 0.9,
-    # lr 1e-4 for the first two layers and 1e-5 for the last, fixed; weights N(0, 0.001); batch 128 (the
-    # released Caffe model). 2000 epochs ~ 3.9x10^5 steps ~ 5x10^7 sub-images. The paper's
-    # 'valid' convolutions train on the centre of each sub-image only; our 'same' convolutions
-    # pad by edge replication, not zeros, which would pull the border toward black (with zeros,
-    # Set5 was 0.16-0.9 dB lower after the same 2,000-4,000 steps here; BENCHMARKS.md).
+    # Sec. 4: 9-1-5 with 64/32 filters on the bicubic Y, T91, 33x33 HR sub-images (32 here: a
+    # multiple of 4) cut with stride 14, 24,800 of them (~273 per image per epoch); Caffe's
+    # EuclideanLoss (loss="euclidean": the lrs are for its scale, ~500x a per-pixel mean); SGD,
+    # momentum 0.9, lr 1e-4 (the last layer 1e-5), fixed; N(0, 0.001) init; batch 128 (the
+    # released Caffe model); 2000 epochs ~ 3.9x10^5 steps ~ 5x10^7 sub-images. The paper's
+    # 'valid' convolutions become 'same' ones padded by edge replication, as zeros pull the
+    # border of small patches toward black (BENCHMARKS.md, "Baselines against their papers").
     cfg = _baseline("srcnn", "T91", optimizer="sgd", lr=1e-4, momentum=0.9,
                     last_layer_lr_scale=0.1, lr_schedule="constant", batch_size=128,
                     epochs=2000, loss="euclidean")
@@ -278,13 +283,12 @@ def _srcnn():
 
 def _fsrcnn():
     # Dong, Loy and Tang, "Accelerating the Super-Resolution Convolutional Neural Network",
-    # ECCV 2016, Sec. 4.1: FSRCNN(56, 12, 4) on the LR Y channel, trained on T91 (the paper
-    # then fine-tunes on General-100 and augments by scaling 0.6-0.9 and rotations: General-100
-    # is not here, flips/rotations are), small LR sub-images (6x6 at x4, HR 24x24), MSE, SGD
-    # with lr 1e-3 for the convolutions and 1e-4 for the deconvolution (momentum 0.9), batch
-    # 128; He init, the deconvolution N(0, 0.001). The paper's loss is Caffe's EuclideanLoss
-    # (as SRCNN's), but with these rates loss="euclidean" diverged at the 7th step here (H100,
-    # BENCHMARKS.md), so the preset keeps the per-pixel mean (a ~300x smaller step).
+    # ECCV 2016, Sec. 4.1: FSRCNN(56, 12, 4) on the LR Y, T91 (the paper's fine-tuning on
+    # General-100 and scaling by 0.6-0.9 are not here; flips and rotations are), 6x6 LR
+    # sub-images (HR 24x24), SGD (momentum 0.9) at lr 1e-3, the deconvolution 1e-4, batch 128;
+    # He init, the deconvolution N(0, 0.001). Deviation: the per-pixel MSE, not the paper's
+    # Caffe EuclideanLoss, a ~300x larger step at these rates, which diverges (BENCHMARKS.md,
+    # "Baselines against their papers").
     cfg = _baseline("fsrcnn", "T91", optimizer="sgd", lr=1e-3, momentum=0.9,
                     last_layer_lr_scale=0.1, lr_schedule="constant", batch_size=128,
                     epochs=2000, loss="mse")
@@ -295,20 +299,14 @@ def _fsrcnn():
 
 def _vdsr():
     # Kim, Lee and Lee, "Accurate Image Super-Resolution Using Very Deep Convolutional
-    # Networks", CVPR 2016, Sec. 4.1: 20 layers x 64 channels, residual learning on the
-    # bicubic Y, the 291 images (T91 + BSD200) with 41x41 patches (40 here: a multiple of 4),
-    # flips and rotations, batch 64, the loss 1/2 ||r - f(x)||^2 averaged over the batch
-    # (loss="euclidean": summed over a patch's pixels, which the lr 0.1 is made for; with a
-    # per-pixel mean 27,310 steps reached only 29.32 dB on Set5, BENCHMARKS.md); SGD with
-    # momentum 0.9 and weight decay 1e-4, lr 0.1
-    # divided by 10 every 20 of 80 epochs, adjustable gradient clipping at theta / lr. The
-    # paper clips each gradient element to [-theta/lr, theta/lr] and gives no theta; element-wise
-    # clipping at theta = 0.4 diverged at the 2nd step here, so the preset clips the gradients'
-    # global norm to theta / lr (an update lr * g is then at most theta long; grad_clip_mode=value
-    # restores the element-wise rule) with theta = 0.01: with the Euclidean loss, theta 0.4 and
-    # 0.04 left Set5 at 16-19 dB after 126 steps of 16, 0.01 at 28.2 dB, and on the H100 0.01 beat
-    # 0.003 (30.75 vs 30.67 dB after 23,000 steps; BENCHMARKS.md). The paper trains x2, x3 and x4
-    # together; this preset trains x4 only.
+    # Networks", CVPR 2016, Sec. 4.1: 20 layers x 64 channels, residual learning on the bicubic
+    # Y, the 291 images (T91 + BSD200), 41x41 patches (40 here: a multiple of 4) with flips and
+    # rotations, batch 64, the loss 1/2 ||r - f(x)||^2 summed over a patch (loss="euclidean":
+    # the lr 0.1 is made for it), SGD with momentum 0.9 and weight decay 1e-4, lr 0.1 / 10 every
+    # 20 of 80 epochs, adjustable gradient clipping at theta / lr. The paper clips each element
+    # and gives no theta; the preset clips the global norm at theta = 0.01 (an update is then at
+    # most theta long; grad_clip_mode=value clips each element): BENCHMARKS.md, "Baselines
+    # against their papers" (VDSR). The paper trains x2, x3 and x4 together; this preset x4 only.
     cfg = _baseline("vdsr", "T91_BSD200", optimizer="sgd", lr=0.1, momentum=0.9,
                     weight_decay=1e-4, grad_clip_theta=0.01, grad_clip_mode="norm",
                     lr_schedule="step",
@@ -417,6 +415,42 @@ def get_config(name="paper"):
     if name not in PRESETS:
         raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+# ----------------------------------------------------------------------------------------------
+# A run's configuration: preset + variant + overrides, validated; a stage's section of it
+# ----------------------------------------------------------------------------------------------
+
+STAGES = ("srresnet", "srgan")
+"""Stage names: 'srresnet' = stage 1 (pixel loss, any generator arch), 'srgan' = stage 2."""
+
+
+def build_config(preset="paper", *, epochs=None, device=None, arch=None, overrides=(),
+                 stages=STAGES, variant=None):
+    """The config of a run: preset ``preset``, then the paper variant ``variant`` (a key of
+    :data:`VARIANTS`), then ``overrides`` (``KEY=VALUE``), then the shortcuts ``epochs`` (of
+    the stages in ``stages``), ``device`` and ``arch``."""
+    cfg = get_config(preset)
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        apply_overrides(cfg, VARIANTS[variant])
+    apply_overrides(cfg, overrides)
+    if epochs is not None:
+        for stage in stages:
+            stage_config(cfg, stage).epochs = int(epochs)
+    if device is not None:
+        cfg.train.device = device
+    if arch is not None:
+        cfg.generator.arch = arch
+    return validate_config(cfg)   # every numeric setting in its documented range (one line)
+
+
+def stage_config(cfg, stage):
+    """The config section of ``stage``: ``cfg.stage1`` ('srresnet') or ``cfg.stage2`` ('srgan')."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    return cfg.stage1 if stage == "srresnet" else cfg.stage2
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ A data list ``<lists_dir>/<name>.json`` is ``{"name", "scale", "hr_dir", "lr_dir
 "images": [{"hr": abs path, "lr": abs path or null}, ...]}``; ``"lr": null`` means the LR image
 is made with the MATLAB-exact bicubic ``imresize`` when the data is loaded.
 
+``train.py`` makes the lists a run needs on first use (``ensure_data``: the demo photos, T91,
+T91 + BSD200, the reference models' data) and says how to make any other.
+
 Downloads: the official archives are fetched with a progress bar into ``<data_root>/downloads``,
 resumed from a ``.part`` file after an interruption (HTTP Range), checked (size against the
 server's Content-Length; SHA-256 where ``CHECKSUMS`` knows one -- none is recorded, because the
@@ -20,6 +23,7 @@ and pass ``zipfile.testzip`` / a full ``tarfile`` listing), then extracted refus
 that would land outside the target folder. Every step is skipped when already done.
 """
 import argparse
+import difflib
 import http.client
 import io
 import json
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import cli
+import datasets
 import utils
 from config import get_config
 from datasets import (DIV2K_VALID, LR_NAME, check_pair_size, find_test_set, image_size, make_lr,
@@ -436,6 +441,53 @@ def download_all(data_root, lists_dir, progress=True, remove_archives=False, div
 
 
 # ----------------------------------------------------------------------------------------------
+# The lists a training run needs, made on first use
+# ----------------------------------------------------------------------------------------------
+
+CLASSIC_TRAIN_SETS = {
+    "T91": (("train_sets_root", "T91"),),
+    "T91_BSD200": (("train_sets_root", "T91"), ("train_sets_root", "BSD200")),
+    "reference_train": (("train_sets_root", "T91"), ("train_sets_root", "BSD200"),
+                        ("train_samples_root", "DIV2K/DIV2K_train_HR"),
+                        ("train_samples_root", "Flickr2K/Flickr2K_HR")),
+}
+"""The training lists built on first use, each as ``(cfg.data key of a root, folder under it)``
+pairs: T91 (SRCNN, FSRCNN), T91 + BSD200 (VDSR's "291" images), and reference_train (the 291
+plus the DIV2K / Flickr2K samples: the reference models' data)."""
+
+
+def ensure_data(cfg):
+    """Make sure the training list exists; the demo dataset (``demo_*`` lists, for training or
+    validation) is built here from the scikit-image photos when missing, the lists of
+    :data:`CLASSIC_TRAIN_SETS` from their folders when these exist. Other missing lists ->
+    FileNotFoundError saying how to make them."""
+    demo_lists = [n for n in (cfg.data.train_list, cfg.data.get("val_list"))
+                  if n in DEMO_LISTS and not datasets.list_path(cfg, n).is_file()]
+    if demo_lists:
+        print(f"building the demo dataset in {cfg.data.root} (scikit-image photos) ...", flush=True)
+        build_demo_dataset(root=cfg.data.root, lists_dir=cfg.data.lists_dir,
+                                             scale=cfg.scale)
+    train_list = datasets.list_path(cfg, cfg.data.train_list)
+    if train_list.is_file():
+        return
+    folders = [Path(cfg.data.get(root) or "") / name
+               for root, name in CLASSIC_TRAIN_SETS.get(cfg.data.train_list, ())]
+    if folders and all(f.is_dir() for f in folders):
+        print(f"building the list {cfg.data.train_list} from {', '.join(map(str, folders))} "
+              f"(LR by MATLAB-exact imresize) ...", flush=True)
+        list_from_folder([str(f) for f in folders], None, cfg.data.train_list,
+                                           cfg.data.lists_dir, cfg.scale)
+        return
+    known = sorted({p.stem for p in Path(cfg.data.lists_dir).glob("*.json")}
+                   | set(DEMO_LISTS) | set(CLASSIC_TRAIN_SETS))
+    near = difflib.get_close_matches(cfg.data.train_list, known, n=1)
+    hint = f"did you mean --set data.train_list={near[0]}? Or write" if near else "write"
+    raise FileNotFoundError(f"training list {train_list} not found: {hint} it with "
+                            f"`python create_data_lists.py` (see its --help), or pick another "
+                            f"list with --set data.train_list=NAME")
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
 
@@ -516,8 +568,6 @@ def main(argv=None):
     except (DownloadError, OSError, ValueError) as e:   # ImageReadError is a ValueError
         return cli.fail("create_data_lists.py", e)
     return 0
-
-
 
 
 if __name__ == "__main__":

@@ -9,10 +9,15 @@ image is made with the project's MATLAB-exact bicubic ``imresize(modcrop(hr, sca
 * :class:`TestDataset` -- whole images, uint8, in name order, for evaluation.
 * :class:`TrainDataset` -- random aligned patches as float tensors, for training. Each image is
   decoded once (into memory, or into a ``.npy`` cache read through ``mmap``), never per sample.
-* :func:`make_train_loader` -- the DataLoader used by ``solver.py`` / ``train.py``.
+* :func:`make_train_loader`, :func:`make_stage_loader` -- the DataLoaders ``train.py`` feeds to
+  ``solver.py``'s epochs (:class:`EpochSeededSampler`, :func:`start_epoch`: the same patches on
+  resume, with persistent workers too).
 * :func:`read_data_list` -- read a JSON data list written by ``create_data_lists.py``.
+* :func:`list_path`, :func:`build_train_set`, :func:`build_val_set` -- the datasets a
+  configuration names.
+
+The decode-once ``.npy`` cache of the training images is ``image_cache.py``.
 """
-import hashlib
 import json
 import os
 import warnings
@@ -23,6 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
 
+import image_cache
 import utils
 from imresize import imresize
 from progress import progress_bar
@@ -44,9 +50,6 @@ DIV2K_VALID = "DIV2K_valid"
 LIST_FORMAT_KEYS = ("name", "scale", "hr_dir", "lr_dir", "images")
 """Keys every JSON data list holds (see ``create_data_lists.write_data_list``)."""
 
-CACHE_VERSION = 2
-"""Bumped whenever the cached arrays or their records change meaning; part of every cache key
-(2: keys include inode and ctime, each entry has a verified record, :func:`cache_record`)."""
 
 UINT8_MAX = 255.0
 """uint8 pixels are divided by this to give floats in [0, 1]."""
@@ -293,126 +296,6 @@ class TestDataset(Dataset):
 DECODE_THREADS = min(4, os.cpu_count() or 1)
 """Threads decoding images while a TrainDataset is built (PNG decoding releases the GIL)."""
 
-FD_RESERVE = 256
-"""File descriptors left free for everything else when deciding how many cache maps stay open."""
-
-
-def _file_id(path):
-    """``[absolute path, inode, size in bytes, mtime in ns, ctime in ns]``: changes whenever the
-    file does -- also when it is replaced by a copy that keeps the old one's mtime (``cp -p``:
-    the new file has another ctime, and usually another inode)."""
-    path = Path(path).resolve()
-    st = path.stat()
-    return [str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def cache_key(hr_path, lr_path, scale):
-    """Hex key of the cached arrays of one training pair: a hash of both files' identity
-    (:func:`_file_id`), the scale and ``CACHE_VERSION`` -- any change gives a new key (stale
-    entries are simply never read again)."""
-    ident = [CACHE_VERSION, int(scale), _file_id(hr_path),
-             _file_id(lr_path) if lr_path is not None else None]
-    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:20]
-
-
-def _save_npy_atomic(path, array):
-    """``np.save`` through ``utils.atomic_write`` (temporary file, rename: never a partial file;
-    the project's one permission policy, 0666 minus the umask, like lists and checkpoints)."""
-    with utils.atomic_write(path, "wb") as f:
-        np.save(f, array)
-
-
-def _open_npy(path):
-    """Memory-map a cached ``.npy`` read-only; a plain ndarray view (cheaper to slice)."""
-    return np.load(path, mmap_mode="r").view(np.ndarray)
-
-
-class CorruptCacheError(ValueError):
-    """A cache entry whose arrays no longer match the record written with them."""
-
-
-def _array_record(array):
-    """``{"shape", "dtype", "sha256"}`` of an array (the hash of its C-order bytes)."""
-    return {"shape": list(array.shape), "dtype": str(array.dtype),
-            "sha256": hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()}
-
-
-def cache_record(hr_path, lr_path, hr, lr):
-    """The record written beside a cache entry (``<stem>-<key>.json``, last, so an entry without
-    one is incomplete): the sha256 of each source file, and shape, dtype and sha256 of each
-    cached uint8 array (``hr`` ``(H,W,3)``, ``lr`` ``(H/s,W/s,3)``)."""
-    return {"version": CACHE_VERSION,
-            "hr_source": str(hr_path), "hr_source_sha256": utils.sha256_file(hr_path),
-            "lr_source": None if lr_path is None else str(lr_path),
-            "lr_source_sha256": None if lr_path is None else utils.sha256_file(lr_path),
-            "hr": _array_record(hr), "lr": _array_record(lr)}
-
-
-def _read_record(path):
-    """The JSON record of a cache entry; CorruptCacheError naming it if it cannot be read."""
-    try:
-        record = json.loads(Path(path).read_text())
-        if not isinstance(record, dict) or record.get("version") != CACHE_VERSION:
-            raise ValueError("not a record of this version")
-        return record
-    except (OSError, ValueError) as e:
-        raise CorruptCacheError(f"{path}: unreadable cache record ({e}); delete it (its "
-                                f"entry is rebuilt)") from e
-
-
-def check_cache_entry(hr_path, lr_path, files):
-    """Verify one cache entry ``files`` = ``(hr.npy, lr.npy, record.json)`` of the pair
-    ``(hr_path, lr_path)`` against its record.
-
-    Returns True when the entry is valid, False when it is stale (missing files, or a source
-    image whose bytes are not those recorded: it must be rebuilt). Raises CorruptCacheError,
-    naming the file, when a cached array differs from its record (zeroed pixels, another
-    entry's file copied over it, a truncated file): the cache was changed behind the project's
-    back, and the message says to delete it.
-    """
-    hr_file, lr_file, record_file = files
-    if not all(f.is_file() for f in files):
-        return False
-    record = _read_record(record_file)
-    sources = [(hr_path, record.get("hr_source_sha256")), (lr_path, record.get("lr_source_sha256"))]
-    if any(path is not None and utils.sha256_file(path) != digest for path, digest in sources):
-        return False
-    for npy, key in ((hr_file, "hr"), (lr_file, "lr")):
-        try:
-            found = _array_record(_open_npy(npy))
-        except (OSError, ValueError) as e:
-            found = {"error": str(e)}
-        if found != record.get(key):
-            raise CorruptCacheError(
-                f"{npy}: the cached array does not match its record {record_file.name} (changed "
-                f"after it was written); delete the file or the cache folder "
-                f"{npy.parent} (it is rebuilt from the images)")
-    return True
-
-
-def _max_open_maps(wanted):
-    """How many memory maps may stay open at once (each holds a file descriptor).
-
-    Raises the soft open-file limit towards ``wanted + FD_RESERVE`` (never above the hard limit)
-    where the platform allows it, and returns the number of maps that fit under it.
-    """
-    try:
-        import resource
-    except ImportError:                       # Windows: no fd limit of this kind
-        return wanted
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = wanted + FD_RESERVE
-    if soft != resource.RLIM_INFINITY and soft < need:
-        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-            soft = new
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY:
-        return wanted
-    return max(2, min(wanted, soft - FD_RESERVE))
-
 
 def _to_tensor(patch):
     """uint8 ``(h,w,3)`` (any strides) -> float32 tensor ``(3,h,w)`` in [0, 1]."""
@@ -438,15 +321,16 @@ class TrainDataset(Dataset):
     * ``cache_dir`` None: uint8 arrays kept in memory (DataLoader workers forked on Linux share
       them copy-on-write).
     * ``cache_dir`` a folder: arrays stored there as uint8 ``.npy`` files keyed by
-      :func:`cache_key` (written atomically; a changed image gets a new key and is decoded
+      :func:`image_cache.cache_key` (written atomically; a changed image gets a new key and is decoded
       again), then memory-mapped read-only, so a second run decodes nothing and all workers
       share the pages through the OS file cache. Each entry has a record
-      (:func:`cache_record`: the sources' sha256, the arrays' shape, dtype and sha256), written
-      last and verified whenever the dataset is built (:func:`check_cache_entry`): an entry
-      whose source bytes changed is rebuilt; one whose arrays were changed is refused
-      (CorruptCacheError naming the file). Entries of changed or removed images are not
-      deleted (the folder may serve several datasets): delete the folder to reclaim the space. Each open map holds a file descriptor: the soft
-      open-file limit is raised towards what is needed (within the hard limit); beyond it the
+      (``image_cache.cache_record``: the sources' sha256, the arrays' shape, dtype and sha256),
+      written last and verified whenever the dataset is built
+      (``image_cache.check_cache_entry``): an entry whose source bytes changed is rebuilt; one
+      whose arrays were changed is refused (``image_cache.CorruptCacheError`` naming the file).
+      Entries of changed or removed images are not deleted (the folder may serve several
+      datasets): delete the folder to reclaim the space. Each open map holds a file descriptor:
+      the soft open-file limit is raised towards what is needed (within the hard limit); beyond it the
       least recently used maps are closed and reopened on demand.
 
     Images smaller than the patch: ValueError naming the file at construction, or, with
@@ -541,14 +425,14 @@ class TrainDataset(Dataset):
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             self._cache_files = []
             for hr, lr in self.pairs:
-                key = cache_key(hr, lr, self.scale)
+                key = image_cache.cache_key(hr, lr, self.scale)
                 self._cache_files.append(tuple(self.cache_dir / f"{hr.stem}-{key}{end}" for end
                                                in ("-hr.npy", "-lr.npy", ".json")))
             with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:   # hashing frees the GIL
-                valid = list(pool.map(lambda i: check_cache_entry(*self.pairs[i],
+                valid = list(pool.map(lambda i: image_cache.check_cache_entry(*self.pairs[i],
                                                                   self._cache_files[i]), todo))
             todo = [i for i, ok in zip(todo, valid) if not ok]
-            self._max_open = _max_open_maps(2 * len(self.pairs)) // 2
+            self._max_open = image_cache.max_open_maps(2 * len(self.pairs)) // 2
 
         def work(i):
             hr, lr = self._decode(*self.pairs[i])
@@ -556,9 +440,9 @@ class TrainDataset(Dataset):
                 self._open[i] = (hr, lr)
             else:
                 hr_file, lr_file, record_file = self._cache_files[i]
-                _save_npy_atomic(lr_file, lr)
-                _save_npy_atomic(hr_file, hr)
-                record = cache_record(*self.pairs[i], hr, lr)
+                image_cache.save_npy_atomic(lr_file, lr)
+                image_cache.save_npy_atomic(hr_file, hr)
+                record = image_cache.cache_record(*self.pairs[i], hr, lr)
                 with utils.atomic_write(record_file, "w") as f:     # last: the entry is complete
                     json.dump(record, f)
 
@@ -579,7 +463,7 @@ class TrainDataset(Dataset):
                 self._open[i] = self._open.pop(i)          # mark most recently used
             return arrays
         hr_file, lr_file = self._cache_files[i][:2]
-        arrays = (_open_npy(hr_file), _open_npy(lr_file))
+        arrays = (image_cache.open_npy(hr_file), image_cache.open_npy(lr_file))
         if len(self._open) >= self._max_open:
             del self._open[next(iter(self._open))]        # least recently used
         self._open[i] = arrays
@@ -720,3 +604,46 @@ def start_epoch(loader, order_seed, crop_seed, epoch):
     else:
         sampler.sampler.generator.manual_seed(int(order_seed))
     return loader
+
+
+
+# ----------------------------------------------------------------------------------------------
+# The datasets of a configuration
+# ----------------------------------------------------------------------------------------------
+
+def list_path(cfg, name):
+    """Path of the JSON data list ``name`` in ``cfg.data.lists_dir``."""
+    return Path(cfg.data.lists_dir) / f"{name}.json"
+
+
+def build_train_set(cfg, progress=True, patch_size=None):
+    """:class:`TrainDataset` of the list ``cfg.data.train_list`` with the patch settings
+    (HR patches of ``patch_size``, default ``cfg.data.patch_size``)."""
+    return TrainDataset.from_list(
+        list_path(cfg, cfg.data.train_list), scale=cfg.scale,
+        patch_size=int(patch_size or cfg.data.patch_size),
+        patches_per_image=cfg.data.patches_per_image, augment=cfg.data.augment,
+        cache_dir=cfg.data.get("cache_dir"), progress=progress,
+        skip_small=bool(cfg.data.get("skip_small", False)))
+
+
+def build_val_set(cfg):
+    """The validation :class:`TestDataset`: the list ``cfg.data.val_list``, else that set in
+    ``cfg.data.benchmark_root``; None when validation is switched off (``data.val_list=None``).
+    A configured set that exists nowhere is an error (FileNotFoundError saying how to make it or
+    switch validation off), not a whole run without validation."""
+    name = cfg.data.get("val_list")
+    if not name:
+        return None
+    path = list_path(cfg, name)
+    if path.is_file():
+        return TestDataset.from_list(path)
+    try:
+        hr_dir, lr_dir = find_test_set(cfg.data.benchmark_root, name, cfg.scale)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"data.val_list: validation set {name!r} not found (no list {path}, nothing in "
+            f"data.benchmark_root={cfg.data.benchmark_root}): make it with "
+            f"`python create_data_lists.py`, or train without validation with "
+            f"--set data.val_list=None") from None
+    return TestDataset(hr_dir, lr_dir, cfg.scale)

@@ -50,6 +50,7 @@ import torch
 
 import checkpoint
 import cli
+import create_data_lists
 import datasets
 import metrics
 import pretrained
@@ -419,6 +420,22 @@ def validate(generator, dataset, scale, device="cpu", metrics=("psnr", "ssim")):
     return {**mean_scores(scores, metrics), "images": len(dataset)}
 
 
+def bicubic_validation(cfg, metrics=VALIDATION_METRICS):
+    """The bicubic baseline's mean scores on the validation set of ``cfg``
+    (``datasets.build_val_set``; its data is built first when missing,
+    ``create_data_lists.ensure_data``), keyed as the training log's columns: ``{"val_psnr": dB, "val_ssim": [0, 1], "val_lr_psnr": dB, "val_niqe": float}``
+    (None where no image could be scored; ``metrics`` names of :data:`VALIDATION_METRICS`).
+    The level a generator must beat, drawn on the training curves (``figures.plot_history``
+    ``reference``); computed once (bicubic does not train). ``{}`` without a validation set."""
+    create_data_lists.ensure_data(cfg)
+    val_set = datasets.build_val_set(cfg)
+    if val_set is None:
+        return {}
+    bicubic = load_method(BICUBIC, scale=cfg.scale)
+    scores, _ = score_dataset(bicubic, val_set, cfg.scale, metrics)
+    return {f"val_{m}": v for m, v in mean_scores(scores, metrics).items()}
+
+
 def evaluate(model, data_root, sets, scale=4, device="cpu", progress=True, per_image=False,
              metrics=None, lpips_model=None):
     """Scores of ``model`` on each test set: PSNR/SSIM (Y), PSNR-RGB, LR-PSNR, NIQE, LPIPS.
@@ -522,6 +539,7 @@ def write_json(path, payload):
     with utils.atomic_write(path, "w") as f:
         json.dump(payload, f, indent=2)
         f.write("\n")
+
 
 
 # --------------------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def plot_history(history, title="", steps_per_epoch=None, reference=None):
     ``steps_per_epoch`` (int > 0 or None): see :func:`epoch_positions`; a partial last epoch is
     drawn hollow at its fraction of an epoch, joined by a dashed line, and named in the legend
     under the panels. ``reference``: ``{history key: value}`` of the bicubic baseline on the
-    same validation set (e.g. ``train.bicubic_validation``); those of :data:`REFERENCE_LINES`
+    same validation set (e.g. ``evaluate.bicubic_validation``); those of :data:`REFERENCE_LINES`
     with a value are drawn as a dotted line, their levels stated in the legend. The legend of
     the figure (partial epoch, bicubic) sits in the spare grid cell, else under the panels.
     Returns the Figure.

@@ -6,7 +6,9 @@ stage's content loss from the configuration (:func:`content_loss_of`)."""
 import torch
 import torch.nn.functional as F
 
+import pretrained
 import utils
+from config import stage_config
 from imresize import imresize_torch
 from runtime import float32_region
 
@@ -135,3 +137,58 @@ def discriminator_loss(real_logits, fake_logits):
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, REAL_LABEL))
             + F.binary_cross_entropy_with_logits(fake_logits, torch.full_like(fake_logits, FAKE_LABEL)))
+
+
+
+# ----------------------------------------------------------------------------------------------
+# A stage's content loss, from the configuration
+# ----------------------------------------------------------------------------------------------
+
+def vgg_content_loss(cfg):
+    """The VGG content loss phi_{i,j} of ``cfg.vgg`` (:class:`VGGLoss`), or None with the
+    reason when no VGG19 weights covering phi_{i,j} can be had.
+
+    Weights are looked for where ``pretrained.vgg19_candidates`` says.
+    """
+    reasons = []
+    for weights in pretrained.vgg19_candidates(cfg.vgg.weights):
+        try:
+            vgg = pretrained.vgg19(cfg.vgg.i, cfg.vgg.j, weights=weights)
+        except (OSError, RuntimeError, ValueError) as e:
+            reasons.append(str(e).splitlines()[0])
+            continue
+        return VGGLoss(vgg, cfg.vgg.feature_scale), None
+    return None, "; ".join(reasons)
+
+
+def content_loss_of(cfg, stage, y_only=False):
+    """The content loss of a stage: :class:`ContentLoss` of its terms.
+
+    Stage 1: ``cfg.stage1.loss`` ('mse', 'l1', or 'vgg' for SRResNet-VGG). Stage 2: the main
+    term ``cfg.stage2.content_loss`` -- 'vgg' (phi_{i,j}) or 'mse' (SRGAN-MSE, x
+    ``mse_range_factor`` for the paper's [-1,1] range) -- plus ``pixel_weight`` x the pixel loss
+    ``pixel_loss`` and ``lr_consistency_weight`` x :class:`LRConsistencyLoss` when > 0. A VGG
+    loss whose weights cannot be had falls back to the MSE loss with a one-line note when
+    ``cfg.vgg.weights`` is None, and is an error when a file was named.
+    """
+    scfg = stage_config(cfg, stage)
+    kind = scfg.loss if stage == "srresnet" else scfg.content_loss
+    if kind == "vgg":
+        vgg_loss, why = vgg_content_loss(cfg)
+        if vgg_loss is None and cfg.vgg.weights is not None:
+            raise ValueError(f"vgg.weights={cfg.vgg.weights}: {why}")
+        if vgg_loss is None:
+            print(f"note: no VGG19 weights for phi_{cfg.vgg.i},{cfg.vgg.j} ({why}); stage "
+                  f"{stage} uses the MSE content loss instead", flush=True)
+            kind = "mse"
+    if kind == "vgg":
+        terms = [(1.0, vgg_loss)]
+    else:
+        factor = scfg.get("mse_range_factor", 1.0) if stage == "srgan" and kind == "mse" else 1.0
+        terms = [(factor, PixelLoss(kind, y_only))]
+    if stage == "srgan" and scfg.get("pixel_weight", 0) > 0:
+        terms.append((scfg.pixel_weight, PixelLoss(scfg.pixel_loss, y_only)))
+    if stage == "srgan" and scfg.get("lr_consistency_weight", 0) > 0:
+        terms.append((scfg.lr_consistency_weight,
+                       LRConsistencyLoss(cfg.scale, scfg.pixel_loss)))
+    return ContentLoss(terms)

@@ -386,6 +386,50 @@ def _niqe_mscn(im, window):
     return mscn
 
 
+def _niqe_plane(img, crop_border):
+    """Steps 1-3 of :func:`niqe`: the float64 plane (Y of a colour image, rounded; gray values
+    as they are) with ``crop_border`` px cropped and cut to whole 96x96 blocks, and the number
+    of blocks down and across, ``(plane, nh, nw)``. TypeError / ValueError as :func:`niqe`."""
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"niqe: img must be a numpy uint8 array, got {type(img).__name__}")
+    if img.dtype != np.uint8:
+        raise TypeError(f"niqe: img has dtype {img.dtype}; NIQE's protocol takes uint8 images "
+                        "(e.g. utils.tensor_to_image)")
+    if img.ndim == 3 and img.shape[2] == 3:
+        im = rgb2ycbcr(img, y_only=True).astype(np.float64)   # rounded Y, as MATLAB's uint8
+    elif img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        im = img.reshape(img.shape[:2]).astype(np.float64)
+    else:
+        raise ValueError(f"niqe: needs an (H,W), (H,W,1) or (H,W,3) image, got {img.shape}")
+    if isinstance(crop_border, bool) or int(crop_border) != crop_border or crop_border < 0:
+        raise ValueError(f"niqe: crop_border must be a non-negative integer, got {crop_border!r}")
+    c = int(crop_border)
+    if c:
+        im = im[c:im.shape[0] - c, c:im.shape[1] - c]
+    h, w = im.shape
+    nh, nw = h // NIQE_BLOCK, w // NIQE_BLOCK
+    if nh == 0 or nw == 0:
+        raise ValueError(f"niqe: image of {img.shape[0]}x{img.shape[1]} px"
+                         + (f" ({h}x{w} after cropping {c} px per side)" if c else "")
+                         + f" is smaller than one {NIQE_BLOCK}x{NIQE_BLOCK} block, the minimum")
+    return im[:nh * NIQE_BLOCK, :nw * NIQE_BLOCK], nh, nw
+
+
+def _niqe_features(im, nh, nw, window):
+    """Step 4 of :func:`niqe`: the 36 features of each of the ``nh x nw`` blocks of the plane
+    ``im`` (18 at the original scale, 18 at half scale), ``(nh*nw, 36)`` float64, the blocks in
+    MATLAB blkproc's column-major order."""
+    feats = []
+    for scale in (1, 2):
+        mscn = _niqe_mscn(im, window)
+        bs = NIQE_BLOCK // scale
+        blocks = mscn.reshape(nh, bs, nw, bs).transpose(2, 0, 1, 3).reshape(-1, bs, bs)
+        feats.append(_niqe_block_features(blocks))
+        if scale == 1:
+            im = imresize(im, 0.5)                               # float64, not rounded
+    return np.concatenate(feats, axis=1)
+
+
 def niqe(img, crop_border=0):
     """NIQE, the "completely blind" image quality of Mittal, Soundararajan and Bovik, "Making a
     'Completely Blind' Image Quality Analyzer", IEEE Signal Processing Letters 20(3), 2013.
@@ -424,43 +468,9 @@ def niqe(img, crop_border=0):
             block; or fewer than 2 blocks have finite features (e.g. a constant image or a
             single 96x96 block), where the covariance - and NIQE - is undefined.
     """
-
-    if not isinstance(img, np.ndarray):
-        raise TypeError(f"niqe: img must be a numpy uint8 array, got {type(img).__name__}")
-    if img.dtype != np.uint8:
-        raise TypeError(f"niqe: img has dtype {img.dtype}; NIQE's protocol takes uint8 images "
-                        "(e.g. utils.tensor_to_image)")
-    if img.ndim == 3 and img.shape[2] == 3:
-        im = rgb2ycbcr(img, y_only=True).astype(np.float64)   # rounded Y, as MATLAB's uint8
-    elif img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
-        im = img.reshape(img.shape[:2]).astype(np.float64)
-    else:
-        raise ValueError(f"niqe: needs an (H,W), (H,W,1) or (H,W,3) image, got {img.shape}")
-    if isinstance(crop_border, bool) or int(crop_border) != crop_border or crop_border < 0:
-        raise ValueError(f"niqe: crop_border must be a non-negative integer, got {crop_border!r}")
-    c = int(crop_border)
-    if c:
-        im = im[c:im.shape[0] - c, c:im.shape[1] - c]
-    h, w = im.shape
-    nh, nw = h // NIQE_BLOCK, w // NIQE_BLOCK
-    if nh == 0 or nw == 0:
-        raise ValueError(f"niqe: image of {img.shape[0]}x{img.shape[1]} px"
-                         + (f" ({h}x{w} after cropping {c} px per side)" if c else "")
-                         + f" is smaller than one {NIQE_BLOCK}x{NIQE_BLOCK} block, the minimum")
-    im = im[:nh * NIQE_BLOCK, :nw * NIQE_BLOCK]
-
+    im, nh, nw = _niqe_plane(img, crop_border)                  # steps 1-3
     mu_pris, cov_pris, window = _niqe_params()
-    feats = []
-    for scale in (1, 2):
-        mscn = _niqe_mscn(im, window)
-        bs = NIQE_BLOCK // scale
-        # (nw, nh, bs, bs): the blocks in MATLAB blkproc's column-major order
-        blocks = mscn.reshape(nh, bs, nw, bs).transpose(2, 0, 1, 3).reshape(-1, bs, bs)
-        feats.append(_niqe_block_features(blocks))
-        if scale == 1:
-            im = imresize(im, 0.5)                               # float64, not rounded
-    feat = np.concatenate(feats, axis=1)                         # (blocks, 36)
-
+    feat = _niqe_features(im, nh, nw, window)                    # step 4: (blocks, 36)
     complete = feat[~np.isnan(feat).any(axis=1)]
     if len(complete) < 2:
         raise ValueError(f"niqe: only {len(complete)} of the {len(feat)} 96x96 blocks of the "

@@ -5,13 +5,13 @@ building a generator from its settings (:func:`build_generator`).
 Their weights come from elsewhere: checkpoints through checkpoint.py, the ImageNet VGG19 through
 pretrained.py.
 
-Conventions shared by every generator (the contract of ``solver.py``, ``super_resolve.py`` and
+Conventions shared by every generator (the contract of ``solver.py``, ``tiling.py`` and
 ``evaluate.py``):
 
 * input: an LR RGB batch ``(N,3,h,w)`` float in [0,1];
 * output: an SR RGB batch ``(N,3,s*h,s*w)`` float, approximately in [0,1]. It is **not clamped**
   in ``forward`` (clamping would zero the gradient of out-of-range pixels during training);
-  ``super_resolve`` rounds and clips when it makes an image.
+  ``tiling`` rounds and clips when it makes an image.
 * attributes ``scale`` (int) and ``y_only`` (True for SRCNN/FSRCNN/VDSR, whose loss should be
   computed on the Y channel through ``forward_y``).
 

@@ -8,6 +8,7 @@ import torch
 
 import models
 from checkpoint import check_finite_state, read_torch_dict
+from config import SHARED_VGG
 
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -87,6 +88,16 @@ def _vgg19_features_state(state, source, vgg):
     subset = {k: feats[k] for k in needed}
     check_finite_state(subset, source)
     return subset
+
+
+def vgg19_candidates(weights):
+    """Where the VGG19 weights of the content loss are looked for, in order: ``weights`` alone
+    when given (a file, or :data:`RANDOM_WEIGHTS` for tests); else the official file in the
+    torch.hub cache, the shared VGG19 slice (``config.SHARED_VGG``, conv1_1..conv3_1: enough
+    for VGG22), each when present, then None (the official URL: a download when online)."""
+    if weights is not None:
+        return [weights]
+    return [p for p in (vgg19_hub_cache_file(), SHARED_VGG) if Path(p).is_file()] + [None]
 
 
 LPIPS_NETS = ("alex", "vgg")

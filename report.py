@@ -14,7 +14,7 @@
 The notebooks (``train.ipynb``, ``test.ipynb``, ``super_resolution.ipynb``) call these
 functions and only display what they return; their figures are drawn by ``figures.py``. The
 metrics themselves come from ``evaluate.py`` / ``metrics.py``, the table cells from
-``tables.py`` and the images from ``super_resolve.py``.
+``tables.py`` and the images from ``tiling.py`` (through ``evaluate.SRMethod``).
 
 Conventions: images are uint8 numpy arrays ``(H,W)`` (gray) or ``(H,W,3)`` (RGB); a *method*
 is an ``evaluate.SRMethod`` (bicubic or a generator: ``lr -> sr``), keyed by a display label;
@@ -29,9 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+import checkpoint
 import config
 import datasets
 import evaluate
+import run_clock
+import runtime
 import tables
 import utils
 from metrics import METRICS
@@ -516,3 +519,80 @@ def comparison_markdown(items):
     return tables.markdown_table(header + ([f"HR: {tables.metric_header('niqe')}"] if has_niqe
                                     else []), rows)
 
+
+
+
+# ----------------------------------------------------------------------------------------------
+# The tables train.py prints after training
+# ----------------------------------------------------------------------------------------------
+
+REPORT_METRICS = ("psnr", "ssim", "lr_psnr", "niqe", "lpips")
+"""What train.py reports after training (``metrics.METRICS`` names; LPIPS when its weights can
+be had): fidelity (PSNR-Y, SSIM-Y), faithfulness to the LR input (LR-PSNR) and perceptual
+quality (NIQE; LPIPS)."""
+
+
+def eval_roots(cfg):
+    """The folders searched for ``cfg.train.eval_sets``: ``cfg.train.eval_root`` (one folder or
+    a list; None stands for ``cfg.data.root``)."""
+    roots = cfg.train.get("eval_root")
+    roots = roots if isinstance(roots, (list, tuple)) else [roots]
+    return [str(r) if r is not None else cfg.data.root for r in roots]
+
+
+METHOD_NAMES = {"srresnet": "SRResNet", "srgan": "SRGAN", "srcnn": "SRCNN", "fsrcnn": "FSRCNN",
+                "vdsr": "VDSR", "tconv": "TransposedConvSR"}
+"""Display names of the stages' checkpoints in tables (others keep their own name)."""
+
+
+def stage_label(name, preset):
+    """The label of a stage's checkpoint ``name`` trained with ``preset``, e.g. "SRGAN (demo)":
+    a result of a reduced preset is never read as the paper's model."""
+    return method_label(METHOD_NAMES.get(name, name), preset)
+
+
+def print_provenance(files):
+    """After the tables: the checkpoint file of each row (``{label: path}``) and, for a stage
+    that its time budget stopped early, where it stopped (``run_clock.budget_note``)."""
+    for label, path in files.items():
+        if not Path(path).is_file():
+            continue
+        clock = checkpoint.load_checkpoint(path).get("clock") or {}
+        note = run_clock.budget_note(label, clock)
+        print(f"{label}: {path}, {clock.get('step', 0):,} steps"
+              + (f"; {note}" if note else ""), flush=True)
+
+
+def report_training(cfg, checkpoints, progress=False):
+    """Print one table per evaluation set: bicubic and each checkpoint (``{label: path}``) x
+    PSNR-Y, SSIM-Y, LR-PSNR, NIQE (and LPIPS when available), measured by ``evaluate.evaluate``
+    on ``cfg.train.eval_sets`` (each in the first of :func:`eval_roots` that has it; missing
+    sets are named and skipped). Returns ``{label: {set: scores}}``, or None when nothing is
+    configured or found."""
+    found, missing = find_sets(list(cfg.train.get("eval_sets") or []), eval_roots(cfg),
+                                      cfg.scale)
+    for name in missing:
+        print(f"evaluation set {name!r} not found under {eval_roots(cfg)}: skipped", flush=True)
+    methods = {"bicubic": "bicubic", **{k: str(v) for k, v in checkpoints.items()
+                                        if Path(v).is_file()}}
+    if not found or len(methods) < 2:
+        return None
+    device = runtime.resolve_device(cfg.train.device)
+    metrics, lpips_model, unavailable = evaluate.prepare_metrics(None, device)
+    metrics = [m for m in REPORT_METRICS if m in metrics]
+    results = {label: {name: evaluate.evaluate(spec, root, [name], scale=cfg.scale, device=device,
+                                               progress=progress, metrics=metrics,
+                                               lpips_model=lpips_model)[name]
+                       for name, root in found.items()}
+               for label, spec in methods.items()}
+    header = ["Method"] + [tables.metric_header(m) for m in metrics]
+    for name in found:
+        n = results["bicubic"][name]["images"]
+        print(f"\n{name} ({n} images, x{cfg.scale}; PSNR/SSIM on Y with {cfg.scale} px shaved):")
+        rows = [[label] + [tables.format_value(m, results[label][name].get(m)) for m in metrics]
+                for label in methods]
+        print(tables.markdown_table(header, rows, right_from=1), end="")
+    for m, reason in unavailable.items():
+        if m in REPORT_METRICS:
+            print(f"{METRICS[m].label} not computed: {reason.splitlines()[0]}")
+    return results

@@ -15,8 +15,10 @@ The two stages of the SRGAN paper (Ledig et al., CVPR 2017):
   content loss is the MSE of rescaled VGG19 feature maps phi_{i,j} (:class:`VGGLoss`), the
   adversarial loss is ``-log D(G(LR))`` (:func:`generator_adversarial_loss`).
 
-The epoch functions take ready-made objects (models, a DataLoader, optimisers, a loss) so a
-notebook can drive them step by step.
+The epoch functions take ready-made objects -- each network with its optimiser
+(:class:`Trainee`), a DataLoader, a loss, how the epoch runs (:class:`EpochPlan`) and stage 2's
+settings (:class:`GANSettings`) -- which ``train.py`` builds from the config; a test or a
+benchmark builds them by hand.
 
 Host synchronisations: the epoch functions keep their losses on the device and read them every
 ``sync_every`` steps (:class:`LossWatch`), so a GPU is never waited for in between; under
@@ -32,12 +34,15 @@ import copy
 import math
 import time
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from distributed import all_reduce_max, is_distributed, rank
 from losses import discriminator_loss, generator_adversarial_loss
 from progress import progress_bar
+from run_clock import SYNC_EVERY, RunClock
 from runtime import autocast, to_device, unwrap
 
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -119,7 +124,6 @@ def make_optimizer(model, kind="adam", lr=1e-4, betas=(0.9, 0.999), momentum=0.9
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
-
 def check_finite(loss, name, stage, epoch, step):
     """Raise FloatingPointError naming the loss, stage, epoch and step when ``loss`` is NaN/inf.
 
@@ -135,10 +139,6 @@ def check_finite(loss, name, stage, epoch, step):
         raise non_finite_error(name, stage, epoch, step, value=value if here else None,
                                other_rank=not here, before_update=True)
     return value
-
-
-SYNC_EVERY = 25
-"""Default steps between two host reads of the training losses (``train.sync_every``)."""
 
 
 def non_finite_error(name, stage, epoch, step, checked_at=None, value=None, other_rank=False,
@@ -229,123 +229,8 @@ class LossWatch:
 
 
 # ----------------------------------------------------------------------------------------------
-# Learning-rate schedule and run clock
+# Learning-rate schedule
 # ----------------------------------------------------------------------------------------------
-
-class RunClock:
-    """Iterations and wall time of a training stage; gives the schedule's progress in [0, 1].
-
-    ``progress() = max(step / total_steps, elapsed / time_budget_s)`` (terms whose denominator is
-    None are left out), capped at 1. With a time budget a slow machine ends the stage on time and
-    still follows its lr schedule to the end; without one the progress depends only on ``step``,
-    so runs are reproducible. ``elapsed_s`` counts the wall time since :meth:`start` plus the
-    time of earlier sessions (restored from a checkpoint).
-
-    In a multi-process run with a time budget the progress uses the largest elapsed time over
-    the ranks, agreed at :meth:`start` and every ``share_every`` :meth:`tick` (one all-reduce
-    each time, not one per step), so every rank sets the same lr and stops at the same step.
-    """
-
-    def __init__(self, total_steps=None, time_budget_s=None, step=0, elapsed_s=0.0,
-                 share_every=SYNC_EVERY, on_estimate=None):
-        self.total_steps = total_steps
-        self.time_budget_s = time_budget_s
-        self.share_every = max(1, int(share_every))
-        self.step = int(step)
-        self._elapsed_before = float(elapsed_s)
-        self._started = None
-        self._shared_elapsed = None    # the agreed elapsed time of a multi-process run
-        self.on_estimate = on_estimate  # called once as on_estimate(clock, steps_per_s)
-        self._timing = None             # (step, time) where this session's speed is measured from
-
-    def _share(self):
-        if self.time_budget_s and is_distributed():
-            self._shared_elapsed = all_reduce_max(self.elapsed_s)
-
-    def start(self):
-        """Start (or restart) counting wall time."""
-        self._started = time.perf_counter()
-        self._timing = None
-        self._share()
-        return self
-
-    @property
-    def elapsed_s(self):
-        running = time.perf_counter() - self._started if self._started is not None else 0.0
-        return self._elapsed_before + running
-
-    def progress(self):
-        fractions = [0.0]
-        if self.total_steps:
-            fractions.append(self.step / self.total_steps)
-        if self.time_budget_s:
-            elapsed = self.elapsed_s if self._shared_elapsed is None else self._shared_elapsed
-            fractions.append(elapsed / self.time_budget_s)
-        return min(1.0, max(fractions))
-
-    def finished(self):
-        """True once the planned iterations are done or the time budget is spent."""
-        return self.progress() >= 1.0
-
-    def tick(self):
-        """Count one iteration (and agree the elapsed time every ``share_every`` of them). The
-        speed of steps ``ESTIMATE_WARMUP + 1`` to ``ESTIMATE_WARMUP + ESTIMATE_STEPS`` after
-        :meth:`start` is passed once to ``on_estimate`` (when set)."""
-        self.step += 1
-        if self.step % self.share_every == 0:
-            self._share()
-        if self.on_estimate is not None:
-            self._measure()
-
-    def _measure(self):
-        now = time.perf_counter()
-        if self._timing is None:                 # the first step of this session
-            self._timing = [self.step, now, False]   # [its step, a time, reported]
-            return
-        first, since, reported = self._timing
-        done = self.step - first
-        if reported:
-            return
-        if done == ESTIMATE_WARMUP:              # the first steps warm caches up: not timed
-            self._timing[1] = now
-        elif done == ESTIMATE_WARMUP + ESTIMATE_STEPS:
-            self._timing[2] = True
-            self.on_estimate(self, ESTIMATE_STEPS / max(now - since, 1e-9))
-
-    def stopped_by_budget(self):
-        """True when the time budget ended the stage before its planned steps."""
-        return bool(self.time_budget_s and self.total_steps and self.step < self.total_steps
-                    and self.finished())
-
-    def budget_note(self, name):
-        """One line saying where the time budget stopped stage ``name``, or None when it did
-        not: e.g. "srresnet stopped by its time budget (450 s) at step 455 of 3,600 (13%)"."""
-        return budget_note(name, self.state_dict()) if self.stopped_by_budget() else None
-
-    def state_dict(self):
-        return {"step": self.step, "elapsed_s": self.elapsed_s, "total_steps": self.total_steps,
-                "time_budget_s": self.time_budget_s}
-
-    @classmethod
-    def from_state_dict(cls, state, total_steps=None, time_budget_s=None, share_every=SYNC_EVERY):
-        """A clock continuing ``state``; the plan (``total_steps``, budget) may be changed."""
-        return cls(total_steps, time_budget_s, state["step"], state["elapsed_s"], share_every)
-
-
-ESTIMATE_WARMUP, ESTIMATE_STEPS = 5, 20
-"""The stage's speed is measured over ESTIMATE_STEPS steps after ESTIMATE_WARMUP warm-up steps
-(``RunClock.on_estimate``: the time estimate printed at the start of a stage)."""
-
-
-def budget_note(name, clock_state):
-    """The line of :meth:`RunClock.budget_note` from a clock's ``state_dict()`` (also read back
-    from a checkpoint), or None when the stage ran all its planned steps."""
-    step, total = clock_state.get("step", 0), clock_state.get("total_steps")
-    budget = clock_state.get("time_budget_s")
-    if not budget or not total or step >= total:
-        return None
-    return (f"{name} stopped by its time budget ({budget:.0f} s) at step {step:,} of "
-            f"{total:,} ({100 * step / total:.0f}%)")
 
 
 def make_lr_fn(base_lr, schedule="constant", decay_at=0.5, decay_factor=0.1, min_lr=0.0):
@@ -376,6 +261,84 @@ def set_lr(optimizer, lr):
 # ----------------------------------------------------------------------------------------------
 # One epoch of each stage
 # ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Trainee:
+    """A network being trained: ``model`` (possibly DDP / compile wrapped), its ``optimizer``,
+    and its fp16 ``GradScaler`` (None without fp16)."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler = None
+
+
+@dataclass
+class EpochPlan:
+    """How one epoch runs, for both stages.
+
+    ``device``: where the batches go; ``clock``: the stage's ``RunClock`` (None: a fresh
+    one, started now); ``lr_fn``: ``progress -> lr`` set before every iteration (None: the
+    optimisers' lr stays); ``amp``: None / 'bf16' / 'fp16' (``runtime.resolve_amp``);
+    ``channels_last``: batches in channels-last memory format; ``stage``, ``epoch``: names in
+    the progress bar and in errors (stage None: the epoch function's, 'srresnet' / 'srgan');
+    ``progress``: show the bar; ``sync_every``: steps between two host reads of the losses
+    (:class:`LossWatch`).
+    """
+    device: "torch.device | str" = "cpu"
+    clock: RunClock = None
+    stage: str = None
+    epoch: int = 1
+    lr_fn: Callable[[float], float] = None
+    amp: str = None
+    channels_last: bool = False
+    progress: bool = True
+    sync_every: int = SYNC_EVERY
+
+
+@dataclass
+class GANSettings:
+    """Stage 2's settings (``cfg.stage2``): ``adv_weight`` of the adversarial loss, ``d_steps``
+    (D steps per G step, the ``k`` of Goodfellow et al.; the paper: 1), ``d_lr_scale`` (D's lr
+    over G's), and the collapse thresholds ``collapse_fake`` / ``collapse_real`` (None: no
+    check; see :func:`_collapsed`)."""
+    adv_weight: float = 1e-3
+    d_steps: int = 1
+    d_lr_scale: float = 1.0
+    collapse_fake: float = None
+    collapse_real: float = None
+
+
+class _EpochLoop:
+    """The bookkeeping both epoch functions share: the clock, the timed batches (on the
+    device, until the clock is finished), the progress bar, the :class:`LossWatch`, the patch
+    count, and the epoch's throughput at the end."""
+
+    def __init__(self, plan, loader, stage):
+        self.plan, self.loader, self.stage = plan, loader, plan.stage or stage
+        self.device = torch.device(plan.device)
+        self.clock = plan.clock if plan.clock is not None else RunClock().start()
+        self.first_step, self.watch, self.patches, self.waits = self.clock.step, LossWatch(), 0, [0.0]
+        self.start = time.perf_counter()
+        self.bar = _progress_bar(self.clock, self.stage, plan.epoch, plan.progress)
+
+    def batches(self):
+        """``(index, lr, hr)`` batches moved to the device, until the clock is finished."""
+        for i, (lr_img, hr_img) in enumerate(_timed(self.loader, self.waits)):
+            if self.clock.finished():
+                break
+            self.patches += lr_img.shape[0]
+            yield (i, to_device(lr_img, self.device, self.plan.channels_last),
+                   to_device(hr_img, self.device, self.plan.channels_last))
+
+    def read(self, steps_of):
+        """The watch's means and extremes (see :meth:`LossWatch.read`)."""
+        return self.watch.read(steps_of, (self.stage, self.plan.epoch), self.clock.step)
+
+    def finish(self, iterations):
+        """Close the bar; the throughput of ``iterations`` (see :func:`_throughput`)."""
+        self.bar.close()
+        seconds = time.perf_counter() - self.start
+        return _throughput(iterations, self.patches, seconds, self.waits[0])
+
 
 def _progress_bar(clock, stage, epoch, progress):
     """The bar of one epoch, counting the stage's steps (``clock.step`` of
@@ -423,58 +386,45 @@ def pixel_step(generator, optimizer, lr_img, hr_img, loss_fn, amp=None, device="
     return loss.detach()
 
 
-def train_epoch_mse(generator, loader, optimizer, loss_fn, device, *, clock=None, lr_fn=None,
-                    amp=None, channels_last=False, stage="srresnet", epoch=1, progress=True,
-                    scaler=None, sync_every=SYNC_EVERY, clip_theta=None, clip_mode="norm"):
+def train_epoch_mse(generator, loader, loss_fn, plan, clip_theta=None, clip_mode="norm"):
     """One epoch of stage 1: the generator alone with a pixel loss.
 
-    ``loader`` yields ``(lr, hr)``: ``(N,3,h,w)`` and ``(N,3,s*h,s*w)`` float in [0,1].
-    ``loss_fn(sr, hr) -> scalar`` (e.g. :class:`PixelLoss`). Before every iteration the lr is set
-    to ``lr_fn(clock.progress())`` (when ``lr_fn`` is given); the epoch stops early once
-    ``clock.finished()``. ``amp`` None / 'bf16' / 'fp16' (then with ``scaler``, see
-    :func:`make_grad_scaler`). ``clip_theta``: VDSR's adjustable gradient clipping at theta / lr
-    (:func:`adjustable_clip`) of the gradients' norm or elements (``clip_mode``); None: none.
+    ``generator``: a :class:`Trainee`; ``loader`` yields ``(lr, hr)``: ``(N,3,h,w)`` and
+    ``(N,3,s*h,s*w)`` float in [0,1]; ``loss_fn(sr, hr) -> scalar`` (e.g.
+    ``losses.PixelLoss``); ``plan``: an :class:`EpochPlan`. Before every iteration the lr is set
+    to ``plan.lr_fn(clock.progress())``; the epoch stops early once ``clock.finished()``.
+    ``clip_theta``: VDSR's adjustable gradient clipping at theta / lr (:func:`adjustable_clip`)
+    of the gradients' norm or elements (``clip_mode``); None: none.
 
     The losses stay on the device (:class:`LossWatch`) and are read on the host every
-    ``sync_every`` steps and at the end: a non-finite loss raises FloatingPointError naming its
-    step at the next read, before the epoch ends (so before any checkpoint is written).
+    ``plan.sync_every`` steps and at the end: a non-finite loss raises FloatingPointError naming
+    its step at the next read, before the epoch ends (so before any checkpoint is written).
 
     Returns a dict of epoch means: ``content_loss``, plus ``steps`` (iterations run), ``lr``
     (the last one), ``stopped_early`` and the throughput (``it_per_s``, ``patches_per_s``,
     ``data_wait``, see :func:`_throughput`).
     """
-    device = torch.device(device)
-    clock = clock if clock is not None else RunClock().start()
-    generator.train()
-    watch, steps, patches, waits = LossWatch(), 0, 0, [0.0]
-    lr = optimizer.param_groups[0]["lr"]
-    first_step = clock.step
-    where = (stage, epoch)
-    steps_of = lambda name, index: first_step + index + 1
-    start = time.perf_counter()
-    bar = _progress_bar(clock, stage, epoch, progress)
-    for lr_img, hr_img in _timed(loader, waits):
-        if clock.finished():
-            break
-        if lr_fn is not None:
-            lr = lr_fn(clock.progress())
-            set_lr(optimizer, lr)
-        lr_img, hr_img = to_device(lr_img, device, channels_last), to_device(hr_img, device, channels_last)
-        loss = pixel_step(generator, optimizer, lr_img, hr_img, loss_fn, amp, device, scaler,
-                          adjustable_clip(clip_theta, lr), clip_mode)
-        watch.add("content_loss", loss, check=True)
-        clock.tick()
-        bar.update()
+    loop, g = _EpochLoop(plan, loader, "srresnet"), generator
+    g.model.train()
+    lr = g.optimizer.param_groups[0]["lr"]
+    steps_of = lambda name, index: loop.first_step + index + 1
+    steps = 0
+    for _, lr_img, hr_img in loop.batches():
+        if plan.lr_fn is not None:
+            lr = plan.lr_fn(loop.clock.progress())
+            set_lr(g.optimizer, lr)
+        loss = pixel_step(g.model, g.optimizer, lr_img, hr_img, loss_fn, plan.amp, loop.device,
+                          g.scaler, adjustable_clip(clip_theta, lr), clip_mode)
+        loop.watch.add("content_loss", loss, check=True)
+        loop.clock.tick()
+        loop.bar.update()
         steps += 1
-        patches += lr_img.shape[0]
-        if steps % sync_every == 0:
-            means, _ = watch.read(steps_of, where, clock.step)
-            bar.set_postfix(loss=f"{means['content_loss']:.4g}", refresh=False)
-    bar.close()
-    means, _ = watch.read(steps_of, where, clock.step)
-    seconds = time.perf_counter() - start
+        if steps % plan.sync_every == 0:
+            means, _ = loop.read(steps_of)
+            loop.bar.set_postfix(loss=f"{means['content_loss']:.4g}", refresh=False)
+    means, _ = loop.read(steps_of)
     return {"content_loss": means.get("content_loss", 0.0), "steps": steps, "lr": lr,
-            "stopped_early": clock.finished(), **_throughput(steps, patches, seconds, waits[0])}
+            "stopped_early": loop.clock.finished(), **loop.finish(steps)}
 
 
 def _set_requires_grad(model, flag):
@@ -563,87 +513,78 @@ def generator_step(discriminator, optimizer_g, sr, hr, content_loss_fn, adv_weig
     return g_loss.detach(), content.detach(), adversarial.detach()
 
 
-def train_epoch_gan(generator, discriminator, loader, optimizer_g, optimizer_d, content_loss_fn,
-                    device, *, adv_weight=1e-3, d_steps=1, clock=None, lr_fn=None, d_lr_scale=1.0,
-                    ema=None, amp=None, channels_last=False, stage="srgan", epoch=1,
-                    progress=True, collapse_fake=None, collapse_real=None, scaler_g=None,
-                    scaler_d=None, sync_every=SYNC_EVERY):
-    """One epoch of stage 2 (SRGAN), the paper's Algorithm: for each batch, one step of D
-    (:func:`discriminator_step`), then -- every ``d_steps``-th batch (``k`` of Goodfellow et al.;
-    the paper uses k = 1) -- one step of G (:func:`generator_step`) on the same batch.
+def train_epoch_gan(generator, discriminator, loader, content_loss_fn, plan,
+                    gan=GANSettings(), ema=None):
+    """One epoch of stage 2 (SRGAN), the paper's algorithm: for each batch, one step of D
+    (:func:`discriminator_step`), then -- every ``gan.d_steps``-th batch -- one step of G
+    (:func:`generator_step`) on the same batch.
 
-    ``loader`` yields ``(lr, hr)`` float in [0,1] as for :func:`train_epoch_mse`. The lr of G is
-    set to ``lr_fn(clock.progress())`` before each batch, D's to ``d_lr_scale`` times that; the
-    clock counts generator steps. ``ema`` (a :class:`GeneratorEMA`) is updated after every G
-    step. ``amp`` as in :func:`train_epoch_mse`; under fp16 G and D have a GradScaler each
-    (``scaler_g``, ``scaler_d``).
+    ``generator``, ``discriminator``: :class:`Trainee` s (fp16: a GradScaler each);
+    ``loader``, ``plan`` as for :func:`train_epoch_mse`; ``gan``: :class:`GANSettings`. G's lr
+    is ``plan.lr_fn(clock.progress())`` before each batch, D's ``gan.d_lr_scale`` times that;
+    the clock counts G steps. ``ema`` (a :class:`GeneratorEMA`) is updated after every G step.
+    Losses are read on the host every ``plan.sync_every`` batches (a non-finite one raises
+    FloatingPointError naming its step, before any checkpoint). A discriminator that wins every
+    batch of the epoch is reported (:func:`_collapsed`).
 
-    The losses and D's probabilities stay on the device (:class:`LossWatch`), read on the host
-    every ``sync_every`` batches and at the end of the epoch; a non-finite D or G loss raises
-    FloatingPointError naming its step at the next read, before the epoch ends (so before any
-    checkpoint is written).
-
-    A collapsed discriminator -- every batch of the epoch with mean D(G(lr)) below
-    ``collapse_fake`` and mean D(hr) above ``collapse_real`` -- is reported with a
-    RuntimeWarning naming the epoch and step (the generator then gets almost no useful
-    adversarial gradient).
-
-    Returns a dict of epoch means: ``content_loss``, ``adv_loss`` (generator steps), ``d_loss``,
-    ``d_real``, ``d_fake`` (mean probabilities of D steps), plus ``steps`` (generator steps),
-    ``lr``, ``stopped_early``, ``d_collapsed`` and the throughput (``it_per_s`` in batches per
-    second, ``patches_per_s``, ``data_wait``).
+    Returns a dict of epoch means: ``content_loss``, ``adv_loss`` (G steps), ``d_loss``,
+    ``d_real``, ``d_fake`` (mean probabilities of D steps), plus ``steps`` (G steps), ``lr``,
+    ``stopped_early``, ``d_collapsed`` and the throughput (``it_per_s`` in batches per second).
     """
-    if d_steps < 1:
-        raise ValueError(f"d_steps must be >= 1, got {d_steps}")
-    device = torch.device(device)
-    clock = clock if clock is not None else RunClock().start()
-    generator.train()
-    discriminator.train()
-    watch, patches, lr, waits = LossWatch(), 0, None, [0.0]
-    first_step = clock.step
+    if gan.d_steps < 1:
+        raise ValueError(f"d_steps must be >= 1, got {gan.d_steps}")
+    loop, g, d, lr = _EpochLoop(plan, loader, "srgan"), generator, discriminator, None
+    g.model.train()
+    d.model.train()
     # the index-th D loss of the epoch belongs to G step first_step + index // d_steps + 1
-    steps_of = lambda name, index: first_step + (index // d_steps if name == "d_loss" else index) + 1
-    start = time.perf_counter()
-    bar = _progress_bar(clock, stage, epoch, progress)
-    for i, (lr_img, hr_img) in enumerate(_timed(loader, waits)):
-        if clock.finished():
-            break
-        if lr_fn is not None:
-            lr = lr_fn(clock.progress())
-            set_lr(optimizer_g, lr)
-            set_lr(optimizer_d, lr * d_lr_scale)
-        lr_img, hr_img = to_device(lr_img, device, channels_last), to_device(hr_img, device, channels_last)
-        g_turn = (i + 1) % d_steps == 0
-        with autocast(device, amp), torch.set_grad_enabled(g_turn):
-            sr = generator(lr_img)                              # (N,3,4h,4w) super-resolved
+    steps_of = lambda name, index: loop.first_step + (
+        index // gan.d_steps if name == "d_loss" else index) + 1
+    for i, lr_img, hr_img in loop.batches():
+        if plan.lr_fn is not None:
+            lr = plan.lr_fn(loop.clock.progress())
+            set_lr(g.optimizer, lr)
+            set_lr(d.optimizer, lr * gan.d_lr_scale)
+        g_turn = (i + 1) % gan.d_steps == 0
+        with autocast(loop.device, plan.amp), torch.set_grad_enabled(g_turn):
+            sr = g.model(lr_img)                                # (N,3,4h,4w) super-resolved
 
         # 1. Discriminator step: tell HR (real) from SR (fake).
-        _watch_d(watch, *discriminator_step(discriminator, optimizer_d, hr_img, sr, amp, device,
-                                            scaler=scaler_d, check=False))
-        patches += lr_img.shape[0]
+        _watch_d(loop.watch, *discriminator_step(d.model, d.optimizer, hr_img, sr, plan.amp,
+                                                 loop.device, scaler=d.scaler, check=False))
 
         # 2. Generator step: content loss + adversarial loss through the (frozen) D.
         if g_turn:
-            _watch_g(watch, *generator_step(discriminator, optimizer_g, sr, hr_img, content_loss_fn,
-                                            adv_weight, amp, device, scaler=scaler_g, check=False))
+            _watch_g(loop.watch, *generator_step(d.model, g.optimizer, sr, hr_img, content_loss_fn,
+                                                 gan.adv_weight, plan.amp, loop.device,
+                                                 scaler=g.scaler, check=False))
             if ema is not None:
-                ema.update(generator)
-            clock.tick()
-            bar.update()
-        if (i + 1) % sync_every == 0:
-            means, _ = watch.read(steps_of, (stage, epoch), clock.step)
-            bar.set_postfix(content=f"{means.get('content_loss', math.nan):.4g}",
-                            d_real=f"{means['d_real']:.2f}", d_fake=f"{means['d_fake']:.2f}",
-                            refresh=False)
-    bar.close()
-    means, extreme = watch.read(steps_of, (stage, epoch), clock.step)
-    metrics = {k: means.get(k, 0.0) for k in GAN_METRICS}
-    collapsed = _collapsed(extreme, metrics, collapse_fake, collapse_real, stage, epoch, clock.step)
-    metrics.update(steps=clock.step - first_step, stopped_early=clock.finished(),
-                   lr=lr if lr is not None else optimizer_g.param_groups[0]["lr"],
-                   d_collapsed=collapsed, **_throughput(watch.counts.get("d_loss", 0), patches,
-                                                        time.perf_counter() - start, waits[0]))
-    return metrics
+                ema.update(g.model)
+            loop.clock.tick()
+            loop.bar.update()
+        if (i + 1) % plan.sync_every == 0:
+            _show_gan_losses(loop, steps_of)
+    return _gan_epoch_result(loop, steps_of, gan, lr if lr is not None else
+                             g.optimizer.param_groups[0]["lr"])
+
+
+def _show_gan_losses(loop, steps_of):
+    """Read the watch (the non-finite check) and show the running means on the bar."""
+    means, _ = loop.read(steps_of)
+    loop.bar.set_postfix(content=f"{means.get('content_loss', math.nan):.4g}",
+                         d_real=f"{means['d_real']:.2f}", d_fake=f"{means['d_fake']:.2f}",
+                         refresh=False)
+
+
+def _gan_epoch_result(loop, steps_of, gan, lr):
+    """The dict :func:`train_epoch_gan` returns (see there)."""
+    means, extreme = loop.read(steps_of)
+    result = {k: means.get(k, 0.0) for k in GAN_METRICS}
+    collapsed = _collapsed(extreme, result, gan.collapse_fake, gan.collapse_real, loop.stage,
+                           loop.plan.epoch, loop.clock.step)
+    result.update(steps=loop.clock.step - loop.first_step, stopped_early=loop.clock.finished(),
+                  lr=lr, d_collapsed=collapsed,
+                  **loop.finish(loop.watch.counts.get("d_loss", 0)))
+    return result
 
 
 GAN_METRICS = ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")
@@ -680,3 +621,26 @@ def _collapsed(extreme, metrics, collapse_fake, collapse_real, stage, epoch, ste
         f"adversarial signal -- consider a lower D learning rate or adv_weight",
         RuntimeWarning, stacklevel=3)
     return True
+
+
+def optimizer_of(model, scfg, **changes):
+    """The optimiser a stage config ``scfg`` describes (:func:`make_optimizer`): Adam, or
+    momentum SGD with weight decay and a separate lr for the last layer (the baselines'
+    recipes); ``changes`` override single settings."""
+    settings = dict(kind=scfg.get("optimizer", "adam"), lr=scfg.lr,
+                    betas=tuple(scfg.get("betas", (0.9, 0.999))),
+                    momentum=scfg.get("momentum", 0.9), weight_decay=scfg.get("weight_decay", 0.0),
+                    last_layer_lr_scale=scfg.get("last_layer_lr_scale", 1.0))
+    settings.update(changes)
+    return make_optimizer(model, **settings)
+
+
+def lr_schedule_of(scfg):
+    """The lr schedule of a stage config as a plain dict (stored in checkpoints) and its
+    ``lr_fn(progress) -> lr`` (see :func:`make_lr_fn`)."""
+    schedule = {"schedule": scfg.lr_schedule, "base_lr": scfg.lr,
+                "decay_at": scfg.get("lr_decay_at", 0.5),
+                "decay_factor": scfg.get("lr_decay_factor", 0.1), "min_lr": scfg.get("lr_min", 0.0)}
+    lr_fn = make_lr_fn(schedule["base_lr"], schedule["schedule"], schedule["decay_at"],
+                              schedule["decay_factor"], schedule["min_lr"])
+    return schedule, lr_fn

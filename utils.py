@@ -467,27 +467,6 @@ def rgb2ycbcr(img, y_only=False):
     return out / UINT8_MAX
 
 
-def ycbcr2rgb(img):
-    """MATLAB ``ycbcr2rgb``: the inverse of :func:`rgb2ycbcr`.
-
-    Args:
-        img: ``(H,W,3)`` YCbCr, uint8 (0..255) or float (0..1).
-
-    Returns:
-        ``(H,W,3)`` RGB: uint8 input -> uint8 (rounded, clipped); float input -> float64 in [0,1]
-        (clipped to [0,1], as MATLAB does).
-    """
-    _check_rgb(img, "ycbcr2rgb")
-    is_uint8 = img.dtype == np.uint8
-    if not (is_uint8 or np.issubdtype(img.dtype, np.floating)):
-        raise TypeError(f"ycbcr2rgb: needs uint8 or float input, got {img.dtype}")
-    x = img.astype(np.float64) * (1.0 if is_uint8 else UINT8_MAX)  # on the 0..255 scale
-    out = (x - YCBCR_OFFSET) @ (YCBCR_TO_RGB_MATRIX.T * UINT8_MAX)  # rgb on the 0..255 scale
-    if is_uint8:
-        return _round_to_uint8(out)
-    return np.clip(out / UINT8_MAX, 0.0, 1.0)
-
-
 def rgb_to_luma(img):
     """uint8 RGB ``(H,W,3)`` -> uint8 gray ``(H,W)``, bit-identical to PIL's ``convert('L')``."""
     _check_rgb(img, "rgb_to_luma")

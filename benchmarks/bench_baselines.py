@@ -159,8 +159,9 @@ four training jobs and the test suite; the times are wall-clock under that load.
   paper's own recipe (SGD 1e-4 / 1e-5 on the Euclidean loss, N(0, 0.001) init, batch 128)
   is at 29.14 dB after 41,148 of its ~390,000 steps, still rising. On the CPU the fast recipe
   gave 29.98 dB after 15 epochs and 29.95 after 30 (extended by `--resume`, a warm restart).
-  With zero padding the same 15 CPU epochs gave 29.91 dB; the paper's N(0, 0.001) init with
-  Adam stalled at 28.8 dB.
+  With zero padding the same 15 CPU epochs gave 29.91 dB, and in the shorter runs that made
+  the presets pad by edge replication (2,000-4,000 steps, 2026-11-25) Set5 was 0.16-0.9 dB
+  lower with zeros; the paper's N(0, 0.001) init with Adam stalled at 28.8 dB.
 * FSRCNN: the fast recipe reached 30.22 dB in 51,697 steps on the H100 and 30.20 in 60,060 on
   the CPU, 0.5 dB below the 30.72 tabulated (trained on T91 + General-100 with scale
   augmentation; General-100 is not here). The paper's SGD rates on the Euclidean loss

@@ -2,7 +2,7 @@
 
 The model is the paper's SRResNet (16 blocks, 64 channels) with **random weights** (time and
 memory do not depend on the weights), in eval mode, float32, run by
-``super_resolve.upscale_image``. The input is the x4 LR image of a 2K DIV2K photo
+``tiling.upscale_image``. The input is the x4 LR image of a 2K DIV2K photo
 (``train_samples/DIV2K/DIV2K_train_LR_bicubic/X4/0004x4.png``, 510x336, -> 2040x1344) or, when
 the shared data is absent, a scikit-image photo resized to that size.
 
@@ -148,7 +148,7 @@ def run():
     lines = [
         "## Inference (2K input)", "",
         f"Full-size SRResNet (16 blocks x 64 channels, paper config) with **random weights**, "
-        f"eval mode, float32 on {whole['device'].upper()}, through `super_resolve.upscale_image`. "
+        f"eval mode, float32 on {whole['device'].upper()}, through `tiling.upscale_image`. "
         f"Input: {whole['source']} ({w}x{h} LR, the x4 LR of a 2K photo) -> {W}x{H}. "
         f"Time: median of {REPEATS} runs after one warm-up, the two modes interleaved in one "
         f"process. Memory: {mem} over the level after loading the model and the image, each "

@@ -1,5 +1,5 @@
 """ONNX Runtime beside PyTorch on the CPU: the same generator, the same image, the same code path
-(``super_resolve.upscale_image``, whole or tiled), time and agreement.
+(``tiling.upscale_image``, whole or tiled), time and agreement.
 
 Models: the paper's SRResNet (16 blocks x 64 channels, sub-pixel upsampling, **random weights**:
 time does not depend on the values) and the shipped reference SRGAN (``weights/srgan.pth``,

@@ -69,9 +69,10 @@ def srgan_step(cfg, channels_last):
     batch = [_batch(cfg.scale, channels_last)]
 
     def step():
-        solver.train_epoch_gan(g, disc, batch, opt_g, opt_d, loss_fn, "cpu",
-                               adv_weight=cfg.stage2.adv_weight, channels_last=channels_last,
-                               progress=False)
+        solver.train_epoch_gan(solver.Trainee(g, opt_g), solver.Trainee(disc, opt_d), batch,
+                               loss_fn,
+                               solver.EpochPlan("cpu", channels_last=channels_last, progress=False),
+                               solver.GANSettings(adv_weight=cfg.stage2.adv_weight))
     return step
 
 
@@ -108,7 +109,8 @@ def _gpu_epoch(cfg, stage, amp, channels_last, compiled, device):
     common = dict(amp=amp, channels_last=channels_last, progress=False)
     if stage == "srresnet":
         loss, s_g = losses.PixelLoss("mse"), scaler()
-        run = lambda: solver.train_epoch_mse(model, batches, opt_g, loss, device, scaler=s_g, **common)
+        run = lambda: solver.train_epoch_mse(solver.Trainee(model, opt_g, s_g), batches, loss,
+                                             solver.EpochPlan(device, **common))
     else:
         d = cfg.discriminator
         disc = runtime.prepare_model(models.Discriminator(d.n_channels, d.n_blocks, d.fc_size),
@@ -118,8 +120,9 @@ def _gpu_epoch(cfg, stage, amp, channels_last, compiled, device):
         loss = runtime.prepare_model(losses.VGGLoss(vgg, cfg.vgg.feature_scale), device, channels_last)
         opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.stage2.lr)
         s_g, s_d = scaler(), scaler()
-        run = lambda: solver.train_epoch_gan(model, critic, batches, opt_g, opt_d, loss, device,
-                                             scaler_g=s_g, scaler_d=s_d, **common)
+        run = lambda: solver.train_epoch_gan(solver.Trainee(model, opt_g, s_g),
+                                             solver.Trainee(critic, opt_d, s_d), batches, loss,
+                                             solver.EpochPlan(device, **common))
 
     def epoch():
         run()
@@ -131,9 +134,8 @@ def _pipeline_patches_per_s(cfg, device, workers=4):
     """Patches/s of stage 1 with the real DataLoader (``workers`` processes, pinned memory) on
     the demo training list, bf16 + channels_last; None when the demo data is not built."""
     import datasets
-    import train
     demo = get_config("demo")
-    path = train.list_path(demo, demo.data.train_list)
+    path = datasets.list_path(demo, demo.data.train_list)
     if not path.is_file():
         return None
     ds = datasets.TrainDataset.from_list(path, scale=cfg.scale, patch_size=LR_PATCH * cfg.scale,
@@ -143,10 +145,11 @@ def _pipeline_patches_per_s(cfg, device, workers=4):
     g = runtime.prepare_model(models.SRResNet(cfg.scale, cfg.generator.n_blocks, cfg.generator.n_channels),
                              device, True)
     opt = torch.optim.Adam(g.parameters(), lr=cfg.stage1.lr)
-    solver.train_epoch_mse(g, loader, opt, losses.PixelLoss("mse"), device, amp="bf16",
-                           channels_last=True, progress=False)          # warm-up (workers start)
-    m = solver.train_epoch_mse(g, loader, opt, losses.PixelLoss("mse"), device, amp="bf16",
-                               channels_last=True, progress=False)
+    solver.train_epoch_mse(solver.Trainee(g, opt), loader, losses.PixelLoss("mse"),
+                           solver.EpochPlan(device, amp="bf16", channels_last=True, progress=False))          # warm-up (workers start)
+    m = solver.train_epoch_mse(solver.Trainee(g, opt), loader, losses.PixelLoss("mse"),
+                               solver.EpochPlan(device, amp="bf16", channels_last=True,
+                                                progress=False))
     return m["patches_per_s"], m["data_wait"], workers
 
 

@@ -13,7 +13,7 @@ recorded as failed with its error line, and the next part still runs):
     content loss and the adversarial loss) for fp32 / bf16 / fp16 (``train.amp``) x NCHW /
     channels_last, eager and ``torch.compile``d, on synthetic batches already on the device
     (``torch.rand``: LR ``(16,3,24,24)``, HR ``(16,3,96,96)``, float32 in [0,1]). The networks,
-    losses and optimisers come from ``train.build_networks`` / ``train.make_optimizer``; VGG19 has
+    losses and optimisers come from ``train.build_networks`` / ``solver.optimizer_of``; VGG19 has
     random weights (``vgg.weights=random``: the full VGG19 cannot be had offline, and the time
     does not depend on the values). Warm-up steps (compilation, cuDNN autotuning) are not
     timed; the device is synchronised around each timed run; the table gives the median of
@@ -24,12 +24,12 @@ recorded as failed with its error line, and the next part still runs):
     samples; list built by ``create_data_lists.list_from_folder``, patches by
     ``datasets.TrainDataset`` through ``datasets.make_stage_loader``) with 0 / 4 / 8 DataLoader
     workers: the loader alone, and with the stage-1 step (``solver.train_epoch_mse`` under a
-    ``solver.RunClock`` time budget: patches/s and the fraction of time waiting for data).
+    ``run_clock.RunClock`` time budget: patches/s and the fraction of time waiting for data).
 (c) ``train``: the ``paper`` preset (``train.run_stage``) for stage 1 then stage 2 under time
     budgets (``stage1.time_budget_s`` / ``stage2.time_budget_s``: the lr schedules are laid over
     them), by default 2/3 and 1/3 of what the total budget leaves after (a), (b) and a reserve
     (about 5.5 + 2.75 minutes of 11), on the list ``reference_train`` (T91 + BSD200 + the 2K
-    samples, built by ``train.ensure_data``), validated on Set5; then both generators exported
+    samples, built by ``create_data_lists.ensure_data``), validated on Set5; then both generators exported
     (``export.export_generator``: ``OUT/srresnet_<preset>.pth``, ``OUT/srgan_<preset>.pth``,
     fp16) and evaluated with every metric that can run (``evaluate.evaluate``) on Set5 / Set14.
     VGG: the official VGG19 in the torch.hub cache gives the paper's VGG54; without it (offline)
@@ -157,7 +157,9 @@ if not MISSING:
     import pretrained
     import runtime
     import solver
+    import run_clock
     import tables
+    import report
     import train
     import utils
     from metrics import METRICS
@@ -335,13 +337,13 @@ def step_configurations():
     """Part (a)'s configurations in the order they are tried (:data:`STEP_ORDER`, both stages
     each): ``(stage, amp, channels_last, compiled)``."""
     return [(stage, amp, cl, compiled) for amp, cl, compiled in STEP_ORDER
-            for stage in train.STAGES]
+            for stage in config.STAGES]
 
 
 def synthetic_batch(cfg, stage, device, channels_last):
     """One batch of the stage's size on ``device``: ``(lr, hr)`` float32 in [0,1],
     ``(B,3,p/s,p/s)`` and ``(B,3,p,p)`` (``B`` the stage's batch, ``p`` its HR patch side)."""
-    scfg = train.stage_config(cfg, stage)
+    scfg = config.stage_config(cfg, stage)
     patch, batch = int(scfg.get("patch_size") or cfg.data.patch_size), int(scfg.batch_size)
     gen = torch.Generator(device=device).manual_seed(SEED)
     lr = torch.rand(batch, 3, patch // cfg.scale, patch // cfg.scale, generator=gen, device=device)
@@ -353,14 +355,14 @@ def step_runner(plan, stage, amp, channels_last, compiled, device):
     """``(run, cfg)``: ``run(n)`` trains ``n`` steps of ``stage`` of ``plan.preset`` through
     ``solver.train_epoch_mse`` / ``train_epoch_gan`` on one synthetic batch and synchronises.
     The networks, losses and optimisers are the training run's (``train.build_networks``,
-    ``train.make_optimizer``), VGG19 with random weights; ``amp`` a name of :data:`AMP_MODES`."""
-    cfg = train.build_config(plan.preset, device=str(device), overrides=[
+    ``solver.optimizer_of``), VGG19 with random weights; ``amp`` a name of :data:`AMP_MODES`."""
+    cfg = config.build_config(plan.preset, device=str(device), overrides=[
         f"vgg.weights={pretrained.RANDOM_WEIGHTS}", f"train.channels_last={channels_last}",
         f"train.amp={AMP_SETTING[amp]}", f"train.compile={compiled}"])
-    scfg = train.stage_config(cfg, stage)
+    scfg = config.stage_config(cfg, stage)
     generator, discriminator, content_loss = train.build_networks(cfg, stage, device)
-    optimizer_g = train.make_optimizer(generator, scfg)
-    optimizer_d = (train.make_optimizer(discriminator, scfg, last_layer_lr_scale=1.0)
+    optimizer_g = solver.optimizer_of(generator, scfg)
+    optimizer_d = (solver.optimizer_of(discriminator, scfg, last_layer_lr_scale=1.0)
                    if discriminator is not None else None)
     amp = AMP_SETTING[amp]
     scaler_g, scaler_d = runtime.make_grad_scaler(amp, device), runtime.make_grad_scaler(amp, device)
@@ -376,12 +378,13 @@ def step_runner(plan, stage, amp, channels_last, compiled, device):
     def run(n):
         batches = [batch] * n
         if stage == "srresnet":
-            solver.train_epoch_mse(model, batches, optimizer_g, content_loss, device,
-                                   scaler=scaler_g, **common)
+            solver.train_epoch_mse(solver.Trainee(model, optimizer_g, scaler_g), batches,
+                                   content_loss, solver.EpochPlan(device, **common))
         else:
-            solver.train_epoch_gan(model, critic, batches, optimizer_g, optimizer_d, content_loss,
-                                   device, adv_weight=scfg.adv_weight, scaler_g=scaler_g,
-                                   scaler_d=scaler_d, **common)
+            solver.train_epoch_gan(solver.Trainee(model, optimizer_g, scaler_g),
+                                   solver.Trainee(critic, optimizer_d, scaler_d), batches,
+                                   content_loss, solver.EpochPlan(device, **common),
+                                   solver.GANSettings(adv_weight=scfg.adv_weight))
         synchronize(device)
     return run, cfg
 
@@ -403,7 +406,7 @@ def time_configuration(plan, stage, amp, channels_last, compiled, device):
             run(plan.timed_steps)
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times) / plan.timed_steps
-    batch = int(train.stage_config(cfg, stage).batch_size)
+    batch = int(config.stage_config(cfg, stage).batch_size)
     peak = torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else None
     return {"steps_per_s": 1 / seconds, "ms_per_step": 1000 * seconds,
             "patches_per_s": batch / seconds, "warmup_s": warmup_s, "peak_mb": peak,
@@ -462,7 +465,7 @@ def steps_markdown(result, cfg):
     """Part (a)'s table."""
     vgg, loss = f"VGG{cfg.vgg.i}{cfg.vgg.j}", cfg.stage1.loss.upper()
     rows = []
-    order = {stage: i for i, stage in enumerate(train.STAGES)}
+    order = {stage: i for i, stage in enumerate(config.STAGES)}
     for r in sorted(result["configurations"], key=lambda r: (
             order[r["stage"]], r["compile"], AMP_MODES.index(r["amp"]), r["channels_last"])):
         ok = r["status"] == "ok"
@@ -483,7 +486,7 @@ def steps_markdown(result, cfg):
 
 def loader_config(plan, shared, work, device, amp):
     """The config of part (b): ``plan.preset`` on the list :data:`LOADER_LIST` in ``work``."""
-    return train.build_config(plan.preset, device=str(device), overrides=[
+    return config.build_config(plan.preset, device=str(device), overrides=[
         f"data.lists_dir={work / 'lists'}", f"data.cache_dir={work / 'cache'}",
         f"data.root={work / 'data'}", f"data.train_list={LOADER_LIST}",
         f"data.patches_per_image={plan.loader_patches_per_image}", f"train.amp={amp}"])
@@ -493,7 +496,7 @@ def loader_dataset(cfg, shared, folders):
     """The ``datasets.TrainDataset`` of part (b): the list of the HR ``folders`` under
     ``<shared>/train_samples`` (built once with ``create_data_lists.list_from_folder``; LR by
     MATLAB-exact imresize), stage-1 patches."""
-    path = train.list_path(cfg, cfg.data.train_list)
+    path = datasets.list_path(cfg, cfg.data.train_list)
     if not path.is_file():
         dirs = [Path(shared) / "train_samples" / f for f in folders]
         for d in dirs:
@@ -502,7 +505,7 @@ def loader_dataset(cfg, shared, folders):
                                         f"photos; see --shared)")
         create_data_lists.list_from_folder([str(d) for d in dirs], None, cfg.data.train_list,
                                            cfg.data.lists_dir, cfg.scale)
-    return train.build_train_set(cfg, progress=False, patch_size=cfg.stage1.get("patch_size"))
+    return datasets.build_train_set(cfg, progress=False, patch_size=cfg.stage1.get("patch_size"))
 
 
 def loader_alone(loader, window_s, warmup_batches):
@@ -529,7 +532,7 @@ def loader_alone(loader, window_s, warmup_batches):
 def part_loader(plan, shared, work, device, amp, workers, folders, budget_s, log, result):
     """Part (b), into ``result``: for each worker count (while the sub-budget ``budget_s``
     lasts, counted after the one-off list and cache building), the loader's patches/s alone
-    and with the stage-1 step (``solver.train_epoch_mse`` stopped by a ``solver.RunClock``
+    and with the stage-1 step (``solver.train_epoch_mse`` stopped by a ``run_clock.RunClock``
     time budget; ``patches_per_s``, ``it_per_s``, ``data_wait``)."""
     cfg = loader_config(plan, shared, work, device, amp)
     start = time.perf_counter()
@@ -539,7 +542,7 @@ def part_loader(plan, shared, work, device, amp, workers, folders, budget_s, log
     amp = runtime.resolve_amp(cfg.train.amp, device)
     channels_last = bool(cfg.train.channels_last)
     generator, _, loss = train.build_networks(cfg, "srresnet", device)
-    optimizer = train.make_optimizer(generator, cfg.stage1)
+    optimizer = solver.optimizer_of(generator, cfg.stage1)
     scaler = runtime.make_grad_scaler(amp, device)
     batch = int(cfg.stage1.batch_size)
     rows = []
@@ -557,14 +560,15 @@ def part_loader(plan, shared, work, device, amp, workers, folders, budget_s, log
             loader = datasets.make_stage_loader(dataset, batch, n, pin_memory=device.type == "cuda")
             datasets.start_epoch(loader, SEED, SEED, 1)
             alone = loader_alone(loader, plan.loader_window_s, plan.loader_warmup_batches)
-            train_args = dict(amp=amp, channels_last=channels_last, progress=False, scaler=scaler)
+            trainee = solver.Trainee(generator, optimizer, scaler)
+            train_args = dict(amp=amp, channels_last=channels_last, progress=False)
             with runtime.cudnn_benchmark(device.type == "cuda"):
-                solver.train_epoch_mse(generator, loader, optimizer, loss, device, **train_args,
-                                       clock=solver.RunClock(
-                                           total_steps=plan.loader_warmup_batches).start())
-                m = solver.train_epoch_mse(
-                    generator, loader, optimizer, loss, device, **train_args,
-                    clock=solver.RunClock(time_budget_s=plan.loader_window_s).start())
+                warmup = run_clock.RunClock(total_steps=plan.loader_warmup_batches).start()
+                solver.train_epoch_mse(trainee, loader, loss,
+                                       solver.EpochPlan(device, clock=warmup, **train_args))
+                window = run_clock.RunClock(time_budget_s=plan.loader_window_s).start()
+                m = solver.train_epoch_mse(trainee, loader, loss,
+                                           solver.EpochPlan(device, clock=window, **train_args))
             synchronize(device)
             row.update(status="ok", loader_patches_per_s=alone,
                        patches_per_s=m["patches_per_s"], steps_per_s=m["it_per_s"],
@@ -686,7 +690,7 @@ def part_train(plan, shared, work, out, run_dir, device, amp, workers, compile_t
     budgets = stage_budgets(plan, left_s, *budgets)
     overrides, notes = train_overrides(plan, shared, work, amp, workers, compile_train, budgets)
     overrides += list(user_sets)
-    cfg = train.build_config(plan.preset, device=str(device), overrides=overrides)
+    cfg = config.build_config(plan.preset, device=str(device), overrides=overrides)
     command = (f"python train.py --config {plan.preset} --device {device} --out {run_dir} "
                + " ".join(f"--set {shlex.quote(o)}" for o in overrides))
     result.update(preset=plan.preset, overrides=overrides, command=command, notes=notes,
@@ -694,7 +698,7 @@ def part_train(plan, shared, work, out, run_dir, device, amp, workers, compile_t
                   workers=cfg.data.workers, stages=[], run_dir=str(run_dir))
     log(f"  {command}")
     missing = None
-    for stage, budget in zip(train.STAGES, budgets):
+    for stage, budget in zip(config.STAGES, budgets):
         start = time.perf_counter()
         history = train.run_stage(cfg, stage, run_dir, progress=False)
         name = train.checkpoint_name(cfg, stage)
@@ -709,13 +713,13 @@ def part_train(plan, shared, work, out, run_dir, device, amp, workers, compile_t
             "stage": stage, "name": name, "wall_s": time.perf_counter() - start,
             "steps": clock.get("step"), "planned_steps": clock.get("total_steps"),
             "train_s": clock.get("elapsed_s"), "budget_s": clock.get("time_budget_s"),
-            "budget_note": solver.budget_note(name, clock), "history": history})
+            "budget_note": run_clock.budget_note(name, clock), "history": history})
     exports = result["exports"] = {}
-    for stage in train.STAGES[:len(result["stages"])]:
+    for stage in config.STAGES[:len(result["stages"])]:
         name = train.checkpoint_name(cfg, stage)
         dst = Path(out) / f"{name}_{plan.preset}.pth"
         export.export_generator(run_dir / f"{name}.pth", dst)
-        exports[train.method_label(name, plan.preset)] = str(dst)
+        exports[report.stage_label(name, plan.preset)] = str(dst)
     metrics, lpips_model, metric_notes = metrics_to_run(device)
     result["notes"] += metric_notes
     result["metrics"] = list(metrics)
@@ -1005,7 +1009,7 @@ def main(argv=None):
                "plan": asdict(plan),
                "missing_optional_packages": missing_modules(OPTIONAL_MODULES),
                "wheels_unpacked": WHEELS_ADDED, "parts": {},
-               "preset_cfg": train.build_config(plan.preset)}
+               "preset_cfg": config.build_config(plan.preset)}
     log(f"gpu_session: {session['device']['name']} ({device}), {session['mode']}, budget "
         f"{plan.budget_s:.0f} s, output {out}")
     session_end = session["_start"] + plan.budget_s

@@ -104,13 +104,13 @@ class TinyData:
     """Where :func:`tiny_data` wrote its sets, and the config overrides that use them."""
     root: Path        # <root>/<set>/HR and <root>/<set>/LR_bicubic/X4
     lists: Path       # tiny_train.json, tiny_val.json
-    overrides: list   # KEY=VALUE strings for train.build_config / --set
+    overrides: list   # KEY=VALUE strings for config.build_config / --set
 
     def config(self, *more, epochs=None):
-        """``train.build_config('smoke')`` with these overrides, then the overrides ``more``;
+        """``config.build_config('smoke')`` with these overrides, then the overrides ``more``;
         ``epochs``: of every stage (None: the preset's, 1)."""
-        import train
-        return train.build_config("smoke", overrides=[*self.overrides, *more], epochs=epochs)
+        import config
+        return config.build_config("smoke", overrides=[*self.overrides, *more], epochs=epochs)
 
     def cli_args(self, out, *extra):
         """train.py arguments: the smoke preset into ``out`` without progress bars, these

@@ -28,6 +28,7 @@ import create_data_lists as cdl
 import checkpoint
 import datasets
 import evaluate
+import image_cache
 import models
 import pretrained
 import utils
@@ -634,6 +635,7 @@ def test_corrupt_archive_is_refused_and_not_extracted(server, archives, tmp_path
 
 import config            # noqa: E402  (kept with the tests that use them)
 import super_resolve     # noqa: E402
+import tiling     # noqa: E402
 
 
 def _tool(script, *args):
@@ -695,8 +697,8 @@ class _Overflow(torch.nn.Module):
 def test_non_finite_output_is_an_error_never_an_image_or_a_score(tmp_path, rng):
     img = _image(rng, 20, 20)
     for tile in (None, 8):       # whole image and every tile pass through the same check
-        with pytest.raises(super_resolve.NonFiniteOutputError, match="non-finite"):
-            super_resolve.upscale_image(_Overflow(), img, tile=tile, overlap=2)
+        with pytest.raises(tiling.NonFiniteOutputError, match="non-finite"):
+            tiling.upscale_image(_Overflow(), img, tile=tile, overlap=2)
     _make_set(tmp_path, "Fake", rng, n=1)
     with pytest.raises(ValueError, match="non-finite"):
         evaluate.evaluate(_Overflow(), tmp_path, ["Fake"], SCALE, progress=False)
@@ -748,23 +750,23 @@ def test_multi_frame_files_say_only_the_first_frame_is_used(tmp_path, rng):
 def test_tiny_images_are_padded_not_turned_into_border_effect(tmp_path, rng):
     torch.manual_seed(0)
     model = models.SRResNet(scale=SCALE, n_blocks=1, n_channels=8).eval()
-    side = super_resolve.MIN_INPUT_SIDE
+    side = tiling.MIN_INPUT_SIDE
     for h, w in ((1, 1), (1, 5), (3, 3), (side - 1, 2 * side), (2 * side, 2)):
         img = _image(rng, h, w)
-        got = super_resolve.upscale_image(model, img)
+        got = tiling.upscale_image(model, img)
         assert got.shape == (SCALE * h, SCALE * w, 3)
         # exactly what the model gives on the image edge-padded by its receptive field
-        pad = super_resolve.receptive_margin(model)
+        pad = tiling.receptive_margin(model)
         padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        want = super_resolve.upscale_image(model, padded)
+        want = tiling.upscale_image(model, padded)
         np.testing.assert_array_equal(
             got, want[SCALE * pad:SCALE * (pad + h), SCALE * pad:SCALE * (pad + w)])
         # gray follows the same path
-        assert super_resolve.upscale_image(model, img[:, :, 0]).shape == (SCALE * h, SCALE * w)
+        assert tiling.upscale_image(model, img[:, :, 0]).shape == (SCALE * h, SCALE * w)
     # a 9x9 averaging model (zero padding) keeps a flat 1x1 pixel: no output pixel sees the
     # zeros (padded to 8 px only, 200 came out as 158)
     average = _AveragingModel().eval()
-    np.testing.assert_array_equal(super_resolve.upscale_image(
+    np.testing.assert_array_equal(tiling.upscale_image(
         average, np.full((1, 1, 3), 200, np.uint8)), np.full((SCALE, SCALE, 3), 200, np.uint8))
     # a model whose output is the nearest-upscaled input keeps a 1x1 colour exactly
     colour = np.array([[[200, 120, 40]]], np.uint8)
@@ -874,15 +876,14 @@ def test_every_preset_and_variant_is_valid():
     for preset in config.PRESETS:
         config.validate_config(config.get_config(preset))
         for variant in config.VARIANTS:
-            import train
-            train.build_config(preset, variant=variant)    # validated inside
+            config.build_config(preset, variant=variant)   # validated inside
 
 
 def test_numeric_settings_refused_at_the_command_lines(tmp_path, rng):
     ckpt = tmp_path / "g.pth"
     _checkpoint(ckpt)
     utils.save_image(tmp_path / "in.png", _image(rng, 40, 40))
-    margin = super_resolve.receptive_margin(checkpoint.load_generator(ckpt)[0])
+    margin = tiling.receptive_margin(checkpoint.load_generator(ckpt)[0])
     sr = ["super_resolve.py", "--checkpoint", ckpt, "--input", tmp_path / "in.png",
           "--output", tmp_path / "out", "--device", "cpu", "--quiet"]
     cases = [
@@ -1024,7 +1025,7 @@ def test_one_permission_policy_for_lists_caches_and_checkpoints(tmp_path, rng):
     umask = os.umask(0)
     os.umask(umask)
     want = 0o666 & ~umask
-    datasets._save_npy_atomic(tmp_path / "cache.npy", np.zeros(3, np.uint8))
+    image_cache.save_npy_atomic(tmp_path / "cache.npy", np.zeros(3, np.uint8))
     hr_dir, _ = _make_set(tmp_path, "Set", rng, n=1, with_lr=False)
     listed = cdl.list_from_folder(hr_dir, None, "Set", tmp_path / "lists", SCALE)
     for path in (tmp_path / "cache.npy", listed):

@@ -9,9 +9,11 @@ from torch import nn
 
 import checkpoint
 import config
+import create_data_lists
 import losses
 import models
 import solver
+import run_clock
 import train
 from imresize import imresize_torch
 from utils import rgb2ycbcr_torch
@@ -127,25 +129,25 @@ def test_presets_are_valid_and_cite_their_recipes():
     assert (srcnn.stage1.loss, fsrcnn.stage1.loss, vdsr.stage1.loss) == ("euclidean", "mse",
                                                                          "euclidean")
     # the fast CPU recipe trains on the per-pixel mean
-    fast = train.apply_overrides(config.get_config("srcnn"), config.VARIANTS["adam-cosine"])
+    fast = config.apply_overrides(config.get_config("srcnn"), config.VARIANTS["adam-cosine"])
     assert (fast.stage1.optimizer, fast.stage1.loss) == ("adam", "mse")
     for name in BASELINES:
         cfg = config.validate_config(config.get_config(name))
         assert cfg.generator.arch == name and cfg.train.stages == "srresnet"
         assert config.ARCH_PRESETS[name] == name
     with pytest.raises(ValueError, match=r"stage1.lr_decay_at=\[0.5, 2\].*<= 1"):
-        config.validate_config(train.apply_overrides(config.get_config("vdsr"),
-                                                     ["stage1.lr_decay_at=[0.5, 2]"]))
+        config.validate_config(config.apply_overrides(config.get_config("vdsr"),
+                                                      ["stage1.lr_decay_at=[0.5, 2]"]))
     with pytest.raises(ValueError, match="stage1.optimizer='rmsprop'"):
-        config.validate_config(train.apply_overrides(config.get_config("vdsr"),
-                                                     ["stage1.optimizer=rmsprop"]))
+        config.validate_config(config.apply_overrides(config.get_config("vdsr"),
+                                                      ["stage1.optimizer=rmsprop"]))
 
 
 @pytest.mark.parametrize("arch", ["srcnn", "fsrcnn"])
 def test_last_layer_learns_ten_times_slower(arch):
     cfg = config.get_config(arch)
     model = train.models.build_generator(arch, **train.generator_kwargs(cfg))
-    optimizer = train.make_optimizer(model, cfg.stage1)
+    optimizer = solver.optimizer_of(model, cfg.stage1)
     assert isinstance(optimizer, torch.optim.SGD)
     main, last = optimizer.param_groups
     assert {id(p) for p in last["params"]} == {id(p) for p in model.last_layer.parameters()}
@@ -166,10 +168,11 @@ def test_adjustable_clipping_bound_is_theta_over_the_current_lr(monkeypatch):
     model = models.VDSR(n_layers=3, n_channels=4)
     optimizer = solver.make_optimizer(model, "sgd", lr=0.1)
     lr_fn = solver.make_lr_fn(0.1, "step", decay_at=[0.5], decay_factor=0.1)
-    clock = solver.RunClock(total_steps=4)
-    solver.train_epoch_mse(model, [photo_batch(2, 6)] * 4, optimizer,
-                           losses.PixelLoss("mse", True), "cpu", clock=clock, lr_fn=lr_fn,
-                           clip_theta=0.4, clip_mode="value", progress=False)
+    clock = run_clock.RunClock(total_steps=4)
+    solver.train_epoch_mse(solver.Trainee(model, optimizer), [photo_batch(2, 6)] * 4,
+                           losses.PixelLoss("mse", True),
+                           solver.EpochPlan("cpu", clock=clock, lr_fn=lr_fn, progress=False),
+                           clip_theta=0.4, clip_mode="value")
     assert [(round(lr, 6), round(c, 6), m) for lr, c, m in seen] == \
         [(0.1, 4.0, "value")] * 2 + [(0.01, 40.0, "value")] * 2
 
@@ -196,7 +199,7 @@ def test_one_step_of_each_papers_recipe_lowers_the_loss(arch):
     cfg = config.get_config(arch)
     torch.manual_seed(cfg.seed)
     model = models.build_generator(arch, scale=cfg.scale, **train.generator_kwargs(cfg))
-    optimizer = train.make_optimizer(model, cfg.stage1)
+    optimizer = solver.optimizer_of(model, cfg.stage1)
     loss_fn = losses.PixelLoss(cfg.stage1.loss, model.y_only)
     lr, hr = photo_batch(8, cfg.data.patch_size // cfg.scale)
     before = loss_fn(model(lr), hr).item()
@@ -217,17 +220,17 @@ def test_classic_training_lists_are_built_from_their_folders(tmp_path):
                 tmp_path / "sets" / folder / f"{name}.png")
     cfg = config.get_config("vdsr")
     cfg.data.update({"train_sets_root": str(tmp_path / "sets"), "lists_dir": str(tmp_path / "lists")})
-    train.ensure_data(cfg)
+    create_data_lists.ensure_data(cfg)
     info, pairs = train.datasets.read_data_list(tmp_path / "lists" / "T91_BSD200.json")
     assert info["name"] == "T91_BSD200" and sorted(hr.name for hr, _ in pairs) == \
         ["b1.png", "t1.png", "t2.png"]
     cfg.data.train_list = "T91"
-    train.ensure_data(cfg)
+    create_data_lists.ensure_data(cfg)
     assert (tmp_path / "lists" / "T91.json").is_file()
     cfg.data.update({"train_list": "T91_BSD200", "lists_dir": str(tmp_path / "none"),
                      "train_sets_root": str(tmp_path / "missing")})
     with pytest.raises(FileNotFoundError, match="create_data_lists.py"):
-        train.ensure_data(cfg)
+        create_data_lists.ensure_data(cfg)
 
 
 def test_arch_alone_selects_its_recipe(tmp_path, shared_data, capsys):

@@ -10,6 +10,8 @@ import torch
 from PIL import Image
 
 import datasets
+
+import image_cache
 import utils
 from imresize import imresize
 
@@ -327,7 +329,7 @@ def test_cache_source_changed_in_place_is_rebuilt(train_dir, tmp_path, monkeypat
     # differ from the recorded sha256 is decoded again
     cache = tmp_path / "cache"
     _cached(train_dir, cache)
-    monkeypatch.setattr(datasets, "_file_id", lambda p: [str(p)])      # identity blind
+    monkeypatch.setattr(image_cache, "_file_id", lambda p: [str(p)])      # identity blind
     _cached(train_dir, cache)                                           # keys under the new id
     new = _noise(98, 83, 8)
     _save(train_dir / "a.png", new)
@@ -355,7 +357,7 @@ def test_a_changed_cache_file_is_refused_naming_it(train_dir, tmp_path, damage):
     else:
         bad = next(cache.glob("a-*.json"))
         bad.write_text("{not json")
-    with pytest.raises(datasets.CorruptCacheError) as err:
+    with pytest.raises(image_cache.CorruptCacheError) as err:
         _cached(train_dir, cache)
     assert str(bad) in str(err.value) and len(str(err.value).splitlines()) == 1
 

@@ -41,12 +41,12 @@ WRAPPER = textwrap.dedent("""
 
     def spying(real, stage):
         def spy(generator, *args, **kwargs):
-            rec = seen.setdefault(stage, {{"wrapper": type(generator).__name__}})
-            rec.setdefault("initial", snapshot(generator))
-            rec["model"] = generator
+            rec = seen.setdefault(stage, {{"wrapper": type(generator.model).__name__}})
+            rec.setdefault("initial", snapshot(generator.model))
+            rec["model"] = generator.model
             if stage == "srgan":
-                rec.setdefault("critic_initial", snapshot(args[0]))
-                rec["critic"] = args[0]
+                rec.setdefault("critic_initial", snapshot(args[0].model))
+                rec["critic"] = args[0].model
             rec["batch"] = args[stage == "srgan"].batch_size
             return real(generator, *args, **kwargs)
         return spy

@@ -32,6 +32,7 @@ import torch
 
 import checkpoint
 import train
+import train_log
 
 ROOT = train.Path(train.__file__).resolve().parent
 RUN_TIMEOUT_S = 120      # generous: each run of the tiny data takes a few seconds
@@ -55,10 +56,10 @@ PAUSING_TRAIN = textwrap.dedent("""
                 time.sleep(3600)
             yield batch
 
-    def train_epoch_mse(generator, loader, *args, epoch, **kwargs):
-        if epoch == pause_epoch:
-            loader = pausing(loader, epoch)
-        return real(generator, loader, *args, epoch=epoch, **kwargs)
+    def train_epoch_mse(generator, loader, loss_fn, plan, **kwargs):
+        if plan.epoch == pause_epoch:
+            loader = pausing(loader, plan.epoch)
+        return real(generator, loader, loss_fn, plan, **kwargs)
 
     solver.train_epoch_mse = train_epoch_mse
     sys.argv[0] = {train!r}
@@ -169,7 +170,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tiny_data, tm
     ckpt = out / "srresnet.pth"
     before = ckpt.read_bytes()
     script = (
-        "import sys, time, torch, models\n"
+        "import sys, time, torch, checkpoint\n"
         "real = torch.save\n"
         "def slow_save(obj, f):\n"
         "    import io; buf = io.BytesIO(); real(obj, buf); data = buf.getvalue()\n"
@@ -307,7 +308,7 @@ def test_full_disk_on_the_last_log_leaves_the_epoch_to_redo(tiny_data, tmp_path,
                                                              capsys):
     run = tmp_path / "run"
     args = tiny_data.cli_args(run, "--stage", "srresnet", "--epochs", "2")
-    real = train.write_log
+    real = train_log.write_log
 
     def full_at_epoch_two(path, history):
         if len(history) == 2:
@@ -315,7 +316,7 @@ def test_full_disk_on_the_last_log_leaves_the_epoch_to_redo(tiny_data, tmp_path,
         return real(path, history)
 
     with monkeypatch.context() as m:
-        m.setattr(train, "write_log", full_at_epoch_two)
+        m.setattr(train_log, "write_log", full_at_epoch_two)
         assert train.main(args) == 1
     ckpt = checkpoint.load_checkpoint(run / "srresnet.pth")
     assert ckpt["epoch"] == 1 and not ckpt["finished"]      # the resume point did not move on

@@ -4,7 +4,7 @@ import io
 import pytest
 
 import progress
-import solver
+import run_clock
 
 
 def test_off_a_terminal_a_bar_writes_a_line_per_tenth_and_no_carriage_return():
@@ -33,26 +33,26 @@ def test_an_epoch_bar_counts_the_stage_and_prints_at_its_tenths():
 
 def test_clock_reports_its_speed_once_after_the_warm_up():
     seen = []
-    clock = solver.RunClock(total_steps=100, on_estimate=lambda c, rate: seen.append((c.step, rate)))
+    clock = run_clock.RunClock(total_steps=100, on_estimate=lambda c, rate: seen.append((c.step, rate)))
     clock.start()
     for _ in range(60):
         clock.tick()
-    warm, window = solver.ESTIMATE_WARMUP, solver.ESTIMATE_STEPS
+    warm, window = run_clock.ESTIMATE_WARMUP, run_clock.ESTIMATE_STEPS
     assert len(seen) == 1 and seen[0][0] == 1 + warm + window and seen[0][1] > 0
 
 
 def test_budget_note_says_where_a_budget_stopped_a_stage():
-    clock = solver.RunClock(total_steps=3600, time_budget_s=1e-9).start()
+    clock = run_clock.RunClock(total_steps=3600, time_budget_s=1e-9).start()
     for _ in range(455):
         clock.tick()
     assert clock.stopped_by_budget()
     assert clock.budget_note("srresnet") == ("srresnet stopped by its time budget (0 s) at step "
                                              "455 of 3,600 (13%)")
-    done = solver.RunClock(total_steps=10, time_budget_s=3600).start()
+    done = run_clock.RunClock(total_steps=10, time_budget_s=3600).start()
     for _ in range(10):
         done.tick()
     assert not done.stopped_by_budget() and done.budget_note("srresnet") is None
-    assert solver.budget_note("x", {"step": 5, "total_steps": 10, "time_budget_s": None}) is None
+    assert run_clock.budget_note("x", {"step": 5, "total_steps": 10, "time_budget_s": None}) is None
 
 
 def test_a_short_loop_can_ask_for_one_line_when_done():

@@ -22,7 +22,7 @@ import yaml
 
 import report
 import train
-from config import ROOT, SHARED_DATA
+from config import ROOT, SHARED_DATA, STAGES, build_config
 from test_notebooks import assert_plain_progress
 
 README = ROOT / "README.md"
@@ -104,10 +104,10 @@ def fresh_clone(tmp_path_factory):
         (base / "shared").mkdir()
         (base / "shared" / "data").symlink_to(SHARED_DATA)
     data = clone / "data"
-    cfg = train.build_config("demo", overrides=[
+    cfg = build_config("demo", overrides=[
         f"data.root={data / 'demo'}", f"data.lists_dir={data / 'lists'}",
         f"data.cache_dir={data / 'cache'}", *SHORT_DEMO])
-    for stage in train.STAGES:
+    for stage in STAGES:
         train.run_stage(cfg, stage, clone / DEMO_RUN, progress=False)
     return clone
 

@@ -17,6 +17,7 @@ import models
 import report
 import tables
 import train
+import train_log
 
 matplotlib.use("Agg")
 
@@ -277,9 +278,9 @@ def test_stage_figure_reads_the_run_and_names_file_recipe_and_steps(tiny_data, t
     ckpt = checkpoint.load_checkpoint(out / "srresnet.pth")
     log = figures.load_history(out / "srresnet_log.csv")
     log[-1]["step"] = ckpt["step"] = ckpt["clock"]["step"] = 4
-    train.write_log(out / "srresnet_log.csv", log)
+    train_log.write_log(out / "srresnet_log.csv", log)
     checkpoint.save_checkpoint(out / "srresnet.pth", ckpt)
-    bicubic = train.bicubic_validation(cfg)
+    bicubic = evaluate.bicubic_validation(cfg)
     assert set(bicubic) == {f"val_{m}" for m in evaluate.VALIDATION_METRICS}
     want = evaluate.evaluate("bicubic", tiny_data.root, ["tiny_val"], progress=False,
                              metrics=["psnr"])["tiny_val"]["psnr"]
@@ -303,7 +304,7 @@ def test_stage_figure_reads_the_run_and_names_file_recipe_and_steps(tiny_data, t
 def _checkpoint(path, preset, stage="srresnet", overrides=()):
     """Write an (untrained) checkpoint of ``preset``'s generator as ``train.py`` would: stage
     ``stage``, its config recorded. Returns the path."""
-    cfg = train.build_config(preset, overrides=list(overrides))
+    cfg = config.build_config(preset, overrides=list(overrides))
     kwargs = train.generator_kwargs(cfg)
     generator = models.build_generator(cfg.generator.arch, scale=cfg.scale, **kwargs)
     checkpoint.save_checkpoint(path, checkpoint.make_checkpoint(

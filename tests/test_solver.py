@@ -17,6 +17,7 @@ import models
 import pretrained
 import runtime
 import solver
+import run_clock
 import utils
 from config import get_config
 
@@ -119,18 +120,21 @@ def test_non_finite_loss_is_found_at_the_next_read_and_names_its_step():
     batches = [(lr, hr)] * 2 + [(lr, bad)] + [(lr, hr)] * 6
     served = []
     loader = (served.append(i) or b for i, b in enumerate(batches))
-    clock = solver.RunClock(step=10).start()             # steps 11..: as in a resumed epoch 3
+    clock = run_clock.RunClock(step=10).start()             # steps 11..: as in a resumed epoch 3
     with pytest.raises(FloatingPointError, match=r"non-finite content loss in stage 'srresnet', "
                        r"epoch 3, step 13 \(found at the check after step 15\b"):
-        solver.train_epoch_mse(generator, loader, optimizer, losses.PixelLoss("mse"), "cpu",
-                               epoch=3, progress=False, clock=clock, sync_every=5)
+        solver.train_epoch_mse(solver.Trainee(generator, optimizer), loader,
+                               losses.PixelLoss("mse"),
+                               solver.EpochPlan("cpu", clock=clock, epoch=3, progress=False,
+                                                sync_every=5))
     assert len(served) == 5
     # an epoch shorter than sync_every: found at the end of the epoch, before it returns
     generator = smoke_generator()                   # (the first one holds non-finite weights now)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
     with pytest.raises(FloatingPointError, match=r"epoch 1, step 2 \(found at the check after step 3\b"):
-        solver.train_epoch_mse(generator, [(lr, hr), (lr, bad), (lr, hr)], optimizer,
-                               losses.PixelLoss("mse"), "cpu", progress=False, sync_every=25)
+        solver.train_epoch_mse(solver.Trainee(generator, optimizer),
+                               [(lr, hr), (lr, bad), (lr, hr)], losses.PixelLoss("mse"),
+                               solver.EpochPlan("cpu", progress=False, sync_every=25))
 
 
 def test_non_finite_gan_losses_name_their_step():
@@ -141,8 +145,10 @@ def test_non_finite_gan_losses_name_their_step():
     bad = hr * float("nan")
     batches = [(lr, hr)] * 4 + [(lr, bad)] + [(lr, hr)] * 3   # batch 5 = G step 3 with d_steps 2
     with pytest.raises(FloatingPointError, match=r"non-finite discriminator loss .*epoch 2, step 3 "):
-        solver.train_epoch_gan(generator, discriminator, batches, opt_g, opt_d, losses.PixelLoss(),
-                               "cpu", d_steps=2, epoch=2, progress=False, sync_every=4)
+        solver.train_epoch_gan(solver.Trainee(generator, opt_g),
+                               solver.Trainee(discriminator, opt_d), batches, losses.PixelLoss(),
+                               solver.EpochPlan("cpu", epoch=2, progress=False, sync_every=4),
+                               solver.GANSettings(d_steps=2))
 
 
 class _SyncCounter:
@@ -176,14 +182,17 @@ def test_host_syncs_once_per_read_not_per_step(monkeypatch, stage):
     batches = [smooth_batch(4)] * 12
     loss = random_vgg_loss() if stage == "srgan" else losses.PixelLoss("mse")
     counter = _SyncCounter(monkeypatch, [opt_g, opt_d])
-    clock = solver.RunClock(time_budget_s=3600).start()
+    clock = run_clock.RunClock(time_budget_s=3600).start()
     if stage == "srresnet":
-        m = solver.train_epoch_mse(generator, batches, opt_g, loss, "cpu", clock=clock,
-                                   progress=False, sync_every=5)
+        m = solver.train_epoch_mse(solver.Trainee(generator, opt_g), batches, loss,
+                                   solver.EpochPlan("cpu", clock=clock, progress=False,
+                                                    sync_every=5))
     else:
-        m = solver.train_epoch_gan(generator, discriminator, batches, opt_g, opt_d, loss, "cpu",
-                                   clock=clock, progress=False, sync_every=5,
-                                   collapse_fake=0.01, collapse_real=0.99)
+        m = solver.train_epoch_gan(solver.Trainee(generator, opt_g),
+                                   solver.Trainee(discriminator, opt_d), batches, loss,
+                                   solver.EpochPlan("cpu", clock=clock, progress=False,
+                                                    sync_every=5),
+                                   solver.GANSettings(collapse_fake=0.01, collapse_real=0.99))
     assert m["steps"] == 12 and math.isfinite(m["content_loss"])
     assert counter.count == 3          # reads after steps 5 and 10, and at the end of the epoch
 
@@ -209,8 +218,8 @@ def test_mse_steps_on_a_fixed_batch_lower_the_loss(arch):
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
     loss_fn = losses.PixelLoss("mse", generator.y_only)
     batch = smooth_batch(3)
-    run = lambda n: solver.train_epoch_mse(generator, [batch] * n, optimizer, loss_fn, "cpu",
-                                           progress=False)
+    run = lambda n: solver.train_epoch_mse(solver.Trainee(generator, optimizer), [batch] * n,
+                                           loss_fn, solver.EpochPlan("cpu", progress=False))
     first = run(1)
     assert first["steps"] == 1 and math.isfinite(first["it_per_s"])
     run(15)
@@ -221,8 +230,10 @@ def test_mse_steps_on_a_fixed_batch_lower_the_loss(arch):
 def test_bf16_autocast_and_channels_last_train_on_the_cpu():
     generator = runtime.prepare_model(smoke_generator(), "cpu", channels_last=True)
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
-    m = solver.train_epoch_mse(generator, [smooth_batch(9)] * 3, optimizer, losses.PixelLoss("l1"),
-                               "cpu", amp="bf16", channels_last=True, progress=False)
+    m = solver.train_epoch_mse(solver.Trainee(generator, optimizer), [smooth_batch(9)] * 3,
+                               losses.PixelLoss("l1"),
+                               solver.EpochPlan("cpu", amp="bf16", channels_last=True,
+                                                progress=False))
     assert m["steps"] == 3 and math.isfinite(m["content_loss"])
     assert all(p.dtype == torch.float32 for p in generator.parameters())   # master weights stay fp32
     with pytest.raises(ValueError, match="unknown amp mode"):
@@ -248,9 +259,10 @@ def test_fp16_trains_with_one_grad_scaler_per_optimiser():
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
     scaler_g, scaler_d = (runtime.make_grad_scaler("fp16", "cpu") for _ in range(2))
     assert runtime.make_grad_scaler("bf16", "cpu") is None and runtime.make_grad_scaler(None, "cpu") is None
-    m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(4)] * 3, opt_g, opt_d,
-                               losses.PixelLoss(), "cpu", amp="fp16", scaler_g=scaler_g,
-                               scaler_d=scaler_d, progress=False)
+    m = solver.train_epoch_gan(solver.Trainee(generator, opt_g, scaler_g),
+                               solver.Trainee(discriminator, opt_d, scaler_d),
+                               [smooth_batch(4)] * 3, losses.PixelLoss(),
+                               solver.EpochPlan("cpu", amp="fp16", progress=False))
     assert m["steps"] == 3 and math.isfinite(m["content_loss"]) and math.isfinite(m["d_loss"])
     assert all(p.dtype == torch.float32 for p in generator.parameters())
     for scaler, opt in ((scaler_g, opt_g), (scaler_d, opt_d)):
@@ -287,8 +299,10 @@ def test_gan_steps_on_a_fixed_batch_lower_content_and_discriminator_losses():
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
     loss_fn = losses.PixelLoss("mse")   # a content loss that dominates adv_weight * adversarial
     batch = smooth_batch(4)
-    run = lambda n: solver.train_epoch_gan(generator, discriminator, [batch] * n, opt_g, opt_d,
-                                           loss_fn, "cpu", adv_weight=1e-3, progress=False)
+    run = lambda n: solver.train_epoch_gan(solver.Trainee(generator, opt_g),
+                                           solver.Trainee(discriminator, opt_d), [batch] * n,
+                                           loss_fn, solver.EpochPlan("cpu", progress=False),
+                                           solver.GANSettings(adv_weight=0.001))
     first = run(1)
     for key in ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake", "it_per_s"):
         assert math.isfinite(first[key]), key
@@ -304,9 +318,12 @@ def test_gan_d_steps_makes_k_discriminator_steps_per_generator_step():
     generator, discriminator = smoke_generator(), smoke_discriminator()
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
-    clock = solver.RunClock().start()
-    m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(5)] * 4, opt_g, opt_d,
-                               losses.PixelLoss(), "cpu", d_steps=2, clock=clock, progress=False)
+    clock = run_clock.RunClock().start()
+    m = solver.train_epoch_gan(solver.Trainee(generator, opt_g),
+                               solver.Trainee(discriminator, opt_d), [smooth_batch(5)] * 4,
+                               losses.PixelLoss(),
+                               solver.EpochPlan("cpu", clock=clock, progress=False),
+                               solver.GANSettings(d_steps=2))
     assert m["steps"] == 2 and clock.step == 2
     assert opt_d.state[next(iter(discriminator.parameters()))]["step"].item() == 4
     assert opt_g.state[next(iter(generator.parameters()))]["step"].item() == 2
@@ -341,24 +358,29 @@ def test_collapsed_discriminator_is_reported():
     opt_g = torch.optim.SGD(generator.parameters(), lr=0.0)
     opt_d = torch.optim.SGD(critic.parameters(), lr=0.0)
     with pytest.warns(RuntimeWarning, match=r"discriminator collapse in stage 'srgan', epoch 7"):
-        m = solver.train_epoch_gan(generator, critic, [(lr, hr)] * 3, opt_g, opt_d, losses.PixelLoss(),
-                                   "cpu", epoch=7, progress=False, collapse_fake=0.01, collapse_real=0.99)
+        m = solver.train_epoch_gan(solver.Trainee(generator, opt_g), solver.Trainee(critic, opt_d),
+                                   [(lr, hr)] * 3, losses.PixelLoss(),
+                                   solver.EpochPlan("cpu", epoch=7, progress=False),
+                                   solver.GANSettings(collapse_fake=0.01, collapse_real=0.99))
     assert m["d_collapsed"] and m["d_fake"] < 0.01 < 0.99 < m["d_real"]
     with warnings.catch_warnings():                       # an undecided D is not reported
         warnings.simplefilter("error")
         critic.b.data.fill_(20.0)
-        m = solver.train_epoch_gan(generator, critic, [(lr, hr)] * 3, opt_g, opt_d, losses.PixelLoss(),
-                                   "cpu", progress=False, collapse_fake=0.01, collapse_real=0.99)
+        m = solver.train_epoch_gan(solver.Trainee(generator, opt_g), solver.Trainee(critic, opt_d),
+                                   [(lr, hr)] * 3, losses.PixelLoss(),
+                                   solver.EpochPlan("cpu", progress=False),
+                                   solver.GANSettings(collapse_fake=0.01, collapse_real=0.99))
     assert not m["d_collapsed"]
 
 
 def test_clock_stops_the_epoch_and_drives_the_lr():
     generator = smoke_generator()
     optimizer = torch.optim.Adam(generator.parameters(), lr=1.0)
-    clock = solver.RunClock(total_steps=4).start()
+    clock = run_clock.RunClock(total_steps=4).start()
     lr_fn = solver.make_lr_fn(1e-3, "cosine", min_lr=1e-5)
-    m = solver.train_epoch_mse(generator, [smooth_batch(6)] * 10, optimizer, losses.PixelLoss(), "cpu",
-                               clock=clock, lr_fn=lr_fn, progress=False)
+    m = solver.train_epoch_mse(solver.Trainee(generator, optimizer), [smooth_batch(6)] * 10,
+                               losses.PixelLoss(),
+                               solver.EpochPlan("cpu", clock=clock, lr_fn=lr_fn, progress=False))
     assert m["steps"] == 4 and m["stopped_early"] and clock.finished()
     assert m["lr"] == pytest.approx(lr_fn(3 / 4))          # the lr of the last step
 
@@ -376,12 +398,12 @@ def test_lr_schedules():
 
 
 def test_clock_time_budget_and_state():
-    clock = solver.RunClock(total_steps=1000, time_budget_s=0.05).start()
+    clock = run_clock.RunClock(total_steps=1000, time_budget_s=0.05).start()
     assert not clock.finished()
     time.sleep(0.06)
     assert clock.finished() and clock.progress() == 1.0
     state = clock.state_dict()
-    resumed = solver.RunClock.from_state_dict(state, total_steps=1000)
+    resumed = run_clock.RunClock.from_state_dict(state, total_steps=1000)
     assert resumed.step == 0 and resumed.elapsed_s == pytest.approx(state["elapsed_s"])
     assert resumed.progress() == 0.0           # no budget: step-based only
 
@@ -425,14 +447,14 @@ def test_cpu_run_saves_no_cuda_rng_state(monkeypatch):
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
     generator = smoke_generator()
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.9, 0.999))
-    solver.train_epoch_mse(generator, [smooth_batch(7)], optimizer, losses.PixelLoss(), "cpu",
-                           progress=False)
+    solver.train_epoch_mse(solver.Trainee(generator, optimizer), [smooth_batch(7)],
+                           losses.PixelLoss(), solver.EpochPlan("cpu", progress=False))
     cfg = get_config("smoke")                 # EasyDict with tuples inside
     state = checkpoint.make_checkpoint(stage="srresnet", arch="srresnet",
                                    arch_kwargs={"n_blocks": 2, "n_channels": 16}, scale=SCALE,
                                    generator=generator, optimizer_g=optimizer, epoch=1, step=1,
                                    config=cfg, history=[{"epoch": 1, "content_loss": 0.1}],
-                                   clock=solver.RunClock(10, step=1))
+                                   clock=run_clock.RunClock(10, step=1))
     path = tmp_path / "sub" / "srresnet.pth"
     checkpoint.save_checkpoint(path, state)
     raw = torch.load(path, weights_only=True)
@@ -574,9 +596,11 @@ def test_train_epoch_gan_updates_the_ema_every_generator_step():
     opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
     ema = solver.GeneratorEMA(generator, decay=0.0)   # decay 0: the EMA is the last weights
-    m = solver.train_epoch_gan(generator, discriminator, [smooth_batch(14)] * 2, opt_g, opt_d,
-                               losses.PixelLoss(), "cpu", ema=ema, d_lr_scale=0.5,
-                               lr_fn=lambda p: 1e-3, progress=False)
+    m = solver.train_epoch_gan(solver.Trainee(generator, opt_g),
+                               solver.Trainee(discriminator, opt_d), [smooth_batch(14)] * 2,
+                               losses.PixelLoss(),
+                               solver.EpochPlan("cpu", lr_fn=lambda p: 0.001, progress=False),
+                               solver.GANSettings(d_lr_scale=0.5), ema=ema)
     assert m["steps"] == 2
     assert opt_d.param_groups[0]["lr"] == pytest.approx(0.5e-3)
     for k, v in generator.state_dict().items():
@@ -624,6 +648,8 @@ def test_ranks_agree_on_a_non_finite_loss_and_the_budget_at_reads_only(monkeypat
     monkeypatch.setattr(solver, "is_distributed", lambda: True)
     monkeypatch.setattr(solver, "rank", lambda: 0)
     monkeypatch.setattr(solver, "all_reduce_max", lambda v: reduced.append(v) or 1.0)
+    monkeypatch.setattr(run_clock, "is_distributed", lambda: True)
+    monkeypatch.setattr(run_clock, "all_reduce_max", lambda v: reduced.append(v) or 1.0)
     watch = solver.LossWatch()                      # finite here; another rank saw a NaN
     watch.add("content_loss", torch.tensor(0.5), check=True)
     with pytest.raises(FloatingPointError, match=r"on another rank \(this is rank 0\) in stage "
@@ -631,7 +657,7 @@ def test_ranks_agree_on_a_non_finite_loss_and_the_budget_at_reads_only(monkeypat
         watch.read(where=("srresnet", 4), checked_at=9)
     assert reduced == [0.0]
     reduced.clear()
-    clock = solver.RunClock(100, time_budget_s=3600, share_every=5).start()
+    clock = run_clock.RunClock(100, time_budget_s=3600, share_every=5).start()
     for _ in range(12):
         clock.tick()
     assert len(reduced) == 3                        # at start, after ticks 5 and 10

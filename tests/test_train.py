@@ -16,14 +16,17 @@ import pytest
 import torch
 
 import checkpoint
+import config
 import create_data_lists
 import datasets
 import distributed
 import evaluate
+import losses
 import models
 import pretrained
 import tables
 import train
+import train_log
 
 ROOT = train.Path(train.__file__).resolve().parent
 SCALE = 4
@@ -34,16 +37,16 @@ SCALE = 4
 # ----------------------------------------------------------------------------------------------
 
 def test_overrides_parse_values_and_reject_unknown_keys():
-    cfg = train.build_config("smoke", overrides=["stage1.lr=2e-4", "stage2.content_loss=mse",
+    cfg = config.build_config("smoke", overrides=["stage1.lr=2e-4", "stage2.content_loss=mse",
                                                  "train.time_budget_s=None", "data.augment=False",
                                                  "stage1.betas=(0.5, 0.9)"])
     assert cfg.stage1.lr == 2e-4 and cfg.stage2.content_loss == "mse"
     assert cfg.train.time_budget_s is None and cfg.data.augment is False
     assert tuple(cfg.stage1.betas) == (0.5, 0.9)
     with pytest.raises(ValueError, match="stage1 has no key 'lrr'"):
-        train.build_config("smoke", overrides=["stage1.lrr=1"])
+        config.build_config("smoke", overrides=["stage1.lrr=1"])
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
-        train.build_config("smoke", overrides=["stage1.lr"])
+        config.build_config("smoke", overrides=["stage1.lr"])
 
 
 def test_missing_demo_data_is_built_and_other_lists_are_explained(tmp_path, monkeypatch):
@@ -54,12 +57,12 @@ def test_missing_demo_data_is_built_and_other_lists_are_explained(tmp_path, monk
             (tmp_path / f"{name}.json").write_text("{}")
 
     monkeypatch.setattr(create_data_lists, "build_demo_dataset", build)
-    cfg = train.build_config("demo", overrides=[f"data.lists_dir={str(tmp_path)!r}"])
-    train.ensure_data(cfg)
+    cfg = config.build_config("demo", overrides=[f"data.lists_dir={str(tmp_path)!r}"])
+    create_data_lists.ensure_data(cfg)
     assert calls == [{"root": cfg.data.root, "lists_dir": str(tmp_path), "scale": 4}]
     cfg.data.train_list = "DIV2K_train"
     with pytest.raises(FileNotFoundError, match="DIV2K_train.json not found.*create_data_lists"):
-        train.ensure_data(cfg)
+        create_data_lists.ensure_data(cfg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,7 +117,7 @@ def test_srgan_resume_gives_the_weights_of_an_uninterrupted_run(tiny_data, tmp_p
 
 def _report_table(stdout, set_name):
     """``{method: {column header: cell text}}`` of the table train.py prints for ``set_name``
-    after training (``train.report``), in the printed order."""
+    after training (``report.report_training``), in the printed order."""
     lines = stdout.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith(f"{set_name} ("))
     header = [c.strip() for c in lines[first + 1].strip().strip("|").split("|")]
@@ -193,57 +196,57 @@ def _terms(loss):
 
 
 def test_content_losses_of_the_papers_variants():
-    cfg = train.build_config("smoke", overrides=["stage1.loss=vgg", "stage2.pixel_weight=0.01",
+    cfg = config.build_config("smoke", overrides=["stage1.loss=vgg", "stage2.pixel_weight=0.01",
                                                  "stage2.lr_consistency_weight=0"])
-    assert _terms(train.content_loss_of(cfg, "srresnet")) == [(1.0, "VGGLoss", None)]  # SRResNet-VGG
-    assert _terms(train.content_loss_of(cfg, "srgan")) == [(1.0, "VGGLoss", None),
+    assert _terms(losses.content_loss_of(cfg, "srresnet")) == [(1.0, "VGGLoss", None)]  # SRResNet-VGG
+    assert _terms(losses.content_loss_of(cfg, "srgan")) == [(1.0, "VGGLoss", None),
                                                            (0.01, "PixelLoss", "l1")]
     cfg.stage2.lr_consistency_weight = 2.0
-    assert _terms(train.content_loss_of(cfg, "srgan"))[-1] == (2.0, "LRConsistencyLoss", None)
-    cfg = train.build_config("paper", variant="srgan-mse")                         # SRGAN-MSE
+    assert _terms(losses.content_loss_of(cfg, "srgan"))[-1] == (2.0, "LRConsistencyLoss", None)
+    cfg = config.build_config("paper", variant="srgan-mse")                         # SRGAN-MSE
     # the paper's MSE is on [-1, 1] images: 4x the MSE on [0, 1]
-    assert _terms(train.content_loss_of(cfg, "srgan")) == [(4.0, "PixelLoss", "mse")]
-    assert _terms(train.content_loss_of(cfg, "srresnet")) == [(1.0, "PixelLoss", "mse")]
+    assert _terms(losses.content_loss_of(cfg, "srgan")) == [(4.0, "PixelLoss", "mse")]
+    assert _terms(losses.content_loss_of(cfg, "srresnet")) == [(1.0, "PixelLoss", "mse")]
 
 
 def test_vgg_loss_falls_back_to_mse_with_a_note_when_no_weights_can_be_had(monkeypatch, tmp_path,
                                                                             capsys):
-    monkeypatch.setattr(train, "SHARED_VGG", tmp_path / "absent.pth")
+    monkeypatch.setattr(pretrained, "SHARED_VGG", tmp_path / "absent.pth")
     monkeypatch.setattr(pretrained, "vgg19_hub_cache_file", lambda: tmp_path / "absent2.pth")
     monkeypatch.setattr(models.torch.hub, "load_state_dict_from_url",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
-    cfg = train.build_config("demo")                       # vgg.weights None: look everywhere
-    loss = train.content_loss_of(cfg, "srgan")        # SRGAN-MSE, on the paper's [-1, 1] scale,
+    cfg = config.build_config("demo")                       # vgg.weights None: look everywhere
+    loss = losses.content_loss_of(cfg, "srgan")        # SRGAN-MSE, on the paper's [-1, 1] scale,
     assert _terms(loss) == [(cfg.stage2.mse_range_factor, "PixelLoss", "mse"),   # + the demo's
                             (cfg.stage2.pixel_weight, "PixelLoss", "l1"),          #   extra terms
                             (cfg.stage2.lr_consistency_weight, "LRConsistencyLoss", None)]
     assert "uses the MSE content loss instead" in capsys.readouterr().out
     cfg.vgg.weights = str(tmp_path / "named-but-missing.pth")   # a named file must exist
     with pytest.raises(ValueError, match="vgg.weights="):
-        train.content_loss_of(cfg, "srgan")
+        losses.content_loss_of(cfg, "srgan")
 
 
 def test_vgg_loss_uses_the_shared_slice_offline(shared_data, monkeypatch, tmp_path):
     monkeypatch.setattr(pretrained, "vgg19_hub_cache_file", lambda: tmp_path / "absent.pth")
-    cfg = train.build_config("demo")
-    vgg = train.content_loss_of(cfg, "srgan").losses[0]
+    cfg = config.build_config("demo")
+    vgg = losses.content_loss_of(cfg, "srgan").losses[0]
     assert type(vgg).__name__ == "VGGLoss" and (vgg.vgg.i, vgg.vgg.j) == (2, 2)
 
 
 def test_paper_variants_are_presets_of_the_paper_config():
     for name in ("srresnet-mse", "srresnet-vgg22", "srgan-mse", "srgan-vgg22", "srgan-vgg54"):
-        cfg = train.build_config("paper", variant=name)
+        cfg = config.build_config("paper", variant=name)
         assert cfg.train.stages == ("srresnet" if name.startswith("srresnet") else "srgan")
         if name.endswith("vgg22"):
             assert (cfg.vgg.i, cfg.vgg.j) == (2, 2)
-    assert train.build_config("paper", variant="srresnet-vgg22").stage1.loss == "vgg"
-    assert train.build_config("paper", variant="srgan-vgg54").stage2 == train.build_config("paper").stage2
+    assert config.build_config("paper", variant="srresnet-vgg22").stage1.loss == "vgg"
+    assert config.build_config("paper", variant="srgan-vgg54").stage2 == config.build_config("paper").stage2
     with pytest.raises(ValueError, match="unknown variant"):
-        train.build_config("paper", variant="srgan-vgg99")
+        config.build_config("paper", variant="srgan-vgg99")
 
 
 def test_srgan_best_is_the_lowest_niqe_above_the_lr_psnr_floor():
-    run = train.SimpleNamespace(stage="srgan", scfg={"best_lr_psnr_margin": 3.0}, history=[])
+    run = train.StageRun(stage="srgan", scfg={"best_lr_psnr_margin": 3.0})
     run.history.append({"epoch": 0, "val_niqe": 7.0, "val_lr_psnr": 40.0})
     rows = [{"epoch": 1, "val_niqe": 6.5, "val_lr_psnr": 39.0},   # better NIQE, faithful: best
             {"epoch": 2, "val_niqe": 5.0, "val_lr_psnr": 36.5},   # lower NIQE but 3.5 dB drift
@@ -331,9 +334,9 @@ def _as_rank(monkeypatch, rank, local_rank, events):
 def test_vgg_weights_are_loaded_by_rank_0_first(monkeypatch, rank, local_rank, order):
     events = []
     _as_rank(monkeypatch, rank, local_rank, events)
-    cfg = train.build_config("smoke")
-    real = train.content_loss_of
-    monkeypatch.setattr(train, "content_loss_of", lambda *a: events.append("load") or real(*a))
+    cfg = config.build_config("smoke")
+    real = losses.content_loss_of
+    monkeypatch.setattr(losses, "content_loss_of", lambda *a: events.append("load") or real(*a))
     _, _, loss = train.build_networks(cfg, "srresnet", torch.device("cpu"))
     assert events == order and _terms(loss) == [(1.0, "PixelLoss", "l1")]   # the smoke stage 1
 
@@ -395,7 +398,7 @@ def test_tensorboard_logs_losses_validation_and_images(tiny_data, tmp_path, monk
 def test_tensorboard_missing_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)   # import fails
     with pytest.raises(RuntimeError, match="pip install tensorboard"):
-        train.tensorboard_writer(tmp_path)
+        train_log.tensorboard_writer(tmp_path)
 
 
 def test_validation_is_tiled_on_cuda_only(monkeypatch):
@@ -433,7 +436,7 @@ def test_workers_live_for_the_stage_and_resume_stays_bit_identical(tiny_data, tm
 
 def test_stage_loader_crops_anew_each_epoch_and_repeats_an_epoch_exactly(tiny_data):
     cfg = tiny_data.config(epochs=2)
-    ds = train.build_train_set(cfg, progress=False)
+    ds = datasets.build_train_set(cfg, progress=False)
     loader = datasets.make_stage_loader(ds, 4, workers=2)
     epoch = lambda e: torch.cat([lr for lr, _ in datasets.start_epoch(loader, 10 + e, 10 + e, e)])
     one, two, again = epoch(1), epoch(2), epoch(1)

