@@ -1,5 +1,6 @@
 """The checkpoint format of this project: building, writing, reading and checking checkpoints,
-and loading the trained generator of one (:func:`load_generator`).
+loading the trained generator of one (:func:`load_generator`), and starting a generator from
+one (:func:`init_generator`: stage 2 from stage 1).
 
 Also the shared readers of weight files: :func:`read_torch_dict` (``weights_only=True``, with a
 one-line reason when a file is not a plain torch file), :func:`check_finite_state` and

@@ -21,6 +21,10 @@ Metrics (``metrics.METRICS`` names them, with the direction that is better):
 
 The set score is the mean over its images (over the scored images for NIQE and LPIPS).
 
+The same loop serves training: :func:`validate` scores a generator on the validation set each
+epoch, :func:`bicubic_validation` the bicubic level drawn beside its curves; a method is bicubic
+or a checkpoint wrapped as ``lr -> sr`` (:class:`SRMethod`, :func:`load_method`).
+
 Usage::
 
     python evaluate.py --model bicubic --data-root ../shared/data/benchmark --sets Set5 Set14

@@ -10,6 +10,9 @@
   metrics not computed) and the results tables (Markdown, CSV, the two files).
 - Side-by-side comparisons: super-resolving a set's images with every method, saving the SR
   images and their per-image metrics (:func:`compare_on_set`), the per-image table.
+- After training: the tables ``train.py`` prints, bicubic and the trained checkpoints on
+  ``cfg.train.eval_sets`` (:func:`report_training`), and where each checkpoint stopped
+  (:func:`print_provenance`).
 
 The notebooks (``train.ipynb``, ``test.ipynb``, ``super_resolution.ipynb``) call these
 functions and only display what they return; their figures are drawn by ``figures.py``. The
@@ -176,7 +179,7 @@ def method_label(label, source):
 def file_tag(label):
     """``label`` as the method part of an image file name ``<image>_<tag>.png``: lower case,
     each run of characters other than letters and digits as one ``-`` ("SRGAN best" ->
-    "srgan-best"); never an underscore, which ``mos.scan_images`` reads as the separator."""
+    "srgan-best"); never an underscore, which ``mos_images.scan_images`` reads as the separator."""
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "method"
 
 

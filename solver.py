@@ -1,8 +1,10 @@
-"""The training algorithm of both stages: losses, optimisers and lr schedules, and one epoch of
-each stage, built from one step function each. ``train.py`` builds the objects from the config
-and strings the epochs together with validation (``evaluate.validate``), checkpoints
-(``checkpoint.save_checkpoint``) and logs; devices live in ``utils.py``, several processes in
-``distributed.py``.
+"""The training algorithm of both stages: optimisers (with VDSR's clipping), lr schedules, the
+step functions, one epoch of each stage, the generator's EMA, and the watch on the training
+losses (:class:`LossWatch`: read on the host every few steps, non-finite ones named).
+``train.py`` builds the objects from the config and strings the epochs together with
+validation (``evaluate.validate``), checkpoints (``checkpoint.save_checkpoint``) and logs
+(``train_log.py``); the losses live in ``losses.py``, the stage's clock in ``run_clock.py``,
+devices and precision in ``runtime.py``, several processes in ``distributed.py``.
 
 The two stages of the SRGAN paper (Ledig et al., CVPR 2017):
 
@@ -12,22 +14,22 @@ The two stages of the SRGAN paper (Ledig et al., CVPR 2017):
 * stage 2 -- :func:`train_epoch_gan`: SRGAN. Each iteration makes one :func:`discriminator_step`
   on real HR patches (label 1) and generated ones (label 0), and every ``k``-th iteration a
   :func:`generator_step` with the perceptual loss ``content + adv_weight * adversarial``; the
-  content loss is the MSE of rescaled VGG19 feature maps phi_{i,j} (:class:`VGGLoss`), the
-  adversarial loss is ``-log D(G(LR))`` (:func:`generator_adversarial_loss`).
+  content loss is the MSE of rescaled VGG19 feature maps phi_{i,j} (``losses.VGGLoss``), the
+  adversarial loss is ``-log D(G(LR))`` (``losses.generator_adversarial_loss``).
 
 The epoch functions take ready-made objects -- each network with its optimiser
 (:class:`Trainee`), a DataLoader, a loss, how the epoch runs (:class:`EpochPlan`) and stage 2's
-settings (:class:`GANSettings`) -- which ``train.py`` builds from the config; a test or a
-benchmark builds them by hand.
+settings (:class:`GANSettings`) -- which ``train.py`` builds from the config
+(:func:`optimizer_of`, :func:`lr_schedule_of`); a test or a benchmark builds them by hand.
 
 Host synchronisations: the epoch functions keep their losses on the device and read them every
 ``sync_every`` steps (:class:`LossWatch`), so a GPU is never waited for in between; under
 ``torchrun`` a non-finite loss on any rank stops every rank and the time budget is measured on
-one shared clock (:class:`RunClock`).
+one shared clock (``run_clock.RunClock``).
 
 Learning rate: every iteration the optimisers' lr is set to ``lr_fn(clock.progress())``, where the
-:class:`RunClock` progress is the fraction of the planned iterations done (or of the wall-clock
-budget spent, whichever is further) -- see :func:`make_lr_fn`. Stage 2's "1e-4, then 1e-5 for the
+clock's progress is the fraction of the planned iterations done (or of the wall-clock budget
+spent, whichever is further) -- see :func:`make_lr_fn`. Stage 2's "1e-4, then 1e-5 for the
 second half" is the ``step`` schedule.
 """
 import copy
