@@ -15,6 +15,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+import tables
 import utils
 from mos_db import RETIRED_CHANGED, RETIRED_MISSING, SCORES, load_ratings
 from mos_images import ANCHOR_METHODS, ANCHOR_NAMES
@@ -39,9 +40,8 @@ def _utc(unix_time):
 
 
 def _table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A Markdown table (``tables.markdown_table``) without its final newline."""
+    return tables.markdown_table(header, rows).rstrip("\n")
 
 
 def _plural(n, word):
