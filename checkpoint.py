@@ -1,6 +1,7 @@
 """The checkpoint format of this project: building, writing, reading and checking checkpoints,
-loading the trained generator of one (:func:`load_generator`), and starting a generator from
-one (:func:`init_generator`: stage 2 from stage 1).
+loading the trained generator of one (:func:`load_generator`), starting a generator from one
+(:func:`init_generator`: stage 2 from stage 1), and naming the recipe that made one
+(:func:`recipe_of`, from :func:`recorded_settings`: the labels of tables and figures).
 
 Also the shared readers of weight files: :func:`read_torch_dict` (``weights_only=True``, with a
 one-line reason when a file is not a plain torch file), :func:`check_finite_state` and
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import config
 from models import GENERATORS, build_generator
 from runtime import get_rng_state, unwrap
 from utils import WriteError, atomic_write
@@ -322,3 +324,85 @@ def init_generator(generator, path, arch, scale):
     except RuntimeError as e:
         raise ValueError(f"{path}: its generator does not fit the configured one "
                          f"(cfg.generator): {e}") from e
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Which recipe made a checkpoint (for the labels of tables and figures)
+# ----------------------------------------------------------------------------------------------
+
+RECIPE_KEYS = {
+    "stage1": ("generator.arch", "generator.n_blocks", "generator.n_channels",
+               "generator.batch_norm", "generator.upsample", "generator.bicubic_skip",
+               *(f"generator.{arch}" for arch in ("tconv", "srcnn", "fsrcnn", "vdsr")),
+               "stage1.loss", "stage1.optimizer", "stage1.lr_schedule"),
+    "stage2": ("stage2.content_loss", "stage2.pixel_weight", "stage2.lr_consistency_weight",
+               "stage2.ema_decay", "vgg.i", "vgg.j"),
+}
+"""The settings that tell the recipes apart (:func:`recipe_of`): a stage-1 checkpoint is matched
+on the ``'stage1'`` keys (generator and pixel loss), a stage-2 one on both groups (adding the
+content loss, the demo's extra terms and EMA, and the VGG layer). Budgets, epochs, batch sizes,
+data paths and devices are left out: they change how long a recipe ran, not what it is."""
+
+
+CUSTOM_RECIPE = "custom"
+"""What :func:`recipe_of` answers for settings that match no preset or preset + variant."""
+
+
+_UNRECORDED = object()   # a setting absent from a checkpoint's record (see _setting)
+
+
+def _setting(settings, dotted):
+    """The value of ``dotted`` (e.g. ``'stage1.loss'``) in nested dicts, or ``_UNRECORDED`` when
+    a level is missing (a setting the checkpoint did not record is not compared)."""
+    node = settings
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _UNRECORDED
+        node = node[part]
+    return to_plain(node)
+
+
+def _recipe_candidates():
+    """``(name, config)`` of every preset, then every preset with every variant applied
+    (``'paper srgan-vgg22'``), in that order: the first match names a checkpoint's recipe."""
+    yield from ((name, config.get_config(name)) for name in config.PRESETS)
+    for name in config.PRESETS:
+        for variant, overrides in config.VARIANTS.items():
+            yield f"{name} {variant}", config.apply_overrides(config.get_config(name), overrides)
+
+
+def recorded_settings(ckpt):
+    """The recorded settings of a checkpoint dict (:data:`CHECKPOINT_FORMAT`) as nested dicts
+    ``{"generator": ..., "stage1": ..., "stage2": ..., "vgg": ...}``: its ``config`` (a training
+    checkpoint), else its ``exported_from`` (a file written by ``export.py``), else only what
+    every checkpoint holds, ``arch`` and ``arch_kwargs`` (as the ``generator`` section)."""
+    recorded = ckpt.get("config") or ckpt.get("exported_from") or {}
+    settings = {k: to_plain(v) for k, v in recorded.items() if isinstance(v, dict)}
+    if not settings.get("generator"):
+        arch, kwargs = ckpt.get("arch"), dict(ckpt.get("arch_kwargs") or {})
+        kwargs.pop("scale", None)
+        settings["generator"] = ({"arch": arch, **kwargs} if arch == "srresnet"
+                                 else {"arch": arch, arch: kwargs})
+    return settings
+
+
+def recipe_of(ckpt):
+    """The recipe that made ``ckpt`` (a checkpoint dict, see :func:`recorded_settings`): the
+    name of the first preset of ``config.PRESETS`` whose :data:`RECIPE_KEYS` settings equal the
+    recorded ones (``'demo'``, ``'paper'``, ``'reference'`` ...), else the first preset + variant
+    of ``config.VARIANTS`` that does (``'paper srgan-vgg22'``), else :data:`CUSTOM_RECIPE`. A
+    stage-2 checkpoint (its ``stage`` is its config's ``stage2.name``) is compared on both key
+    groups, any other on the ``'stage1'`` group; settings it did not record are not compared.
+    Returns a str."""
+    settings = recorded_settings(ckpt)
+    stage2_name = _setting(settings, "stage2.name")
+    keys = RECIPE_KEYS["stage1"]
+    if ckpt.get("stage") is not None and ckpt.get("stage") == stage2_name:
+        keys += RECIPE_KEYS["stage2"]
+    recorded = {k: _setting(settings, k) for k in keys}
+    recorded = {k: v for k, v in recorded.items() if v is not _UNRECORDED}
+    for name, cfg in _recipe_candidates():
+        if all(_setting(cfg, k) == v for k, v in recorded.items()):
+            return name
+    return CUSTOM_RECIPE

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 import checkpoint
-import config
 import report
 import tables
 import utils
@@ -297,7 +296,7 @@ def stage_figure(run_dir, name, reference=None):
             raise FileNotFoundError(f"{path} not found: train the stage {name!r} into {run_dir} "
                                     f"first (train.run_stage / train.py --out {run_dir})")
     ckpt = checkpoint.load_checkpoint(ckpt_path)
-    settings = config.checkpoint_settings(ckpt)
+    settings = checkpoint.recorded_settings(ckpt)
     stage2 = ckpt.get("stage") == settings.get("stage2", {}).get("name")
     epochs = settings.get("stage2" if stage2 else "stage1", {}).get("epochs")
     total = (ckpt.get("clock") or {}).get("total_steps")

@@ -160,15 +160,15 @@ def reference_fallback(checkpoints, reference=None):
     return out, note
 
 
-def source_of(path, checkpoint):
+def source_of(path, ckpt):
     """The source named in a checkpoint's labels: :data:`REFERENCE_SOURCE` for a file of
-    ``config.REFERENCE_WEIGHTS``, else the recipe that made it (``config.recipe_of``: 'paper',
-    'demo', 'smoke', 'paper srgan-vgg22', ..., 'custom'). ``path``: str or Path; ``checkpoint``:
-    its dict (``checkpoint.load_checkpoint``)."""
+    ``config.REFERENCE_WEIGHTS``, else the recipe that made it (``checkpoint.recipe_of``: 'paper',
+    'demo', 'smoke', 'paper srgan-vgg22', ..., 'custom'). ``path``: str or Path; ``ckpt``: its
+    dict (``checkpoint.load_checkpoint``)."""
     shipped = {Path(p).resolve() for p in config.REFERENCE_WEIGHTS.values()}
     if Path(path).resolve() in shipped:
         return REFERENCE_SOURCE
-    return config.recipe_of(checkpoint)
+    return checkpoint.recipe_of(ckpt)
 
 
 def method_label(label, source):

@@ -11,7 +11,6 @@ import pytest
 from nbclient import NotebookClient
 
 import checkpoint
-import config
 import evaluate
 import figures
 import metrics
@@ -42,7 +41,7 @@ def _outputs(nb, output_type=None):
 def _labels(run):
     """The table labels of the smoke run's checkpoints: "SRResNet (smoke)", "SRGAN (smoke)"
     (the recipe read back from each checkpoint; "smoke srgan-mse" without the shared VGG)."""
-    return {name: report.method_label(label, config.recipe_of(
+    return {name: report.method_label(label, checkpoint.recipe_of(
                 checkpoint.load_checkpoint(run / f"{name}.pth")))
             for name, label in (("srresnet", "SRResNet"), ("srgan", "SRGAN"))}
 

@@ -36,7 +36,7 @@ SHORT_DEMO = ["data.patches_per_image=1", "stage1.batch_size=6",   # 6 photos: o
               "train.checkpoint_every=1000"]     # save at the end of each stage only
 """Overrides that shorten the demo run to one small step per epoch (the preset's epochs,
 generator, losses, EMA and data are kept: the checkpoints are those of a finished demo run,
-``config.recipe_of`` reads them as 'demo')."""
+``checkpoint.recipe_of`` reads them as 'demo')."""
 COMMAND_TIMEOUT_S = 300
 
 

@@ -317,22 +317,22 @@ def test_recipe_of_names_the_preset_or_variant_a_checkpoint_was_made_with():
     for name in config.PRESETS:
         cfg = config.get_config(name)
         for stage in (cfg.generator.arch, cfg.stage2.name):
-            assert config.recipe_of({"config": cfg, "stage": stage}) == name, (name, stage)
+            assert checkpoint.recipe_of({"config": cfg, "stage": stage}) == name, (name, stage)
     vgg22 = config.apply_overrides(config.get_config("paper"), config.VARIANTS["srgan-vgg22"])
-    assert config.recipe_of({"config": vgg22, "stage": "srgan-vgg22"}) == "paper srgan-vgg22"
+    assert checkpoint.recipe_of({"config": vgg22, "stage": "srgan-vgg22"}) == "paper srgan-vgg22"
     # stage 1 of that run is the paper's SRResNet: stage-2 settings do not count for it
-    assert config.recipe_of({"config": vgg22, "stage": "srresnet"}) == "paper"
+    assert checkpoint.recipe_of({"config": vgg22, "stage": "srresnet"}) == "paper"
     odd = config.apply_overrides(config.get_config("demo"), ["generator.n_blocks=3"])
-    assert config.recipe_of({"config": odd, "stage": "srresnet"}) == config.CUSTOM_RECIPE
+    assert checkpoint.recipe_of({"config": odd, "stage": "srresnet"}) == checkpoint.CUSTOM_RECIPE
     # a file with only arch / arch_kwargs (no config recorded): the generator tells
     demo = config.get_config("demo")
     kwargs = {k: demo.generator[k] for k in ("n_blocks", "n_channels", "batch_norm", "upsample",
                                              "bicubic_skip")}
-    assert config.recipe_of({"arch": "srresnet", "arch_kwargs": kwargs}) == "demo"
+    assert checkpoint.recipe_of({"arch": "srresnet", "arch_kwargs": kwargs}) == "demo"
     # the shipped files (export.py: exported_from) are the reference recipe's
     for path in config.REFERENCE_WEIGHTS.values():
         ckpt = checkpoint.load_checkpoint(path)
-        assert config.recipe_of(ckpt) == "reference"
+        assert checkpoint.recipe_of(ckpt) == "reference"
         assert report.source_of(path, ckpt) == report.REFERENCE_SOURCE
 
 
