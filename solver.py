@@ -521,7 +521,7 @@ def train_epoch_gan(generator, discriminator, loader, content_loss_fn, plan,
     (:func:`discriminator_step`), then -- every ``gan.d_steps``-th batch -- one step of G
     (:func:`generator_step`) on the same batch.
 
-    ``generator``, ``discriminator``: :class:`Trainee` s (fp16: a GradScaler each);
+    ``generator``, ``discriminator``: a :class:`Trainee` each (fp16: with its GradScaler);
     ``loader``, ``plan`` as for :func:`train_epoch_mse`; ``gan``: :class:`GANSettings`. G's lr
     is ``plan.lr_fn(clock.progress())`` before each batch, D's ``gan.d_lr_scale`` times that;
     the clock counts G steps. ``ema`` (a :class:`GeneratorEMA`) is updated after every G step.

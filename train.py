@@ -39,9 +39,9 @@ import evaluate
 import losses
 import models
 import report
+import run_clock
 import runtime
 import solver
-import run_clock
 import train_log
 import utils
 from progress import write_line

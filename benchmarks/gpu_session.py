@@ -155,11 +155,11 @@ if not MISSING:
     import evaluate
     import export
     import pretrained
+    import report
+    import run_clock
     import runtime
     import solver
-    import run_clock
     import tables
-    import report
     import train
     import utils
     from metrics import METRICS

@@ -12,8 +12,8 @@ import config
 import create_data_lists
 import losses
 import models
-import solver
 import run_clock
+import solver
 import train
 from imresize import imresize_torch
 from utils import rgb2ycbcr_torch

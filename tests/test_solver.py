@@ -15,9 +15,9 @@ import losses
 import metrics
 import models
 import pretrained
+import run_clock
 import runtime
 import solver
-import run_clock
 import utils
 from config import get_config
 
