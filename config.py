@@ -26,10 +26,9 @@ image; ``iterations = epochs * floor(n_images * patches_per_image / batch_size)`
 incomplete batch of an epoch is dropped; stage 2 counts generator steps, one per ``d_steps``
 batches).
 
-Also here, as readers of the presets: :func:`recipe_of` names the preset (or preset + variant)
-whose settings a checkpoint records (the labels of tables and figures), and
-:func:`notebook_params` gives the notebooks their parameters (the smoke run's under
-``SR_SMOKE=1``, :func:`smoke_settings`).
+Also here: :func:`notebook_params` gives the notebooks their parameters (the smoke run's under
+``SR_SMOKE=1``, :func:`smoke_settings`). Which preset made a checkpoint is
+``checkpoint.recipe_of``.
 """
 import ast
 import copy
