@@ -1,8 +1,10 @@
-"""Tests of the metrics beyond PSNR/SSIM on Y: ``metrics.psnr_rgb``, ``metrics.lr_psnr`` and
+"""Tests of the metrics: ``metrics.psnr`` and ``metrics.ssim`` on Y (known values, the shave, a
+direct SSIM reference, bad input), ``metrics.psnr_rgb``, ``metrics.lr_psnr`` and
 ``metrics.LPIPS`` (weights from files written here, through a path, a pre-filled torch.hub cache
 and a download from an HTTP server on 127.0.0.1; never the real weights, which are not needed)."""
 import functools
 import hashlib
+import math
 import http.server
 import threading
 from pathlib import Path
@@ -15,12 +17,18 @@ import metrics
 import pretrained
 import utils
 from imresize import imresize
+from metrics import psnr, ssim
 
 SCALE = 4
 RNG_SEED = 0
 IMAGE_SIDE = 64          # LPIPS test images (>= both backbones' minimum)
 BLUR_SCALE = 4           # the blurred image: down and up x4 with bicubic
 
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
 
 def _image(rng, h, w, channels=3):
     """A smooth random uint8 image (low-frequency content, like a photo)."""
@@ -255,3 +263,114 @@ def test_lpips_missing_weights_give_the_clear_error(hub_dir, weight_files, tmp_p
     monkeypatch.setattr(pretrained, "_lpips_from_hub", lambda *a: pytest.fail("download tried"))
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         metrics.LPIPS("alex", linear_weights=tmp_path / "nope.pth")
+
+
+# ------------------------------------------------------------------------------------------
+# metrics
+# ------------------------------------------------------------------------------------------
+
+def test_identical_images():
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert psnr(img, img.copy(), 4) == math.inf
+    assert ssim(img, img.copy(), 4) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_psnr_known_mse_gray_and_colour(rng):
+    hr = rng.integers(10, 240, (20, 24), dtype=np.uint8)
+    sr = hr + np.uint8(5)  # every pixel off by 5: MSE 25 on raw gray values
+    assert psnr(sr, hr) == pytest.approx(10 * math.log10(255 ** 2 / 25), abs=1e-12)
+    assert psnr(sr[:, :, None], hr[:, :, None]) == pytest.approx(psnr(sr, hr), abs=1e-12)
+    # the same gray values as an R=G=B colour image: compared on Y, where a step of 5 in
+    # R=G=B is a step of 5 * 219/255 in Y
+    c_hr, c_sr = np.repeat(hr[:, :, None], 3, 2), np.repeat(sr[:, :, None], 3, 2)
+    dy = 5 * (65.481 + 128.553 + 24.966) / 255
+    assert psnr(c_sr, c_hr) == pytest.approx(10 * math.log10(255 ** 2 / dy ** 2), abs=1e-9)
+
+
+def test_psnr_uses_unrounded_y(rng):
+    hr = np.zeros((16, 16, 3), np.uint8)
+    sr = hr.copy()
+    sr[..., 2] = 1  # one blue level: Y changes by 24.966/255 ~ 0.098, which rounding would hide
+    assert psnr(sr, hr) == pytest.approx(10 * math.log10(255 ** 2 / (24.966 / 255) ** 2))
+
+
+def test_shave_removes_exactly_the_border(rng):
+    hr = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    for s in (1, 4):
+        sr = hr.copy()
+        sr[:s] = 255 - sr[:s]          # differences only in an s-pixel frame
+        sr[-s:] = 255 - sr[-s:]
+        sr[:, :s] = 255 - hr[:, :s]
+        sr[:, -s:] = 255 - hr[:, -s:]
+        assert psnr(sr, hr, shave=s) == math.inf
+        assert ssim(sr, hr, shave=s) == pytest.approx(1.0, abs=1e-12)
+        assert psnr(sr, hr, shave=s - 1) < 40
+        assert ssim(sr, hr, shave=s - 1) < 1
+
+
+def _slow_ssim(a, b):
+    """Direct SSIM of two float 2-D arrays, one 11x11 window at a time (reference only)."""
+    x = np.arange(11) - 5.0
+    w = np.exp(-(x[:, None] ** 2 + x[None, :] ** 2) / (2 * 1.5 ** 2))
+    w /= w.sum()
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    vals = []
+    for i in range(a.shape[0] - 10):
+        for j in range(a.shape[1] - 10):
+            pa, pb = a[i:i + 11, j:j + 11], b[i:i + 11, j:j + 11]
+            ma, mb = (w * pa).sum(), (w * pb).sum()
+            va = (w * (pa - ma) ** 2).sum()
+            vb = (w * (pb - mb) ** 2).sum()
+            cov = (w * (pa - ma) * (pb - mb)).sum()
+            vals.append((2 * ma * mb + c1) * (2 * cov + c2)
+                        / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+    return float(np.mean(vals))
+
+
+def test_ssim_matches_direct_reference(rng, monkeypatch):
+    hr = rng.integers(0, 256, (22, 25), dtype=np.uint8)
+    noise = rng.integers(-30, 31, hr.shape)
+    sr = np.clip(hr.astype(int) + noise, 0, 255).astype(np.uint8)
+    assert ssim(sr, hr) == pytest.approx(_slow_ssim(sr.astype(float), hr.astype(float)), abs=1e-12)
+    slow = _slow_ssim(sr.astype(float), hr.astype(float))
+    with monkeypatch.context() as m:
+        m.setattr(metrics, "SSIM_STRIP_ROWS", 5)  # 12 map rows: strips of 5, 5 and 2 rows
+        assert ssim(sr, hr) == pytest.approx(slow, abs=1e-12)
+    assert ssim(sr, hr, shave=2) == pytest.approx(
+        _slow_ssim(sr[2:-2, 2:-2].astype(float), hr[2:-2, 2:-2].astype(float)), abs=1e-12)
+    # colour: the reference on the float Y channel
+    c_hr = rng.integers(0, 256, (23, 21, 3), dtype=np.uint8)
+    c_sr = np.clip(c_hr.astype(int) + rng.integers(-20, 21, c_hr.shape), 0, 255).astype(np.uint8)
+    y = [16 + im.astype(float) @ np.array([65.481, 128.553, 24.966]) / 255 for im in (c_sr, c_hr)]
+    assert ssim(c_sr, c_hr) == pytest.approx(_slow_ssim(*y), abs=1e-12)
+
+
+def test_ssim_symmetric_and_below_one(rng):
+    a = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
+    s_ab, s_ba = ssim(a, b, 2), ssim(b, a, 2)
+    assert s_ab == pytest.approx(s_ba, abs=1e-12)
+    assert -1 <= s_ab < 0.99
+    assert psnr(a, b, 2) == pytest.approx(psnr(b, a, 2))
+
+
+def test_metric_input_errors(rng):
+    a = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    for f in (psnr, ssim):
+        with pytest.raises(TypeError, match="uint8"):
+            f(a.astype(np.float64), a, 0)
+        with pytest.raises(TypeError, match="uint8"):
+            f(a, a.astype(np.float32) / 255, 0)
+        with pytest.raises(ValueError) as info:
+            f(a, a[:19], 0)
+        assert "(20, 20, 3)" in str(info.value) and "(19, 20, 3)" in str(info.value)
+        with pytest.raises(ValueError):
+            f(a, a, 10)  # nothing left after shaving
+    with pytest.raises(ValueError, match="window"):
+        ssim(a, a, 5)  # 10x10 left: smaller than the 11x11 window
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Colour profiles: every image is read into sRGB
+# ----------------------------------------------------------------------------------------------
