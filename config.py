@@ -26,9 +26,8 @@ image; ``iterations = epochs * floor(n_images * patches_per_image / batch_size)`
 incomplete batch of an epoch is dropped; stage 2 counts generator steps, one per ``d_steps``
 batches).
 
-Also here: :func:`notebook_params` gives the notebooks their parameters (the smoke run's under
-``SR_SMOKE=1``, :func:`smoke_settings`). Which preset made a checkpoint is
-``checkpoint.recipe_of``.
+The notebooks' parameters (the smoke run's under ``SR_SMOKE=1``) are made by
+``notebook_setup.py``; which preset made a checkpoint is ``checkpoint.recipe_of``.
 """
 import ast
 import copy
@@ -51,6 +50,9 @@ was made and what it scores: weights/README.md): used where no checkpoint is giv
 
 SHARED_DATA = Path(os.environ.get("SR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 """Offline copy of public data beside the project (``../shared/data``); may be absent."""
+
+SHARED_VGG = SHARED_DATA / "vgg" / "vgg19_features_conv1_1-conv3_1.pth"
+"""The shared VGG19 slice, conv1_1..conv3_1 (enough for VGG22; ``pretrained.vgg19_candidates``)."""
 
 _PAPER = EasyDict({
     "scale": 4,                      # upscaling factor (the paper: x4 only)
@@ -450,70 +452,6 @@ def stage_config(cfg, stage):
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
     return cfg.stage1 if stage == "srresnet" else cfg.stage2
-
-
-# ----------------------------------------------------------------------------------------------
-# Notebooks: the real run's parameters, or the smoke run's under SR_SMOKE=1
-# ----------------------------------------------------------------------------------------------
-
-SMOKE_ENV = "SR_SMOKE"      # SR_SMOKE=1: the notebooks run their ~1-minute smoke settings
-RUN_DIR_ENV = "SR_RUN_DIR"  # where a smoke run writes everything (default runs/smoke)
-SHARED_VGG = SHARED_DATA / "vgg" / "vgg19_features_conv1_1-conv3_1.pth"  # VGG19 conv1_1..conv3_1
-
-
-def smoke_settings(run_dir=None):
-    """Every notebook setting of a smoke run (CPU, tiny 'smoke' preset, demo data), as a dict.
-
-    Everything is written under ``run_dir`` (default ``$SR_RUN_DIR``, else ``runs/smoke``): the
-    demo dataset in ``data/``, checkpoints at the top, tables in ``results/``, images in
-    ``images/``. Stage 2 uses the shared VGG22 slice (``SHARED_VGG``, phi_{2,2}) when present,
-    else an MSE content loss (``notes`` says so). The test sets are the demo test images
-    (set ``test`` under the demo root) and, when present, the shared Set5.
-    """
-    run = Path(run_dir or os.environ.get(RUN_DIR_ENV) or ROOT / "runs" / "smoke")
-    data = run / "data"
-    overrides = [f"data.root={data / 'demo'}", f"data.lists_dir={data / 'lists'}",
-                 f"data.cache_dir={data / 'cache'}", "train.device=cpu"]
-    notes = {}   # parameter -> a note printed by notebook_params when a notebook uses it
-    if SHARED_VGG.is_file():
-        overrides += [f"vgg.weights={SHARED_VGG}", "vgg.i=2", "vgg.j=2"]
-    else:
-        notes["overrides"] = (f"smoke run: no VGG19 weights at {SHARED_VGG}; stage 2 uses an "
-                              f"MSE content loss instead")
-        overrides.append("stage2.content_loss=mse")
-    shared_set5 = SHARED_DATA / "benchmark" / "Set5" / "HR"
-    return {
-        "preset": "smoke", "overrides": overrides, "device": "cpu", "run_dir": str(run),
-        "checkpoints": {"SRResNet": str(run / "srresnet.pth"), "SRGAN": str(run / "srgan.pth"),
-                        **{label: str(run / f"{arch}.pth") for label, arch in (
-                            ("TransposedConvSR", "tconv"), ("SRCNN", "srcnn"),
-                            ("FSRCNN", "fsrcnn"), ("VDSR", "vdsr"))}},
-        "data_roots": [str(data / "demo"), str(SHARED_DATA / "benchmark")],
-        "test_sets": ["test", "Set5"],
-        "image_set": "Set5" if shared_set5.is_dir() else "test",
-        "results_dir": str(run / "results"), "images_dir": str(run / "images"),
-        "notes": notes,
-    }
-
-
-def notebook_params(**params):
-    """A notebook's settings: its ``parameters`` cell (``params``) as an EasyDict, plus
-    ``smoke`` (bool). With the environment variable ``SR_SMOKE=1`` every key that
-    :func:`smoke_settings` knows is replaced by its smoke value (other keys are kept; for a
-    dict, such as ``checkpoints``, only the notebook's own entries are replaced)."""
-    if os.environ.get(SMOKE_ENV, "0").strip() in ("", "0"):
-        return EasyDict(params, smoke=False)
-    smoke = smoke_settings()
-    for key, note in smoke.pop("notes").items():
-        if key in params:
-            print(note)
-    out = {}
-    for key, value in params.items():
-        new = smoke.get(key, value)
-        if isinstance(value, dict) and isinstance(new, dict):
-            new = {k: new.get(k, v) for k, v in value.items()}
-        out[key] = new
-    return EasyDict(out, smoke=True)
 
 
 # ----------------------------------------------------------------------------------------------
