@@ -1,6 +1,6 @@
 """The house rules of the code layout (README, "Code map"), checked on the source: every top-level
-module has a docstring, imports between the project's modules go one way (no cycle), and no
-function is longer than a screen."""
+module has a docstring and a row in the README's code map, imports between the project's modules
+go one way (no cycle), and no function is longer than a screen."""
 import ast
 from pathlib import Path
 
@@ -67,3 +67,10 @@ def test_no_function_is_longer_than_a_screen():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_the_readme_code_map_names_every_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code_map = readme[readme.index("## Code map"):readme.index("### How a training step flows")]
+    missing = [f"{name}.py" for name in MODULES if f"`{name}.py`" not in code_map]
+    assert not missing, f"modules missing from the README's code map: {missing}"
