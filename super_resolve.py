@@ -1,5 +1,6 @@
-"""Super-resolve images with a trained generator: one image in memory, or files and folders
-from the command line, whole or tiled (bounded memory for any image size).
+"""Super-resolve image files and folders with a trained generator from the command line, whole or
+tiled (bounded memory for any image size): reading the inputs, planning and writing the outputs,
+loading a ``.pth`` or ``.onnx`` generator; the inference itself is ``tiling.upscale_image``.
 
 Usage (from the project root)::
 
@@ -18,7 +19,7 @@ Every input becomes ``OUTPUT/<input stem>.png`` (lossless), ``scale`` times larg
 * Palette images become RGB (RGBA when the palette has transparency).
 * A photo's EXIF orientation is applied (a warning says so); a multi-frame file (animated GIF,
   multi-page TIFF) gives its first frame (a warning says so). See ``utils.load_image``.
-* An image under :data:`MIN_INPUT_SIDE` px a side is edge-padded by the receptive field and
+* An image under ``tiling.MIN_INPUT_SIDE`` px a side is edge-padded by the receptive field and
   cropped back.
 * NaN/inf weights are refused when the checkpoint is loaded (``checkpoint.load_generator`` names the
   tensor); a non-finite model output is an error (:class:`NonFiniteOutputError`), never an image.
@@ -35,11 +36,12 @@ atomically). ``--debug`` shows the traceback (``cli.py``).
 Tiling (``--tile N``, default 256 LR pixels; 0 = whole image): the LR image is cut into N x N
 tiles, each tile is run with a margin of ``overlap`` LR pixels of real neighbouring context on
 every side, and only its centre is kept. With ``overlap`` >= the model's receptive-field radius
-(:func:`receptive_margin`, the default) every kept output pixel sees exactly the input it would
+(``tiling.receptive_margin``, the default) every kept output pixel sees exactly the input it would
 see in a whole-image pass, so the tiled result equals the untiled one up to float rounding
 (tests: at most 1 gray level). The command line refuses an ``--overlap`` below that radius (seams)
-and a ``--tile`` below the overlap (more context than image per tile). Only one tile is on the device at a time; the output is a uint8
-canvas on the CPU, so a 2K input becomes an 8K output in bounded memory.
+and a ``--tile`` below the overlap (more context than image per tile). Only one tile is on the
+device at a time; the output is a uint8 canvas on the CPU, so a 2K input becomes an 8K output in
+bounded memory.
 """
 import sys
 from pathlib import Path

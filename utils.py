@@ -4,7 +4,8 @@
   and writing them (:func:`save_image`);
 * files written safely: :func:`atomic_write` (temporary file + rename), :func:`folder_lock` (one
   run per output folder), :func:`sha256_file`;
-* colour conversions (MATLAB ``rgb2ycbcr``, PIL's luma) and :func:`modcrop`;
+* colour conversions (MATLAB ``rgb2ycbcr``, PIL's luma), :func:`modcrop` and
+  :func:`nearest_upsample`;
 * numpy images <-> torch tensors (:func:`image_to_tensor`, :func:`tensor_to_image`).
 
 Conventions (used by every module of the project):
