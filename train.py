@@ -53,10 +53,8 @@ RANK_SEED_OFFSET = datasets.RANK_SEED_OFFSET
 any number of epochs, so no two (rank, epoch) pairs share a seed; rank 0 = single process);
 its DataLoader workers likewise (``datasets.make_train_loader``)."""
 
-
 AVERAGED_METRICS = ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")
 """Epoch metrics averaged over the ranks of a multi-process run before they are logged."""
-
 
 STAGE_VALIDATION = {"srresnet": ("psnr", "ssim"), "srgan": evaluate.VALIDATION_METRICS}
 """What each stage validates per epoch (``evaluate.validate``): stage 2 also LR-PSNR and NIQE,
@@ -75,8 +73,9 @@ def checkpoint_name(cfg, stage):
 def generator_kwargs(cfg):
     """Keyword arguments of ``models.build_generator`` for ``cfg.generator.arch``.
 
-    SRResNet takes ``n_blocks`` / ``n_channels`` / ``batch_norm`` / ``upsample`` / ``bicubic_skip`` from ``cfg.generator``; the other archs take
-    the dict ``cfg.generator.<arch>`` when the config has one (else their defaults).
+    SRResNet takes ``n_blocks`` / ``n_channels`` / ``batch_norm`` / ``upsample`` /
+    ``bicubic_skip`` from ``cfg.generator``; the other archs take the dict
+    ``cfg.generator.<arch>`` when the config has one (else their defaults).
     """
     arch = cfg.generator.arch
     if arch == "srresnet":
