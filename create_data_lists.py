@@ -22,7 +22,6 @@ publishers do not print them and this project does not make them up -- and the a
 and pass ``zipfile.testzip`` / a full ``tarfile`` listing), then extracted refusing any member
 that would land outside the target folder. Every step is skipped when already done.
 """
-import argparse
 import difflib
 import http.client
 import io
@@ -494,8 +493,7 @@ def ensure_data(cfg):
 def parse_args(argv=None):
     """The command line, checked: every inconsistent combination is a usage error (exit 2)."""
     cfg = get_config()
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.tool_parser(__doc__)
     parser.add_argument("--download", action="store_true",
                         help="download DIV2K x4 and the EDSR benchmark sets, write their lists")
     parser.add_argument("--demo", action="store_true",

@@ -17,7 +17,6 @@ An output ending in ``.onnx`` is an ONNX graph instead (float32, dynamic height 
 checked against PyTorch before it is written; ``onnx_model.py``), for onnxruntime or another
 runtime; ``super_resolve.py --checkpoint x.onnx`` runs it.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -97,8 +96,7 @@ def export_file(src, dst, dtype=None):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.tool_parser(__doc__)
     p.add_argument("checkpoint", type=Path, help="a training checkpoint (train.py's OUT/<name>.pth)")
     p.add_argument("output", type=Path, help="the generator-only file to write, e.g. "
                    "weights/srgan.pth, or an ONNX graph: srgan.onnx")

@@ -17,7 +17,6 @@ table of bicubic and the trained models on ``cfg.train.eval_sets``. The README (
 :func:`run_stage` to ``solver.pixel_step`` / ``solver.discriminator_step`` and
 ``solver.generator_step``. The notebooks call ``config.build_config`` and :func:`run_stage`.
 """
-import argparse
 import contextlib
 import math
 import os
@@ -562,7 +561,7 @@ def _end_of_epoch(run, row, finished, epoch_start):
 # ----------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.tool_parser(__doc__)
     p.add_argument("--config", default=None, choices=sorted(PRESETS),
                    help="config preset (default: the recipe of --arch, config.ARCH_PRESETS, "
                         "else 'paper')")
