@@ -622,9 +622,7 @@ class LPIPS(nn.Module):
         """Copy the ``features`` convs of a torchvision state dict (``features.``-prefixed or
         not; other keys ignored) into the backbone; ValueError naming ``source`` if some are
         missing or mis-shaped."""
-        feats = {}
-        for key, value in state.items():
-            feats.setdefault(key[len("features."):] if key.startswith("features.") else key, value)
+        feats = pretrained.features_by_layer(state)
         needed = self.backbone.features.state_dict()
         subset = {k: feats[k] for k in needed if isinstance(feats.get(k), torch.Tensor)}
         why = state_mismatch(needed, subset)

@@ -65,13 +65,20 @@ def vgg19(i=5, j=4, weights=None):
     return vgg
 
 
+def features_by_layer(state):
+    """A torchvision state dict keyed by the layers of its ``features``: ``features.0.weight``
+    (the whole model) and ``0.weight`` (``features`` alone) both become ``0.weight``; the first
+    of two keys that map to the same name wins, other keys are kept as they are."""
+    feats = {}
+    for key, value in state.items():
+        feats.setdefault(key[len("features."):] if key.startswith("features.") else key, value)
+    return feats
+
+
 def _vgg19_features_state(state, source, vgg):
     """The tensors of ``state`` (``features.``-prefixed or not) that ``vgg.features`` needs;
     ValueError naming ``source`` if some are missing, mis-shaped or not finite."""
-    feats = {}
-    for key, value in state.items():
-        name = key[len("features."):] if key.startswith("features.") else key
-        feats.setdefault(name, value)
+    feats = features_by_layer(state)
     needed = vgg.features.state_dict()
     missing = [k for k in needed if k not in feats]
     if missing:
