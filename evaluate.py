@@ -517,7 +517,7 @@ def format_table(results, title="Method"):
     header = ["Set", "Images"] + [prefix + tables.metric_header(m) for m in metrics]
     rows = [[name, r["images"]] + [tables.format_value(m, r.get(m)) for m in metrics]
             for name, r in results.items()]
-    return tables.markdown_table(header, rows, right_from=1).rstrip("\n")
+    return tables.markdown_table(header, rows, right=range(1, len(header))).rstrip("\n")
 
 
 def result_notes(results, prefix=""):

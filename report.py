@@ -572,10 +572,10 @@ def report_training(cfg, checkpoints, progress=False):
     on ``cfg.train.eval_sets`` (each in the first of :func:`eval_roots` that has it; missing
     sets are named and skipped). Returns ``{label: {set: scores}}``, or None when nothing is
     configured or found."""
-    found, missing = find_sets(list(cfg.train.get("eval_sets") or []), eval_roots(cfg),
-                                      cfg.scale)
+    roots = eval_roots(cfg)
+    found, missing = find_sets(list(cfg.train.get("eval_sets") or []), roots, cfg.scale)
     for name in missing:
-        print(f"evaluation set {name!r} not found under {eval_roots(cfg)}: skipped", flush=True)
+        print(f"evaluation set {name!r} not found under {roots}: skipped", flush=True)
     methods = {"bicubic": "bicubic", **{k: str(v) for k, v in checkpoints.items()
                                         if Path(v).is_file()}}
     if not found or len(methods) < 2:
@@ -594,7 +594,7 @@ def report_training(cfg, checkpoints, progress=False):
         print(f"\n{name} ({n} images, x{cfg.scale}; PSNR/SSIM on Y with {cfg.scale} px shaved):")
         rows = [[label] + [tables.format_value(m, results[label][name].get(m)) for m in metrics]
                 for label in methods]
-        print(tables.markdown_table(header, rows, right_from=1), end="")
+        print(tables.markdown_table(header, rows, right=range(1, len(header))), end="")
     for m, reason in unavailable.items():
         if m in REPORT_METRICS:
             print(f"{METRICS[m].label} not computed: {reason.splitlines()[0]}")

@@ -38,19 +38,19 @@ def csv_value(metric, value):
     return "inf" if value == float("inf") else f"{value:.{METRICS[metric].csv_decimals}f}"
 
 
-def markdown_table(header, rows, right_from=None):
+def markdown_table(header, rows, right=()):
     """A GitHub Markdown table as text ending in a newline.
 
     Args:
         header: list of str; rows: lists of cells (``str()``-ed; ``|`` escaped, newlines made
             spaces).
-        right_from: index of the first right-aligned (numeric) column; None = none.
+        right: indexes of the right-aligned (numeric) columns; () = none.
     """
     def cell(v):
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     def rule(i):
-        return "---:" if right_from is not None and i >= right_from else "---"
+        return "---:" if i in right else "---"
 
     lines = ["| " + " | ".join(cell(h) for h in header) + " |",
              "|" + "|".join(rule(i) for i in range(len(header))) + "|"]

@@ -314,14 +314,12 @@ def git_commit():
 
 
 def md_table(header, rows):
-    """A markdown table: ``header`` (list of str; a header ending in ' >' is right-aligned, the
-    marker removed) and ``rows`` (lists of cells; a '|' in a cell, e.g. in an error line, is
-    escaped)."""
+    """A markdown table (``tables.markdown_table``, without the final newline): ``header`` (list
+    of str; a header ending in ' >' is right-aligned, the marker removed) and ``rows`` (lists of
+    cells; a '|' in a cell, e.g. in an error line, is escaped)."""
     names = [h[:-2] if h.endswith(" >") else h for h in header]
-    align = ["---:" if h.endswith(" >") else "---" for h in header]
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    right = {i for i, h in enumerate(header) if h.endswith(" >")}
+    return tables.markdown_table(names, rows, right=right).rstrip("\n")
 
 
 def fmt(value, digits=1):
