@@ -52,8 +52,10 @@ RANK_SEED_OFFSET = datasets.RANK_SEED_OFFSET
 any number of epochs, so no two (rank, epoch) pairs share a seed; rank 0 = single process);
 its DataLoader workers likewise (``datasets.make_train_loader``)."""
 
-AVERAGED_METRICS = ("content_loss", "adv_loss", "d_loss", "d_real", "d_fake")
-"""Epoch metrics averaged over the ranks of a multi-process run before they are logged."""
+AVERAGED_METRICS = solver.GAN_METRICS
+"""Epoch metrics averaged over the ranks of a multi-process run before they are logged: the
+losses and D's probabilities of ``solver.train_epoch_gan`` (stage 1's ``content_loss`` among
+them)."""
 
 STAGE_VALIDATION = {"srresnet": ("psnr", "ssim"), "srgan": evaluate.VALIDATION_METRICS}
 """What each stage validates per epoch (``evaluate.validate``): stage 2 also LR-PSNR and NIQE,
