@@ -56,11 +56,10 @@ import checkpoint
 import cli
 import create_data_lists
 import datasets
-import metrics
 import pretrained
 import tables
 import utils
-from metrics import METRICS, lpips_score, lr_psnr, niqe, psnr, psnr_rgb, ssim
+from metrics import LPIPS, METRICS, lpips_score, lr_psnr, niqe, psnr, psnr_rgb, ssim
 from config import get_config
 from imresize import imresize
 from progress import progress_bar
@@ -242,7 +241,7 @@ def load_lpips(net=LPIPS_DEFAULT_NET, backbone_weights=None, linear_weights=None
     key = (net, None if backbone_weights is None else str(backbone_weights),
            None if linear_weights is None else str(linear_weights), str(device))
     if key not in _LPIPS_LOADED:
-        _LPIPS_LOADED[key] = metrics.LPIPS(net, backbone_weights, linear_weights).to(device)
+        _LPIPS_LOADED[key] = LPIPS(net, backbone_weights, linear_weights).to(device)
     return _LPIPS_LOADED[key]
 
 
